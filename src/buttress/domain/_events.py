@@ -1,0 +1,152 @@
+"""Domain events: immutable records of something that happened in the domain."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from buttress.errors import ConfigurationError, DecodeError
+
+__all__ = ["DomainEvent"]
+
+_registry: dict[str, type[DomainEvent]] = {}
+_registry_lock = threading.Lock()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DomainEvent(BaseModel):
+    """Something that happened in the domain, worth telling other parts of the system.
+
+    Subclass it and add the fields the event carries. Every event is a frozen
+    pydantic model with a unique ``event_id`` and a timezone-aware
+    ``occurred_at`` (UTC now by default; a naive datetime is rejected). Events
+    compare by value and serialise to JSON and back with pydantic
+    (``model_dump_json`` / ``model_validate_json``); `to_json` and `from_json`
+    add the event's name, so a consumer can rebuild the right class from a
+    message it did not choose.
+
+    Each subclass is registered under ``event_name``: its module and qualified
+    name by default, or the ``name`` class argument
+    (``class OrderPlaced(DomainEvent, name="order.placed")``), which keeps
+    stored events readable after the class moves. Two different classes cannot
+    take the same name.
+
+    Example:
+        ```python
+        from buttress.domain import DomainEvent
+
+        class OrderPlaced(DomainEvent, name="orders.placed"):
+            order_id: int
+            total_cents: int
+
+        event = OrderPlaced(order_id=7, total_cents=1250)
+        assert DomainEvent.from_json(event.to_json()) == event
+        ```
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_name: ClassVar[str] = "DomainEvent"
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    """Unique id of this occurrence; consumers use it to drop duplicates."""
+
+    occurred_at: AwareDatetime = Field(default_factory=_now)
+    """When it happened; always timezone-aware."""
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        """Register the subclass under ``name`` (default: ``module.QualifiedName``)."""
+        super().__init_subclass__(**kwargs)
+        event_name = name if name is not None else f"{cls.__module__}.{cls.__qualname__}"
+        if not event_name:
+            raise ConfigurationError(
+                f"event class {cls.__qualname__} was given an empty name; "
+                "pass a non-empty name= or leave it out"
+            )
+        cls.event_name = event_name
+        with _registry_lock:
+            existing = _registry.get(event_name)
+            # Re-defining the same class (a module reloaded, a test run again) replaces it.
+            if existing is not None and (existing.__module__, existing.__qualname__) != (
+                cls.__module__,
+                cls.__qualname__,
+            ):
+                raise ConfigurationError(
+                    f"the event name {event_name!r} of {cls.__module__}.{cls.__qualname__} is "
+                    f"already taken by {existing.__module__}.{existing.__qualname__}; "
+                    "give one of them another name="
+                )
+            _registry[event_name] = cls
+
+    def to_json(self) -> str:
+        """Serialise the event with its name, for `from_json`.
+
+        Returns:
+            A JSON object ``{"event": <event_name>, "data": {...fields}}``.
+        """
+        return f'{{"event":{json.dumps(self.event_name)},"data":{self.model_dump_json()}}}'
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Self:
+        """Rebuild an event serialised by `to_json`, choosing its class by name.
+
+        Called on a subclass, the event must be of that class (or one of its own
+        subclasses).
+
+        Args:
+            raw: The JSON produced by `to_json`.
+
+        Returns:
+            The event, equal to the one serialised.
+
+        Raises:
+            DecodeError: The JSON is not an event envelope, names an event class
+                that is not defined (imported) in this process, or names a class
+                that is not a subclass of the one called.
+            pydantic.ValidationError: The event's data does not fit its class.
+        """
+        try:
+            envelope = _Envelope.model_validate_json(raw)
+        except ValidationError as exc:
+            raise DecodeError(
+                "not a serialised domain event: expected the JSON object "
+                '{"event": <name>, "data": {...}} written by DomainEvent.to_json()'
+            ) from exc
+        with _registry_lock:
+            event_cls = _registry.get(envelope.event)
+        if event_cls is None:
+            raise DecodeError(
+                f"no event class is registered under the name {envelope.event!r}; import the "
+                "module that defines it before reading such events"
+            )
+        if not issubclass(event_cls, cls):
+            raise DecodeError(
+                f"the event {envelope.event!r} is a {event_cls.__qualname__}, "
+                f"not a {cls.__qualname__}; call from_json on a common base class"
+            )
+        return event_cls.model_validate(envelope.data)
+
+    @classmethod
+    def registered(cls) -> dict[str, type[DomainEvent]]:
+        """Return the event classes known by name in this process.
+
+        Returns:
+            A copy of the registry, mapping ``event_name`` to class.
+        """
+        with _registry_lock:
+            return dict(_registry)
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: str
+    data: dict[str, Any]
