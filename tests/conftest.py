@@ -41,7 +41,9 @@ def in_ci() -> bool:
 def reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False
@@ -104,5 +106,5 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         return engine
     path = tmp_path_factory.mktemp("sqlite") / "test.db"
     sqlite = sa.create_engine(f"sqlite+pysqlite:///{path}")
-    request.addfinalizer(sqlite.dispose)
+    request.addfinalizer(sqlite.dispose)  # noqa: PT021 - the other branch returns a shared engine
     return sqlite

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 import sqlalchemy as sa
-from conftest import HOW_TO_START, require_service
 
 from buttress.settings import DatabaseSettings, RedisSettings
+from conftest import HOW_TO_START, require_service
 
 
 def test_an_unreachable_service_skips_with_how_to_start_it() -> None:

@@ -72,7 +72,7 @@ NESTED_DELIMITER = "__"
 # The grammar SQLAlchemy's make_url() accepts, checked here without importing it.
 _DATABASE_URL = re.compile(
     r"""
-    (?P<dialect>[A-Za-z][\w+]*)://
+    (?P<dialect>[\w+]+)://
     (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
     (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
     (?:/(?P<database>[^?]*))?

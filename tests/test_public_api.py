@@ -1,0 +1,80 @@
+"""The public face: exported names are pinned, and importing is cheap."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+import buttress
+
+EXPORTS = {
+    "buttress": ["ButtressError", "__version__"],
+    "buttress.errors": [
+        "BulkheadFullError",
+        "ButtressError",
+        "CircuitOpenError",
+        "ConcurrencyError",
+        "ConfigurationError",
+        "ConflictError",
+        "DecodeError",
+        "MissingDependencyError",
+        "NotFoundError",
+        "RetryError",
+        "UnavailableError",
+    ],
+    "buttress.domain": ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"],
+    "buttress.settings": [
+        "BreakerSettings",
+        "ButtressSettings",
+        "CacheSettings",
+        "DatabaseSettings",
+        "RedisSettings",
+        "ResilienceSettings",
+        "RetrySettings",
+        "mask_url",
+    ],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPORTS))
+def test_exported_names_are_exactly_the_documented_ones(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert module.__all__ == EXPORTS[module_name]
+    assert module.__all__ == sorted(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), name
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPORTS))
+def test_every_public_name_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert module.__doc__
+    for name in module.__all__:
+        value = getattr(module, name)
+        if callable(value):
+            assert value.__doc__, name
+
+
+HEAVY = ("sqlalchemy", "redis", "dependency_injector", "tenacity", "pybreaker", "cachetools")
+
+
+def test_importing_the_foundation_loads_no_database_redis_or_di_library() -> None:
+    code = (
+        "import json, sys\n"
+        "import buttress, buttress.errors, buttress.settings, buttress.domain\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(result.stdout) == []
+
+
+def test_the_version_is_a_string() -> None:
+    assert isinstance(buttress.__version__, str)
+    assert buttress.__version__.count(".") >= 2
