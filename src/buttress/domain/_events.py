@@ -43,11 +43,11 @@ class DomainEvent(BaseModel):
         ```python
         from buttress.domain import DomainEvent
 
-        class OrderPlaced(DomainEvent, name="orders.placed"):
-            order_id: int
+        class InvoiceSent(DomainEvent, name="billing.invoice-sent"):
+            invoice_id: int
             total_cents: int
 
-        event = OrderPlaced(order_id=7, total_cents=1250)
+        event = InvoiceSent(invoice_id=7, total_cents=1250)
         assert DomainEvent.from_json(event.to_json()) == event
         ```
     """

@@ -1,0 +1,24 @@
+"""The examples the README points newcomers to run, and exit 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_quickstart_runs_and_prints_its_transcript() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "postgresql://shop:***@db:5432/shop" in result.stdout
+    assert "s3cret" not in result.stdout
+    assert "rejected  BUTTRESS_DATABASE__POOL_SIZE" in result.stdout
+    assert "read back from JSON as the same event" in result.stdout
