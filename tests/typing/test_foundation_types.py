@@ -19,7 +19,7 @@ class Money(ValueObject):
     currency: str
 
 
-class Paid(DomainEvent):
+class Paid(DomainEvent, name="typing.paid"):
     order_id: int
 
 

@@ -99,19 +99,15 @@ class Entity:
         super().__init_subclass__(**kwargs)
         _install_identity_methods(cls)
 
-    @property
-    def identity(self) -> Any:
-        """The entity's key (the attribute named by ``__identity__``), or ``None``."""
-        return getattr(self, self.__identity__, None)
-
     def __eq__(self, other: object) -> bool:
         """Compare by class and key; an entity without a key equals only itself."""
         if self is other:
             return True
         if type(other) is not type(self):
             return NotImplemented
-        key = self.identity
-        return key is not None and bool(key == other.identity)
+        name = self.__identity__
+        key = getattr(self, name, None)
+        return key is not None and bool(key == getattr(other, name, None))
 
     def __hash__(self) -> int:
         """Hash by class and key.
@@ -119,7 +115,7 @@ class Entity:
         Raises:
             TypeError: The entity has no key yet.
         """
-        key = self.identity
+        key = getattr(self, self.__identity__, None)
         if key is None:
             raise TypeError(
                 f"{type(self).__name__} has no {self.__identity__} yet, so it cannot be hashed; "
