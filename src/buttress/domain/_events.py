@@ -8,7 +8,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import from_json
 
 from buttress.errors import ConfigurationError, DecodeError
 
@@ -55,6 +56,7 @@ class DomainEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_name: ClassVar[str] = "DomainEvent"
+    _json_head: ClassVar[str] = '{"event":"DomainEvent","data":'
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     """Unique id of this occurrence; consumers use it to drop duplicates."""
@@ -72,6 +74,7 @@ class DomainEvent(BaseModel):
                 "pass a non-empty name= or leave it out"
             )
         cls.event_name = event_name
+        cls._json_head = f'{{"event":{json.dumps(event_name)},"data":'
         with _registry_lock:
             existing = _registry.get(event_name)
             # Re-defining the same class (a module reloaded, a test run again) replaces it.
@@ -92,7 +95,7 @@ class DomainEvent(BaseModel):
         Returns:
             A JSON object ``{"event": <event_name>, "data": {...fields}}``.
         """
-        return f'{{"event":{json.dumps(self.event_name)},"data":{self.model_dump_json()}}}'
+        return f"{self._json_head}{self.model_dump_json()}}}"
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Self:
@@ -113,26 +116,33 @@ class DomainEvent(BaseModel):
                 that is not a subclass of the one called.
             pydantic.ValidationError: The event's data does not fit its class.
         """
+        envelope: object = None
+        cause: ValueError | None = None
         try:
-            envelope = _Envelope.model_validate_json(raw)
-        except ValidationError as exc:
+            envelope = from_json(raw)
+        except ValueError as exc:
+            cause = exc
+        name = envelope.get("event") if isinstance(envelope, dict) else None
+        data = envelope.get("data") if isinstance(envelope, dict) else None
+        if not isinstance(name, str) or not isinstance(data, dict):
             raise DecodeError(
                 "not a serialised domain event: expected the JSON object "
                 '{"event": <name>, "data": {...}} written by DomainEvent.to_json()'
-            ) from exc
-        with _registry_lock:
-            event_cls = _registry.get(envelope.event)
+            ) from cause
+        # A plain dict read is atomic; the lock only orders registrations.
+        event_cls = _registry.get(name)
         if event_cls is None:
             raise DecodeError(
-                f"no event class is registered under the name {envelope.event!r}; import the "
+                f"no event class is registered under the name {name!r}; import the "
                 "module that defines it before reading such events"
             )
         if not issubclass(event_cls, cls):
             raise DecodeError(
-                f"the event {envelope.event!r} is a {event_cls.__qualname__}, "
+                f"the event {name!r} is a {event_cls.__qualname__}, "
                 f"not a {cls.__qualname__}; call from_json on a common base class"
             )
-        return event_cls.model_validate(envelope.data)
+        # Parsed once into Python objects, validated once into the event class.
+        return event_cls.model_validate(data)
 
     @classmethod
     def registered(cls) -> dict[str, type[DomainEvent]]:
@@ -143,10 +153,3 @@ class DomainEvent(BaseModel):
         """
         with _registry_lock:
             return dict(_registry)
-
-
-class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    event: str
-    data: dict[str, Any]

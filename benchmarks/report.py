@@ -1,0 +1,351 @@
+"""Turn a pytest-benchmark JSON file into markdown tables of ratios to each group's baseline.
+
+Usage::
+
+    uv run pytest benchmarks --benchmark-only --benchmark-json=results.json
+    uv run python benchmarks/report.py results.json [--output report.md]
+
+One table per benchmark group. Each row shows the benchmark's name, its role
+(``extra_info["role"]``: baseline, peer or buttress), its median time, the
+operations per second that median implies, and the ratio of its median to the
+median of the group's baseline (the benchmark with ``extra_info["baseline"]``
+true), so the baseline reads 1.00 and a row at 3.00 takes three times as
+long (ratios are printed with a multiplication sign). Rows are sorted by that
+ratio. A group with no baseline, or with more than one, is reported with a
+note, sorted by median, and without ratios.
+
+Pure standard library, so it runs anywhere the JSON file can be copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "BenchmarkRow",
+    "ReportError",
+    "format_duration",
+    "format_ops",
+    "format_ratio",
+    "load",
+    "main",
+    "render",
+    "rows",
+]
+
+NO_GROUP = "(no group)"
+"""How a benchmark without a ``group`` is listed."""
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+"""Suffix of a ratio, as in 1.00 followed by this sign."""
+
+_DURATION_UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
+
+
+class ReportError(ValueError):
+    """The file is not a pytest-benchmark JSON report this script can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkRow:
+    """One benchmark of a group, as read from the JSON file."""
+
+    name: str
+    group: str
+    role: str
+    baseline: bool
+    median: float
+    """Median time of one call, in seconds."""
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a pytest-benchmark JSON file (written with ``--benchmark-json``).
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        The decoded JSON object.
+
+    Raises:
+        ReportError: The file cannot be read, is not JSON, or has no list of
+            ``benchmarks``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ReportError(
+            f"{path} is not a pytest-benchmark report: expected a JSON object with a "
+            '"benchmarks" list, as written by pytest --benchmark-json=FILE'
+        )
+    return data
+
+
+def rows(data: Mapping[str, Any]) -> list[BenchmarkRow]:
+    """Extract the benchmarks of a decoded report.
+
+    Args:
+        data: The object returned by `load`.
+
+    Returns:
+        One row per benchmark, in file order.
+
+    Raises:
+        ReportError: A benchmark lacks a name or a positive median.
+    """
+    result = []
+    for index, entry in enumerate(_list(data, "benchmarks")):
+        if not isinstance(entry, dict):
+            raise ReportError(f"benchmark #{index} is not a JSON object")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise ReportError(f"benchmark #{index} has no name")
+        stats = entry.get("stats")
+        median = stats.get("median") if isinstance(stats, dict) else None
+        if (
+            isinstance(median, bool)
+            or not isinstance(median, int | float)
+            or not math.isfinite(median)
+            or median <= 0
+        ):
+            raise ReportError(f"benchmark {name!r} has no positive stats.median")
+        extra = entry.get("extra_info")
+        extra = extra if isinstance(extra, dict) else {}
+        group = entry.get("group")
+        role = extra.get("role")
+        result.append(
+            BenchmarkRow(
+                name=name,
+                group=group if isinstance(group, str) and group else NO_GROUP,
+                role=role if isinstance(role, str) and role else "—",
+                baseline=extra.get("baseline") is True,
+                median=float(median),
+            )
+        )
+    return result
+
+
+def format_duration(seconds: float) -> str:
+    """Format a duration with three significant digits in s, ms, µs or ns.
+
+    Args:
+        seconds: The duration, in seconds.
+
+    Returns:
+        For instance ``"412 ns"``, ``"1.23 µs"`` or ``"12.3 ms"``.
+    """
+    index = next(
+        (i for i, (_, scale) in enumerate(_DURATION_UNITS) if seconds >= scale),
+        len(_DURATION_UNITS) - 1,
+    )
+    text = _three_digits(seconds / _DURATION_UNITS[index][1])
+    # Rounding may carry into the unit above: 999.7 ns is "1.00 µs", not "1000 ns".
+    if index > 0 and float(text) >= 1000:
+        index -= 1
+        text = _three_digits(seconds / _DURATION_UNITS[index][1])
+    unit = _DURATION_UNITS[index][0]
+    return f"{text} {unit}"
+
+
+def format_ops(seconds: float) -> str:
+    """Format the operations per second of a call taking ``seconds``.
+
+    Args:
+        seconds: The duration of one call, in seconds.
+
+    Returns:
+        The rate with thousands separators, for instance ``"2,427,184"``;
+        a rate under 100 keeps a decimal or two (``"12.5"``).
+    """
+    ops = 1.0 / seconds
+    if ops >= 100:  # below 100/s the fraction is worth showing
+        return f"{ops:,.0f}"
+    return _three_digits(ops)
+
+
+def format_ratio(ratio: float) -> str:
+    """Format a ratio to the baseline with three significant digits and a multiplication sign."""
+    return f"{_three_digits(ratio)}{TIMES}"
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """Render a decoded pytest-benchmark report as markdown.
+
+    Args:
+        data: The object returned by `load`.
+
+    Returns:
+        A markdown document: a heading with the run's date and machine, then
+        one table per group, groups in name order.
+
+    Raises:
+        ReportError: A benchmark lacks a name or a positive median.
+    """
+    lines = ["# Benchmark report", "", *_header(data), ""]
+    groups: dict[str, list[BenchmarkRow]] = {}
+    for row in rows(data):
+        groups.setdefault(row.group, []).append(row)
+    if not groups:
+        lines += ["No benchmarks in this file.", ""]
+    for group in sorted(groups, key=lambda name: (name == NO_GROUP, name)):
+        lines += _group_table(group, groups[group])
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line: read a JSON report and print or write the markdown.
+
+    Args:
+        argv: The arguments, without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 if the report cannot be read or written.
+    """
+    parser = argparse.ArgumentParser(
+        prog="report.py",
+        description="Markdown tables of pytest-benchmark results, with ratios to each "
+        "group's baseline.",
+    )
+    parser.add_argument("results", type=Path, help="JSON file from pytest --benchmark-json=FILE")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="write the markdown to this file instead of stdout"
+    )
+    args = parser.parse_args(argv)
+    try:
+        markdown = render(load(args.results))
+    except ReportError as exc:
+        print(f"report.py: error: {exc}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        sys.stdout.write(markdown)
+        return 0
+    try:
+        args.output.write_text(markdown, encoding="utf-8")
+    except OSError as exc:
+        print(f"report.py: error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _group_table(group: str, members: list[BenchmarkRow]) -> list[str]:
+    baselines = [row for row in members if row.baseline]
+    lines = [f"## {_cell(group)}", ""]
+    base: BenchmarkRow | None = None
+    if len(baselines) == 1:
+        base = baselines[0]
+        ordered = sorted(members, key=lambda row: (row.median / base.median, row.name))
+    else:
+        if baselines:
+            names = ", ".join(f"`{row.name}`" for row in baselines)
+            lines.append(f"> **Note:** {len(baselines)} baselines ({names}); no ratios.")
+        else:
+            lines.append(
+                '> **Note:** no baseline in this group (no `extra_info["baseline"]`); no ratios.'
+            )
+        lines.append("")
+        ordered = sorted(members, key=lambda row: (row.median, row.name))
+    lines += [
+        "| Benchmark | Role | Median | ops/s (1/median) | Ratio to baseline |",
+        "|:--|:--|--:|--:|--:|",
+    ]
+    for row in ordered:
+        ratio = "—" if base is None else format_ratio(row.median / base.median)
+        name = f"**{_cell(row.name)}**" if row is base else _cell(row.name)
+        lines.append(
+            f"| {name} | {_cell(row.role)} | {format_duration(row.median)} "
+            f"| {format_ops(row.median)} | {ratio} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _header(data: Mapping[str, Any]) -> list[str]:
+    lines = [f"- Date: {_date(data.get('datetime'))}"]
+    machine = data.get("machine_info")
+    machine = machine if isinstance(machine, dict) else {}
+    node = _text(machine.get("node"))
+    processor = _text(machine.get("processor"))
+    cpu = machine.get("cpu")
+    cpu = cpu if isinstance(cpu, dict) else {}
+    brand = _text(cpu.get("brand_raw"))
+    if processor == "unknown":
+        processor = brand
+    elif brand not in {"unknown", processor}:
+        processor = f"{processor}, {brand}"
+    details = [_text(machine.get("machine"))]
+    count = cpu.get("count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        details.append(f"{count} CPUs")
+    details = [detail for detail in details if detail != "unknown" and detail not in processor]
+    if details:
+        processor = f"{processor} ({', '.join(details)})"
+    implementation = machine.get("python_implementation")
+    python = _text(machine.get("python_version"))
+    if isinstance(implementation, str) and implementation:
+        python = f"{implementation} {python}"
+    lines += [
+        f"- Machine: {_cell(node)}",
+        f"- Processor: {_cell(processor)}",
+        f"- Python: {_cell(python)}",
+    ]
+    commit = data.get("commit_info")
+    if isinstance(commit, dict) and isinstance(commit.get("id"), str) and commit["id"]:
+        dirty = " (dirty)" if commit.get("dirty") is True else ""
+        lines.append(f"- Commit: `{commit['id'][:12]}`{dirty}")
+    return lines
+
+
+def _date(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        return "unknown"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return _cell(value)
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _three_digits(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise ReportError(f'expected a "{key}" list')
+    return value
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) and value else "unknown"
+
+
+def _cell(text: str) -> str:
+    """Escape text for a markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
