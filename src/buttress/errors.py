@@ -75,7 +75,24 @@ class ButtressError(Exception):
         return (_restore, (type(self), self.message), self.__dict__.copy())
 
 
-class NotFoundError(ButtressError, LookupError):
+class _EntityError(ButtressError):
+    """An error about one stored entity, named by its type and key."""
+
+    entity: str | None
+    key: object
+    _what: str = ""  # "{what} with key {key!r} " is followed by this
+
+    def __init__(
+        self, message: str | None = None, *, entity: str | None = None, key: object = None
+    ) -> None:
+        self.entity = entity
+        self.key = key
+        if message is None:
+            message = f"{entity or 'entity'} with key {key!r} {self._what}"
+        super().__init__(message)
+
+
+class NotFoundError(_EntityError, LookupError):
     """No entity exists with the requested key.
 
     Args:
@@ -84,24 +101,10 @@ class NotFoundError(ButtressError, LookupError):
         key: The key (primary key or criteria) that matched nothing.
     """
 
-    entity: str | None
-    key: object
-
-    def __init__(
-        self, message: str | None = None, *, entity: str | None = None, key: object = None
-    ) -> None:
-        self.entity = entity
-        self.key = key
-        if message is None:
-            what = entity or "entity"
-            message = (
-                f"{what} with key {key!r} was not found; use get_or_none() when a missing "
-                "entity is expected, or check the key"
-            )
-        super().__init__(message)
+    _what = "was not found; use get_or_none() when a missing entity is expected, or check the key"
 
 
-class ConflictError(ButtressError):
+class ConflictError(_EntityError):
     """A write clashes with data already stored: a duplicate key or a violated constraint.
 
     Args:
@@ -110,24 +113,13 @@ class ConflictError(ButtressError):
         key: The key of the entity written, if known.
     """
 
-    entity: str | None
-    key: object
-
-    def __init__(
-        self, message: str | None = None, *, entity: str | None = None, key: object = None
-    ) -> None:
-        self.entity = entity
-        self.key = key
-        if message is None:
-            what = entity or "entity"
-            message = (
-                f"{what} with key {key!r} conflicts with stored data (duplicate key or violated "
-                "constraint); load the stored entity and change it instead, or choose another key"
-            )
-        super().__init__(message)
+    _what = (
+        "conflicts with stored data (duplicate key or violated constraint); load the stored "
+        "entity and change it instead, or choose another key"
+    )
 
 
-class ConcurrencyError(ButtressError):
+class ConcurrencyError(_EntityError):
     """A write was based on a stale version: someone else changed the entity first.
 
     Args:
@@ -136,21 +128,10 @@ class ConcurrencyError(ButtressError):
         key: The key of the entity written, if known.
     """
 
-    entity: str | None
-    key: object
-
-    def __init__(
-        self, message: str | None = None, *, entity: str | None = None, key: object = None
-    ) -> None:
-        self.entity = entity
-        self.key = key
-        if message is None:
-            what = entity or "entity"
-            message = (
-                f"{what} with key {key!r} was changed by someone else since it was loaded; "
-                "load it again, reapply the change and commit, or report the conflict to the user"
-            )
-        super().__init__(message)
+    _what = (
+        "was changed by someone else since it was loaded; load it again, reapply the change "
+        "and commit, or report the conflict to the user"
+    )
 
 
 class UnavailableError(ButtressError):
