@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from buttress.domain import AggregateRoot, Entity, ValueObject
+from buttress.domain import AggregateRoot, DomainEvent, Entity, ValueObject
+from buttress.errors import ConfigurationError
 
 
 @dataclass
@@ -208,3 +209,64 @@ def test_values_are_immutable_and_strict_about_fields() -> None:
 def test_a_value_object_is_not_an_entity_and_an_aggregate_is() -> None:
     assert not issubclass(ValueObject, Entity)
     assert issubclass(AggregateRoot, Entity)
+
+
+class FrozenAccount(Entity, BaseModel):
+    """A frozen pydantic entity: pydantic must not hash it by its fields."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int | None
+    owner: str
+
+
+pydantic_entities = st.builds(FrozenAccount, id=keys, owner=names) | st.builds(
+    Account, id=st.sampled_from(["a", "b"]), balance=st.integers(0, 3)
+)
+
+
+@given(pydantic_entities, pydantic_entities)
+def test_pydantic_entities_keep_the_laws(a: Entity, b: Entity) -> None:
+    assert (a == b) == (b == a)
+    key_a, key_b = getattr(a, "id", None), getattr(b, "id", None)
+    assert (a == b) == (a is b or (type(a) is type(b) and key_a is not None and key_a == key_b))
+    if a == b and key_a is not None:
+        assert hash(a) == hash(b)
+
+
+def test_a_frozen_pydantic_entity_with_base_model_first_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"class Wrong\(Entity, BaseModel\)"):
+
+        class Wrong(BaseModel, Entity):
+            model_config = ConfigDict(frozen=True)
+            id: int
+
+    with pytest.raises(ConfigurationError, match="list the entity base first"):
+
+        class WrongByKeyword(BaseModel, Entity, frozen=True):
+            id: int
+
+
+def test_a_frozen_pydantic_entity_without_a_key_refuses_to_hash() -> None:
+    with pytest.raises(TypeError, match="has no id yet"):
+        hash(FrozenAccount(id=None, owner="ada"))
+
+
+@dataclass
+class Cart(AggregateRoot):
+    id: int
+
+
+class Added(DomainEvent):
+    pass
+
+
+def test_a_copy_of_an_aggregate_starts_without_the_originals_events() -> None:
+    cart = Cart(1)
+    cart.record_event(Added())
+    for clone in (copy.copy(cart), copy.deepcopy(cart), pickle.loads(pickle.dumps(cart))):
+        assert clone == cart
+        assert clone.pending_events == ()
+        clone.record_event(Added())
+        assert len(clone.pending_events) == 1
+    assert len(cart.pull_events()) == 1

@@ -179,3 +179,30 @@ def test_a_user_defined_eq_in_the_class_body_is_kept() -> None:
 
     # A subclass keeps the parent's own __eq__ rather than going back to Entity's.
     assert Child(1, "x") == Child(2, "x")
+
+
+@pytest.mark.parametrize("kind", DECLARATIVE, ids=lambda k: k.__name__)
+def test_expired_and_detached_entities_compare_and_hash_without_a_query(
+    tables: sa.Engine, kind: type[AggregateRoot]
+) -> None:
+    with Session(tables) as session:  # expire_on_commit=True: the default
+        saved = make(kind, 3, "ada")
+        session.add(saved)
+        session.commit()
+        statements: list[str] = []
+
+        def record(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        sa.event.listen(tables, "before_cursor_execute", record)
+        try:
+            assert hash(saved) == hash(make(kind, 3, "x"))  # expired, still in the session
+            assert saved == make(kind, 3, "x")
+        finally:
+            sa.event.remove(tables, "before_cursor_execute", record)
+        assert statements == []
+    # Now detached as well as expired: reading saved.id would raise DetachedInstanceError.
+    with Session(tables) as session:
+        loaded = session.get(kind, 3)
+    assert loaded == saved
+    assert {loaded, saved} == {saved}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from buttress.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -61,6 +63,40 @@ def _install_identity_methods(cls: type) -> None:
 _MISSING: Any = object()
 
 
+def _key_of(entity: Entity) -> Any:
+    """Read an entity's key without triggering a load.
+
+    An attribute already in ``__dict__`` wins. Otherwise an ORM-mapped instance
+    whose attributes were expired (after a commit, or detached from its session)
+    is identified by the identity key SQLAlchemy keeps on its instance state, so
+    comparing or hashing it never runs a query nor fails as detached.
+    """
+    name = entity.__identity__
+    attributes = getattr(entity, "__dict__", None)
+    if attributes is not None:
+        if name in attributes:
+            return attributes[name]
+        identity_key = getattr(attributes.get("_sa_instance_state"), "key", None)
+        if identity_key is not None:
+            primary_key = identity_key[1]
+            return primary_key[0] if len(primary_key) == 1 else primary_key
+    return getattr(entity, name, None)
+
+
+def _pydantic_hash_will_win(cls: type) -> bool:
+    """Tell whether pydantic will replace our ``__hash__`` after class creation.
+
+    A frozen pydantic model gets a field-by-field hash unless a base listed before
+    ``BaseModel`` already defines one, so ``Entity`` must come first.
+    """
+    config = cls.__dict__.get("model_config")
+    if not isinstance(config, dict) or not config.get("frozen"):
+        return False
+    names = [(klass.__module__, klass.__name__) for klass in cls.__mro__]
+    pydantic_base = ("pydantic.main", "BaseModel")
+    return pydantic_base in names and names.index(pydantic_base) < cls.__mro__.index(Entity)
+
+
 class Entity:
     """A domain object with an identity that outlives changes to its attributes.
 
@@ -94,10 +130,22 @@ class Entity:
     __identity__: ClassVar[str] = "id"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Keep identity equality on every subclass, before and after other bases act."""
+        """Keep identity equality on every subclass, before and after other bases act.
+
+        Raises:
+            ConfigurationError: A frozen pydantic model lists ``BaseModel``
+                before ``Entity``, so pydantic would hash it by its fields.
+        """
         _install_identity_methods(cls)
         super().__init_subclass__(**kwargs)
         _install_identity_methods(cls)
+        if _pydantic_hash_will_win(cls):
+            raise ConfigurationError(
+                f"{cls.__qualname__} is a frozen pydantic model with BaseModel before "
+                f"{Entity.__name__} in its bases, so pydantic would hash it by its field values "
+                "and break identity equality; list the entity base first: "
+                f"class {cls.__name__}({Entity.__name__}, BaseModel)"
+            )
 
     def __eq__(self, other: object) -> bool:
         """Compare by class and key; an entity without a key equals only itself."""
@@ -105,9 +153,8 @@ class Entity:
             return True
         if type(other) is not type(self):
             return NotImplemented
-        name = self.__identity__
-        key = getattr(self, name, None)
-        return key is not None and bool(key == getattr(other, name, None))
+        key = _key_of(self)
+        return key is not None and bool(key == _key_of(other))
 
     def __hash__(self) -> int:
         """Hash by class and key.
@@ -115,7 +162,7 @@ class Entity:
         Raises:
             TypeError: The entity has no key yet.
         """
-        key = getattr(self, self.__identity__, None)
+        key = _key_of(self)
         if key is None:
             raise TypeError(
                 f"{type(self).__name__} has no {self.__identity__} yet, so it cannot be hashed; "
@@ -155,13 +202,14 @@ class AggregateRoot(Entity):
         ```
     """
 
-    def _event_list(self) -> list[DomainEvent]:
-        events: list[DomainEvent] | None = self.__dict__.get(_EVENTS_ATTR)
-        if events is None:
-            events = []
-            # Bypasses __setattr__ on purpose: ORMs and frozen classes must not see it.
-            self.__dict__[_EVENTS_ATTR] = events
-        return events
+    def _recorded(self) -> list[DomainEvent] | None:
+        # The list is stored with the id of its owner: a copy (copy.copy, model_copy,
+        # a pickle round trip) shares or carries the stored pair, but is another
+        # object, so it starts with no events and nothing is published twice.
+        stored: tuple[int, list[DomainEvent]] | None = self.__dict__.get(_EVENTS_ATTR)
+        if stored is not None and stored[0] == id(self):
+            return stored[1]
+        return None
 
     def record_event(self, event: DomainEvent) -> None:
         """Record that something happened to this aggregate.
@@ -169,21 +217,30 @@ class AggregateRoot(Entity):
         Args:
             event: The event, to be handed out by the next `pull_events`.
         """
-        self._event_list().append(event)
+        events = self._recorded()
+        if events is None:
+            events = []
+            # Bypasses __setattr__ on purpose: ORMs and frozen classes must not see it.
+            self.__dict__[_EVENTS_ATTR] = (id(self), events)
+        events.append(event)
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
         """The recorded events not pulled yet, oldest first, without removing them."""
-        return tuple(self.__dict__.get(_EVENTS_ATTR) or ())
+        return tuple(self._recorded() or ())
 
     def pull_events(self) -> list[DomainEvent]:
         """Hand out the recorded events, oldest first, and forget them.
 
+        Events belong to the instance that recorded them: a copy of an aggregate
+        starts with none, so each event is published once.
+
         Returns:
             The events recorded since the last call; each event is returned once.
         """
-        events = self.__dict__.get(_EVENTS_ATTR)
+        events = self._recorded()
         if not events:
             return []
-        self.__dict__[_EVENTS_ATTR] = []
-        return list(events)
+        pulled = list(events)
+        events.clear()
+        return pulled
