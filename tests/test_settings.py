@@ -272,3 +272,80 @@ def test_accepted_redis_urls_parse_in_redis_py(url: str) -> None:
 def test_secret_values_can_be_passed_as_secret_str() -> None:
     url = f"postgresql://app:{PASSWORD}@db/app"
     assert DatabaseSettings(url=SecretStr(url)).url.get_secret_value() == url
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        f"postgresql://app:{PASSWORD}@db/app",
+        [f"postgresql://app:{PASSWORD}@db/app"],
+        42,
+    ],
+)
+def test_a_whole_section_of_the_wrong_type_is_not_echoed(section: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        ButtressSettings(database=section)
+    assert caught.value.problems[0].startswith("BUTTRESS_DATABASE (the 'database' setting)")
+    assert PASSWORD not in str(caught.value)
+    assert "(got" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("BUTTRESS_RESILIENCE__RETRY", "not json", "BUTTRESS_RESILIENCE"),
+        ("BUTTRESS_DATABASE", f'{{"url": "postgresql://u:{PASSWORD}@h/db"', "BUTTRESS_DATABASE"),
+    ],
+)
+def test_a_section_variable_with_broken_json_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        ButtressSettings()
+    assert caught.value.problems[0].startswith(f"{named}: is not valid JSON")
+    assert PASSWORD not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+def test_a_section_variable_with_a_json_object_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUTTRESS_RESILIENCE__RETRY", '{"attempts": 7}')
+    assert ButtressSettings().resilience.retry.attempts == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "problem"),
+    [
+        (
+            "BUTTRESS_DATABASE__URL__HOST",
+            (
+                "BUTTRESS_DATABASE__URL__HOST: BUTTRESS_DATABASE__URL is a single setting, not a "
+                "group; set BUTTRESS_DATABASE__URL itself"
+            ),
+        ),
+        (
+            "BUTTRESS_DATABSE__POOL_SIZE",
+            (
+                "BUTTRESS_DATABSE__POOL_SIZE: no such setting; did you mean "
+                "BUTTRESS_DATABASE__POOL_SIZE?"
+            ),
+        ),
+    ],
+)
+def test_misplaced_variables_are_reported_once_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, variable: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(ConfigurationError) as caught:
+        ButtressSettings()
+    assert caught.value.problems == (problem,)
+
+
+def test_a_password_in_the_query_is_masked_too() -> None:
+    url = f"unix:///run/redis.sock?db=1&password={PASSWORD}&x=1"
+    settings = RedisSettings(url=url)
+    assert settings.safe_url == "unix:///run/redis.sock?db=1&password=***&x=1"
+    assert mask_url(f"postgresql://u@h/db?sslmode=require&PASSWORD={PASSWORD}") == (
+        "postgresql://u@h/db?sslmode=require&PASSWORD=***"
+    )

@@ -45,7 +45,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from buttress.errors import ConfigurationError
 
@@ -81,6 +81,8 @@ _DATABASE_URL = re.compile(
     re.VERBOSE,
 )
 _PASSWORD_IN_URL = re.compile(r"^(?P<head>[^:/?#]+://[^:/@]*:)(?P<password>[^@]*)(?P<tail>@.*)$")
+# Drivers also take the password as a query parameter (redis-py over unix://, libpq).
+_PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pass|pwd)=)[^&#]*", re.IGNORECASE)
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 
@@ -88,12 +90,14 @@ def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``***``, safe to log.
 
     Args:
-        url: A URL of the form ``scheme://user:password@host/...``.
+        url: A URL of the form ``scheme://user:password@host/...``, possibly with
+            the password in the query instead (``?password=...``).
 
     Returns:
-        The same URL with the password masked; unchanged when it has none.
+        The same URL with every password masked; unchanged when it has none.
     """
-    return _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", url)
+    masked = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", url)
+    return _PASSWORD_IN_QUERY.sub(r"\g<head>***", masked)
 
 
 def _check_database_url(value: SecretStr) -> SecretStr:
@@ -159,16 +163,31 @@ def _nested_model(annotation: object) -> type[BaseModel] | None:
     return None
 
 
-def _field_is_secret(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+def _may_echo(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+    """Tell whether the rejected input at ``loc`` may be shown in an error message.
+
+    Only plain values of known, non-secret fields are shown: a whole section (which
+    may hold a URL) or an unknown location is never echoed.
+    """
     current: type[BaseModel] | None = model
+    annotation: object = None
     for part in loc:
         if current is None or not isinstance(part, str) or part not in current.model_fields:
-            return True  # unknown location: do not risk echoing a secret
+            return False
         annotation = current.model_fields[part].annotation
         if _is_secret(annotation):
-            return True
+            return False
         current = _nested_model(annotation)
-    return False
+    return bool(loc) and current is None
+
+
+def _already_reported(variable: str, reported: set[str]) -> bool:
+    """Tell whether ``variable``, or a variable nested under it, was already reported."""
+    upper = variable.upper()
+    return any(name == upper or name.startswith(upper + NESTED_DELIMITER) for name in reported)
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "(\w+)"')
 
 
 def _variable(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -181,7 +200,7 @@ def _describe(model: type[BaseModel], prefix: str, error: Any) -> str:
     name = _variable(prefix, loc) if loc else prefix.rstrip("_")
     field = ".".join(str(part) for part in loc)
     where = f"{name} (the {field!r} setting)" if loc else name
-    if loc and not _field_is_secret(model, loc) and "input" in error:
+    if _may_echo(model, loc) and "input" in error:
         return f"{where}: {message} (got {error['input']!r})"
     return f"{where}: {message}"
 
@@ -194,19 +213,29 @@ def _unknown_variables(
     upper_prefix = prefix.upper()
     fields = {name.upper(): info for name, info in model.model_fields.items()}
     seen: set[str] = set()
-    # At the top level, other BUTTRESS_* variables may belong to the application.
-    check_heads = upper_prefix != ENV_PREFIX
+    # At the top level, other BUTTRESS_* variables may belong to the application: only
+    # a nested-looking name close to a section's (BUTTRESS_DATABSE__URL) is a typo.
+    top_level = upper_prefix == ENV_PREFIX
     for variable in environ:
         upper = variable.upper()
         if not upper.startswith(upper_prefix):
             continue
-        head = upper[len(upper_prefix) :].split(NESTED_DELIMITER, 1)[0]
-        if not check_heads or head in fields or head in seen:
+        head, nested_name, rest = upper[len(upper_prefix) :].partition(NESTED_DELIMITER)
+        if head in fields:
+            if nested_name and _nested_model(fields[head].annotation) is None:
+                problems.append(
+                    f"{variable}: {upper_prefix}{head} is a single setting, not a group; "
+                    f"set {upper_prefix}{head} itself"
+                )
+            continue
+        if head in seen:
+            continue
+        suggestion = difflib.get_close_matches(head, list(fields), n=1)
+        if top_level and not (nested_name and suggestion):
             continue
         seen.add(head)
-        suggestion = difflib.get_close_matches(head, list(fields), n=1)
         hint = (
-            f"did you mean {upper_prefix}{suggestion[0]}?"
+            f"did you mean {upper_prefix}{suggestion[0]}{nested_name}{rest}?"
             if suggestion
             else f"known settings: {', '.join(sorted(fields))}"
         )
@@ -237,6 +266,15 @@ class _Settings(BaseSettings):
             problems = _unknown_variables(type(self), prefix, os.environ) if outermost else []
             try:
                 super().__init__(**values)
+            except SettingsError as exc:
+                # A section given as one variable holding JSON that does not parse.
+                # Not chained: the parser's error carries the raw value.
+                field = _SETTINGS_ERROR_FIELD.search(str(exc))
+                name = _variable(prefix, (field[1],)) if field else f"a {prefix}* variable"
+                problems.append(
+                    f"{name}: is not valid JSON; set the section's settings one variable "
+                    f"each ({name}__<SETTING>), or give a JSON object"
+                )
             except ValidationError as exc:
                 if not outermost:
                     raise  # pydantic merges it into the outer error, with its location
@@ -244,7 +282,7 @@ class _Settings(BaseSettings):
                 problems.extend(
                     _describe(type(self), prefix, error)
                     for error in exc.errors(include_url=False)
-                    if _variable(prefix, tuple(error["loc"])).upper() not in reported
+                    if not _already_reported(_variable(prefix, tuple(error["loc"])), reported)
                 )
             if problems:
                 # Not chained: pydantic's own message would repeat the rejected values,
