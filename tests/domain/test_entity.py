@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from buttress.domain import AggregateRoot, DomainEvent, Entity, ValueObject
 from buttress.errors import ConfigurationError
@@ -202,8 +202,22 @@ def test_values_are_immutable_and_strict_about_fields() -> None:
         money.amount = Decimal(2)  # type: ignore[misc]
     with pytest.raises(ValidationError, match="Extra inputs"):
         Money(amount=Decimal(1), currency="EUR", note="x")  # type: ignore[call-arg]
-    assert money.model_copy(update={"amount": Decimal(2)}).amount == Decimal(2)
+    assert money.replace(amount="2").amount == Decimal(2)
     assert money.amount == Decimal(1)
+
+
+class Percentage(ValueObject):
+    value: int = Field(ge=0, le=100)
+
+
+def test_replace_validates_like_construction() -> None:
+    half = Percentage(value=50)
+    assert half.replace(value="75") == Percentage(value=75)
+    with pytest.raises(ValidationError, match="less than or equal to 100"):
+        half.replace(value=150)
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        half.replace(valu=1)
+    assert half == Percentage(value=50)
 
 
 def test_a_value_object_is_not_an_entity_and_an_aggregate_is() -> None:

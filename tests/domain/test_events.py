@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -10,7 +11,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from buttress.domain import AggregateRoot, DomainEvent, ValueObject
 from buttress.errors import ConfigurationError, DecodeError
@@ -152,10 +153,38 @@ def test_undecodable_input_raises_decode_error(raw: str, message: str) -> None:
     assert isinstance(caught.value, ValueError)
 
 
-def test_data_that_does_not_fit_the_class_is_a_validation_error() -> None:
-    raw = '{"event": "test.orders.placed", "data": {"order_id": "x"}}'
-    with pytest.raises(ValidationError):
+def test_data_that_does_not_fit_the_class_is_a_decode_error_naming_the_field() -> None:
+    event = OrderCancelled(order_id=1, reason="x")
+    raw = event.to_json().replace('"order_id":1', '"order_id":"one"')
+    with pytest.raises(DecodeError, match=r"does not fit OrderCancelled \(order_id: ") as caught:
         DomainEvent.from_json(raw)
+    assert isinstance(caught.value.__cause__, ValidationError)
+
+
+@pytest.mark.parametrize("field", ["event_id", "occurred_at"])
+def test_an_event_without_its_identity_or_time_is_not_given_new_ones(field: str) -> None:
+    data = OrderCancelled(order_id=1, reason="x").model_dump(mode="json")
+    del data[field]
+    raw = json.dumps({"event": OrderCancelled.event_name, "data": data})
+    with pytest.raises(DecodeError, match=f"has no {field}"):
+        DomainEvent.from_json(raw)
+
+
+class StrictEvent(DomainEvent):
+    model_config = ConfigDict(strict=True)
+
+    count: int
+
+
+def test_strict_events_read_back_as_pydantic_reads_their_json() -> None:
+    event = StrictEvent(count=3)
+    assert DomainEvent.from_json(event.to_json()) == event
+    assert StrictEvent.model_validate_json(event.model_dump_json()) == event
+
+
+def test_a_bare_domain_event_round_trips() -> None:
+    event = DomainEvent()
+    assert DomainEvent.from_json(event.to_json()) == event
 
 
 @dataclass

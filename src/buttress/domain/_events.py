@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import from_json
 
 from buttress.errors import ConfigurationError, DecodeError
@@ -111,10 +111,11 @@ class DomainEvent(BaseModel):
             The event, equal to the one serialised.
 
         Raises:
-            DecodeError: The JSON is not an event envelope, names an event class
-                that is not defined (imported) in this process, or names a class
-                that is not a subclass of the one called.
-            pydantic.ValidationError: The event's data does not fit its class.
+            DecodeError: The JSON is not an event envelope; names an event class
+                that is not defined (imported) in this process, or one that is
+                not a subclass of the class called; lacks the event's
+                ``event_id`` or ``occurred_at`` (which must never be invented on
+                reading); or holds data that does not fit the event's class.
         """
         envelope: object = None
         cause: ValueError | None = None
@@ -141,8 +142,26 @@ class DomainEvent(BaseModel):
                 f"the event {name!r} is a {event_cls.__qualname__}, "
                 f"not a {cls.__qualname__}; call from_json on a common base class"
             )
-        # Parsed once into Python objects, validated once into the event class.
-        return event_cls.model_validate(data)
+        missing = [field for field in ("event_id", "occurred_at") if field not in data]
+        if missing:
+            raise DecodeError(
+                f"the event {name!r} has no {' or '.join(missing)}; an event read back must "
+                "keep the identity and time it was written with: serialise it with to_json()"
+            )
+        try:
+            # Validated in JSON mode, as model_validate_json would: strict models and
+            # JSON-only conversions behave the same as on the class itself.
+            envelope_model = _envelope_model(event_cls)
+            return envelope_model.model_validate_json(raw).data  # type: ignore[attr-defined, no-any-return]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
+                for error in exc.errors(include_url=False, include_input=False)
+            )
+            raise DecodeError(
+                f"the data of event {name!r} does not fit {event_cls.__qualname__} "
+                f"({problems}); was it written by an incompatible version of the class?"
+            ) from exc
 
     @classmethod
     def registered(cls) -> dict[str, type[DomainEvent]]:
@@ -153,3 +172,23 @@ class DomainEvent(BaseModel):
         """
         with _registry_lock:
             return dict(_registry)
+
+
+# The base class is registered too, so a bare DomainEvent written with to_json reads back.
+_registry[DomainEvent.event_name] = DomainEvent
+
+_envelopes: dict[type[DomainEvent], type[BaseModel]] = {}
+
+
+def _envelope_model(event_cls: type[DomainEvent]) -> type[BaseModel]:
+    """Return (and cache) the model of ``{"event": ..., "data": <event_cls>}``."""
+    model = _envelopes.get(event_cls)
+    if model is None:
+        model = create_model(
+            f"{event_cls.__name__}Envelope",
+            __config__=ConfigDict(extra="forbid"),
+            event=(str, ...),
+            data=(event_cls, ...),
+        )
+        _envelopes[event_cls] = model
+    return model
