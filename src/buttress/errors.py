@@ -13,6 +13,7 @@ Exception
     ├── UnavailableError                       a call was refused to protect a dependency
     │   ├── CircuitOpenError                   ... because its circuit breaker is open
     │   └── BulkheadFullError                  ... because its concurrency limit is reached
+    ├── DeadlineExceededError   (TimeoutError) a call took longer than its time limit
     ├── RetryError                             retrying stopped with no exception to re-raise
     ├── DecodeError             (ValueError)   stored or received data cannot be decoded
     ├── ConfigurationError      (ValueError)   a setting, argument or wiring is invalid
@@ -36,6 +37,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "ConflictError",
+    "DeadlineExceededError",
     "DecodeError",
     "MissingDependencyError",
     "NotFoundError",
@@ -196,6 +198,39 @@ class BulkheadFullError(UnavailableError):
             message = (
                 f"bulkhead {name!r} is full ({max_concurrent} running, {max_waiting} waiting); "
                 "the call was not made: shed the load, serve a fallback, or raise the limits"
+            )
+        super().__init__(message)
+
+
+class DeadlineExceededError(ButtressError, TimeoutError):
+    """A call took longer than its time limit.
+
+    For ``async def`` the call was cancelled when the limit passed. A plain
+    ``def`` cannot be interrupted from outside: it ran to the end, and this
+    error reports the overrun after the fact (its result is discarded).
+
+    Args:
+        name: The limited function's name.
+        seconds: The limit, in seconds.
+        elapsed: How long the call ran, in seconds, when known.
+        message: Overrides the generated message.
+    """
+
+    name: str
+    seconds: float
+    elapsed: float | None
+
+    def __init__(
+        self, name: str, seconds: float, elapsed: float | None = None, message: str | None = None
+    ) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.elapsed = elapsed
+        if message is None:
+            took = f" (it ran {elapsed:.3f}s)" if elapsed is not None else ""
+            message = (
+                f"{name} exceeded its time limit of {seconds:.3f}s{took}; treat it as failed: "
+                "retry, serve a fallback, or raise the limit if it is too tight"
             )
         super().__init__(message)
 

@@ -1,0 +1,140 @@
+"""What every resilience decorator shares: checks at decoration time, names, listeners."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from buttress.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["ResilienceListener"]
+
+logger = logging.getLogger("buttress.resilience")
+
+
+class ResilienceListener:
+    """Hooks called when a resilience decorator acts; override the ones you need.
+
+    Attach listeners with ``listeners=[...]`` on `retry`, `bulkhead` and
+    `timeout`, for metrics or tracing. Each hook runs in the caller's thread
+    (or task), after the decision and before any wait; an exception raised by a
+    hook is logged and swallowed, so observing never changes what the protected
+    call does.
+
+    Example:
+        ```python
+        from buttress.resilience import ResilienceListener, resilience_testing, retry
+
+        class CountRetries(ResilienceListener):
+            def __init__(self) -> None:
+                self.retries = 0
+
+            def on_retry(self, name, attempt, error, wait):
+                self.retries += 1
+
+        counter = CountRetries()
+        calls = iter([ConnectionError("reset"), "ok"])
+
+        @retry(on=ConnectionError, listeners=[counter])
+        def fetch() -> str:
+            outcome = next(calls)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        with resilience_testing(no_wait=True):
+            assert fetch() == "ok"
+        assert counter.retries == 1
+        ```
+    """
+
+    def on_retry(self, name: str, attempt: int, error: BaseException, wait: float) -> None:
+        """Attempt ``attempt`` of ``name`` failed with ``error``; retrying after ``wait`` s."""
+
+    def on_give_up(self, name: str, attempts: int, error: BaseException, reason: str) -> None:
+        """``name`` failed for good after ``attempts`` attempts.
+
+        ``reason`` is ``"attempts"``, ``"deadline"`` or ``"budget"``: what stopped
+        the retrying.
+        """
+
+    def on_bulkhead_rejected(self, name: str, max_concurrent: int, max_waiting: int) -> None:
+        """A call to ``name`` was refused because its bulkhead was full."""
+
+    def on_timeout(self, name: str, seconds: float, elapsed: float) -> None:
+        """A call to ``name`` took ``elapsed`` s, more than its limit of ``seconds`` s."""
+
+
+def notify(listeners: Sequence[ResilienceListener], hook: str, *args: Any) -> None:
+    """Call ``hook`` on every listener, logging (never raising) what a listener raises."""
+    for listener in listeners:
+        try:
+            getattr(listener, hook)(*args)
+        except Exception:
+            logger.exception("resilience listener %r failed in %s", listener, hook)
+
+
+def check_listeners(listeners: Sequence[ResilienceListener], where: str) -> tuple[Any, ...]:
+    """Validate ``listeners`` at decoration time and freeze them into a tuple."""
+    frozen = tuple(listeners)
+    for listener in frozen:
+        if not isinstance(listener, ResilienceListener):
+            raise ConfigurationError(
+                f"{where}: listeners must be ResilienceListener instances, got {listener!r}; "
+                "subclass buttress.resilience.ResilienceListener and override its hooks"
+            )
+    return frozen
+
+
+def check_callable(fn: object, decorator: str) -> None:
+    """Refuse to decorate what cannot be called, at decoration time."""
+    if not callable(fn):
+        raise ConfigurationError(
+            f"@{decorator} decorates functions and methods, got {fn!r}; "
+            f"write @{decorator}(...) above a def or async def"
+        )
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Tell whether calling ``fn`` returns a coroutine (``async def``)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def name_of(fn: Callable[..., Any]) -> str:
+    """A readable name for ``fn``: its qualified name, or its repr."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def check_count(value: object, what: str, least: int) -> int:
+    """Refuse anything but a whole number of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError(
+            f"{what} must be a whole number of at least {least}, got {value!r}"
+        )
+    return value
+
+
+def is_exception_types(value: object) -> bool:
+    """Tell whether ``value`` is an exception class or a non-empty tuple of them."""
+    if isinstance(value, tuple):
+        return bool(value) and all(is_exception_types(item) for item in value)
+    return isinstance(value, type) and issubclass(value, BaseException)
+
+
+def check_seconds(value: object, what: str, *, allow_zero: bool, optional: bool) -> None:
+    """Refuse a negative (or zero, or missing) number of seconds with a clear message."""
+    if value is None:
+        if optional:
+            return
+        raise ConfigurationError(f"{what} is required: give a number of seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{what} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigurationError(f"{what} must be {bound} seconds, got {value!r}")

@@ -1,0 +1,126 @@
+"""A time limit on each call: enforced for ``async def``, reported for ``def``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from buttress.errors import DeadlineExceededError
+from buttress.resilience._base import (
+    check_callable,
+    check_listeners,
+    check_seconds,
+    is_async,
+    logger,
+    name_of,
+    notify,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from buttress.resilience._base import ResilienceListener
+
+__all__ = ["timeout"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def timeout(
+    seconds: float,
+    *,
+    listeners: Sequence[ResilienceListener] = (),
+    name: str | None = None,
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Limit how long each call of a function may take.
+
+    On an ``async def`` the limit is enforced: when it passes, the call is
+    cancelled (with ``asyncio.timeout``) and `DeadlineExceededError` — a
+    `TimeoutError` — is raised.
+
+    On a plain ``def`` the limit **cannot be enforced**: Python offers no safe
+    way to stop a running thread, so the call runs to its end however long it
+    takes. What this decorator does is tell the truth afterwards: a call that
+    returned after the limit raises `DeadlineExceededError` (its result is
+    discarded), so a retry or a circuit breaker around it counts it as the
+    failure it was. A call that raised keeps its own exception. To really bound
+    blocking I/O, set the client's own timeouts (socket, HTTP client, database
+    ``statement_timeout``), or make the call ``async``.
+
+    Args:
+        seconds: The limit, more than zero.
+        listeners: `ResilienceListener`s told of each call over the limit.
+        name: Name in errors, logs and listener calls; the function's
+            qualified name by default.
+
+    Returns:
+        A decorator that keeps the function's signature for type checkers.
+
+    Raises:
+        ConfigurationError: At decoration time, for a limit that is not a
+            positive number, or something that is not callable.
+
+    Example:
+        ```python
+        import asyncio
+
+        from buttress.errors import DeadlineExceededError
+        from buttress.resilience import timeout
+
+        @timeout(0.05)
+        async def slow_lookup() -> str:
+            await asyncio.sleep(10)
+            return "never"
+
+        try:
+            asyncio.run(slow_lookup())
+        except DeadlineExceededError as error:
+            assert isinstance(error, TimeoutError)
+        ```
+    """
+    check_seconds(seconds, "timeout(seconds=...)", allow_zero=False, optional=False)
+    checked_listeners = check_listeners(listeners, "timeout")
+    limit = float(seconds)
+
+    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+        check_callable(fn, "timeout")
+        label = name or name_of(fn)
+        monotonic = time.monotonic
+
+        def overrun(elapsed: float) -> DeadlineExceededError:
+            logger.warning("%s took %.3fs, over its limit of %.3fs", label, elapsed, limit)
+            notify(checked_listeners, "on_timeout", label, limit, elapsed)
+            return DeadlineExceededError(label, limit, elapsed)
+
+        if is_async(fn):
+            afn = cast("Callable[P, Any]", fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                began = monotonic()
+                deadline = asyncio.timeout(limit)
+                try:
+                    async with deadline:
+                        return await afn(*args, **kwargs)
+                except TimeoutError as error:
+                    if not deadline.expired():
+                        raise  # the function's own TimeoutError, not our limit
+                    raise overrun(monotonic() - began) from error
+
+            return cast("Callable[P, T]", async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            began = monotonic()
+            result = fn(*args, **kwargs)
+            elapsed = monotonic() - began
+            if elapsed > limit:
+                raise overrun(elapsed)
+            return result
+
+        return wrapper
+
+    return decorate
