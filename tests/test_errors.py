@@ -14,6 +14,7 @@ from buttress.errors import (
     ConcurrencyError,
     ConfigurationError,
     ConflictError,
+    DeadlineExceededError,
     DecodeError,
     MissingDependencyError,
     NotFoundError,
@@ -29,6 +30,7 @@ EXAMPLES: list[ButtressError] = [
     CircuitOpenError("payments", 12.5),
     BulkheadFullError("reports", 4, 2),
     RetryError("deadline passed before the first attempt", attempts=0),
+    DeadlineExceededError("lookup", 0.5, 0.75),
     DecodeError("cursor was tampered with"),
     ConfigurationError.from_problems("invalid settings", ["A: bad", "B: worse"]),
     MissingDependencyError("redis", "redis", "RedisCache"),
@@ -40,6 +42,7 @@ def test_the_documented_tree_and_stdlib_bases() -> None:
     assert issubclass(ConfigurationError, ValueError)
     assert issubclass(DecodeError, ValueError)
     assert issubclass(MissingDependencyError, ImportError)
+    assert issubclass(DeadlineExceededError, TimeoutError)
     assert issubclass(CircuitOpenError, UnavailableError)
     assert issubclass(BulkheadFullError, UnavailableError)
     # A stale version is not a duplicate: handlers can tell them apart.
@@ -76,6 +79,7 @@ def test_errors_pickle_with_their_details(error: ButtressError) -> None:
         (CircuitOpenError("payments", 1.0), "is open", "serve a fallback"),
         (BulkheadFullError("reports", 4), "is full", "shed the load"),
         (MissingDependencyError("redis", "redis"), "is not installed", "pip install"),
+        (DeadlineExceededError("lookup", 0.5, 0.75), "exceeded its time limit", "retry"),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else "",
 )

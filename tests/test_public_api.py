@@ -20,6 +20,7 @@ EXPORTS = {
         "ConcurrencyError",
         "ConfigurationError",
         "ConflictError",
+        "DeadlineExceededError",
         "DecodeError",
         "MissingDependencyError",
         "NotFoundError",
@@ -27,6 +28,16 @@ EXPORTS = {
         "UnavailableError",
     ],
     "buttress.domain": ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"],
+    "buttress.resilience": [
+        "ResilienceListener",
+        "ResilienceTesting",
+        "RetryBudget",
+        "bulkhead",
+        "fallback",
+        "resilience_testing",
+        "retry",
+        "timeout",
+    ],
     "buttress.settings": [
         "BreakerSettings",
         "ButtressSettings",
@@ -66,6 +77,19 @@ def test_importing_the_foundation_loads_no_database_redis_or_di_library() -> Non
     code = (
         "import json, sys\n"
         "import buttress, buttress.errors, buttress.settings, buttress.domain\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(result.stdout) == []
+
+
+def test_importing_resilience_loads_no_database_redis_di_or_even_tenacity() -> None:
+    code = (
+        "import json, sys\n"
+        "import buttress.resilience\n"
         f"heavy = {HEAVY!r}\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )

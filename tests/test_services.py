@@ -7,7 +7,7 @@ import redis
 import sqlalchemy as sa
 
 from buttress.settings import DatabaseSettings, RedisSettings
-from conftest import HOW_TO_START, require_service
+from service_check import HOW_TO_START, require_service
 
 
 def test_an_unreachable_service_skips_with_how_to_start_it() -> None:

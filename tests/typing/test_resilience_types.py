@@ -1,0 +1,37 @@
+"""Decorated functions keep their parameters and return types. Checked by mypy, never run."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from buttress.resilience import RetryBudget, bulkhead, fallback, retry, timeout
+
+
+@retry(on=ConnectionError, attempts=3, budget=RetryBudget())
+def fetch(user_id: int, *, verbose: bool = False) -> dict[str, int]:
+    return {"id": user_id}
+
+
+@retry(on=lambda error: isinstance(error, OSError))
+async def afetch(user_id: int) -> str:
+    return str(user_id)
+
+
+@timeout(1.0)
+@bulkhead(4, max_waiting=8)
+@fallback(None, on=ConnectionError)
+async def guarded(name: str) -> bytes | None:
+    return name.encode()
+
+
+def check() -> None:
+    assert_type(fetch(1), dict[str, int])
+    assert_type(fetch(1, verbose=True), dict[str, int])
+
+
+async def acheck() -> None:
+    assert_type(await afetch(1), str)
+    assert_type(await guarded("x"), bytes | None)
+    await afetch("1")  # type: ignore[arg-type]
+    fetch("1")  # type: ignore[arg-type]
+    fetch(1, loud=True)  # type: ignore[call-arg]
