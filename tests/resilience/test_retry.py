@@ -341,3 +341,15 @@ def test_decorating_something_not_callable_fails_at_once() -> None:
 def test_bad_budgets_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         RetryBudget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_skipped_waits_still_count_against_the_deadline(flavour: Flavour) -> None:
+    script = Script(Flaky("1"), Flaky("2"), Flaky("3"), "ok")
+    fn = retry(on=Flaky, attempts=10, wait_initial=1.0, wait_max=10, wait_jitter=0, deadline=2.5)(
+        flavour.function(script)
+    )
+    with resilience_testing() as testing, pytest.raises(Flaky, match="2"):
+        flavour.call(fn)
+    # 1 s was "waited"; 1 s + the next 2 s wait would cross 2.5 s, as in production.
+    assert testing.waits == [1.0]
+    assert script.calls == 2

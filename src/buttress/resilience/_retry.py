@@ -271,7 +271,8 @@ class _Retrier:
                         state.set_result(result)
                 elif isinstance(action, tenacity.DoSleep):
                     state.prepare_for_next_attempt()
-                    _testing.sleep(float(action))
+                    # A skipped wait (resilience_testing) still counts for the deadline.
+                    state.start_time -= _testing.sleep(float(action))
                 else:
                     return action
         except BaseException as final:
@@ -297,7 +298,7 @@ class _Retrier:
                         state.set_result(result)
                 elif isinstance(action, tenacity.DoSleep):
                     state.prepare_for_next_attempt()
-                    await _testing.asleep(float(action))
+                    state.start_time -= await _testing.asleep(float(action))
                 else:
                     return action
         except BaseException as final:

@@ -35,9 +35,11 @@ def resilience_testing(*, no_wait: bool = True) -> Iterator[ResilienceTesting]:
     """Make every retry wait zero while the block runs, and record what it would have been.
 
     Test suites use it so that code protected by `retry` (or a `Policy`)
-    fails or succeeds at once instead of sleeping through its backoff. The
-    switch is process-wide: retries in other threads skip their waits too.
-    Blocks nest; leaving one restores the state before it.
+    fails or succeeds at once instead of sleeping through its backoff. A
+    skipped wait still counts against a retry ``deadline``, so the same
+    attempts are made as in production. The switch is process-wide: retries
+    in other threads skip their waits too. Blocks nest; leaving one restores
+    the state before it.
 
     Args:
         no_wait: Skip waits (the default). ``False`` keeps real waits, but
@@ -85,13 +87,26 @@ def _record(seconds: float) -> bool:
         return skip
 
 
-def sleep(seconds: float) -> None:
-    """Sleep, unless a `resilience_testing` block says not to."""
-    if not _record(seconds):
-        time.sleep(seconds)
+def sleep(seconds: float) -> float:
+    """Sleep, unless a `resilience_testing` block says not to.
+
+    Returns:
+        The seconds skipped (0.0 when really slept), for callers that keep
+        time, such as a deadline, to count as passed.
+    """
+    if _record(seconds):
+        return seconds
+    time.sleep(seconds)
+    return 0.0
 
 
-async def asleep(seconds: float) -> None:
-    """Sleep without blocking the loop, unless a `resilience_testing` block says not to."""
-    if not _record(seconds):
-        await asyncio.sleep(seconds)
+async def asleep(seconds: float) -> float:
+    """Sleep without blocking the loop, unless a `resilience_testing` block says not to.
+
+    Returns:
+        The seconds skipped (0.0 when really slept).
+    """
+    if _record(seconds):
+        return seconds
+    await asyncio.sleep(seconds)
+    return 0.0
