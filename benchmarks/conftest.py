@@ -11,6 +11,9 @@ in ``extra_info`` for ``benchmarks/report.py``:
   ratios are relative to it (``extra_info["baseline"] = True``).
 - `peer`: a third-party library a user would otherwise pick.
 - `ours`: Buttress's own implementation (role ``"buttress"``).
+- `reference`: a floor to read the others against, not a contender: the bare
+  undecorated call next to a pass-through decorator baseline, say. It gets a
+  ratio to the baseline like any other row (often under 1.00).
 
 The check at collection time rejects a benchmark without a well-formed group,
 without a role fixture or with two, and a group with two baselines. A group
@@ -28,9 +31,14 @@ import pytest
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
 
-Role = Literal["baseline", "peer", "buttress"]
+Role = Literal["baseline", "peer", "buttress", "reference"]
 
-ROLE_FIXTURES: dict[str, Role] = {"baseline": "baseline", "peer": "peer", "ours": "buttress"}
+ROLE_FIXTURES: dict[str, Role] = {
+    "baseline": "baseline",
+    "peer": "peer",
+    "ours": "buttress",
+    "reference": "reference",
+}
 """Fixture name to the role it records."""
 
 GROUP_NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z0-9][a-z0-9-]*")
@@ -60,6 +68,12 @@ def peer(benchmark: BenchmarkFixture) -> BenchmarkFixture:
 def ours(benchmark: BenchmarkFixture) -> BenchmarkFixture:
     """The ``benchmark`` fixture, recorded as Buttress's implementation."""
     return mark_role(benchmark, "buttress")
+
+
+@pytest.fixture
+def reference(benchmark: BenchmarkFixture) -> BenchmarkFixture:
+    """The ``benchmark`` fixture, recorded as a reference point (the bare call, say)."""
+    return mark_role(benchmark, "reference")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect, so every group is seen whole

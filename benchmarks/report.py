@@ -6,13 +6,13 @@ Usage::
     uv run python benchmarks/report.py results.json [--output report.md]
 
 One table per benchmark group. Each row shows the benchmark's name, its role
-(``extra_info["role"]``: baseline, peer or buttress), its median time, the
-operations per second that median implies, and the ratio of its median to the
-median of the group's baseline (the benchmark with ``extra_info["baseline"]``
-true), so the baseline reads 1.00 and a row at 3.00 takes three times as
-long (ratios are printed with a multiplication sign). Rows are sorted by that
-ratio. A group with no baseline, or with more than one, is reported with a
-note, sorted by median, and without ratios.
+(``extra_info["role"]``: baseline, peer, buttress or reference), its median
+time, the operations per second that median implies, and the ratio of its
+median to the median of the group's baseline (the benchmark with
+``extra_info["baseline"]`` true), so the baseline reads 1.00 and a row at 3.00
+takes three times as long (ratios are printed with a multiplication sign).
+Rows are sorted by that ratio. A group with no baseline, or with more than
+one, is reported with a note, sorted by median, and without ratios.
 
 Pure standard library, so it runs anywhere the JSON file can be copied.
 """

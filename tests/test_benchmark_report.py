@@ -13,7 +13,8 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "report.py"
 X = "\N{MULTIPLICATION SIGN}"
 
 
@@ -104,6 +105,54 @@ def test_ratios_are_medians_over_the_baseline_median_and_rows_sort_by_ratio(repo
         ["test_slow_peer", "peer", "5.00 µs", "200,000", f"2.50{X}"],
     ]
     assert "Note" not in markdown
+
+
+def test_a_reference_row_shows_its_role_and_a_ratio_without_being_the_baseline(
+    report: Any,
+) -> None:
+    markdown = report.render(
+        results(
+            bench("test_ours", 3e-7, role="buttress"),
+            bench("test_pass_through", 2e-7, role="baseline"),
+            bench("test_bare_call", 1.2e-7, role="reference"),
+        )
+    )
+
+    assert table(markdown, "domain.demo") == [
+        ["test_bare_call", "reference", "120 ns", "8,333,333", f"0.60{X}"],
+        ["**test_pass_through**", "baseline", "200 ns", "5,000,000", f"1.00{X}"],
+        ["test_ours", "buttress", "300 ns", "3,333,333", f"1.50{X}"],
+    ]
+    assert "Note" not in markdown
+
+
+def test_the_reference_fixture_records_its_role_and_is_no_baseline() -> None:
+    """benchmarks/conftest.py: each role fixture records its role for the report."""
+    spec = importlib.util.spec_from_file_location(
+        "_buttress_benchmarks_conftest", BENCHMARKS / "conftest.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+
+    class Benchmark:
+        extra_info: dict[str, Any]
+
+        def __init__(self) -> None:
+            self.extra_info = {}
+
+    recorded = {
+        name: conftest.mark_role(Benchmark(), role).extra_info
+        for name, role in conftest.ROLE_FIXTURES.items()
+    }
+
+    assert recorded == {
+        "baseline": {"role": "baseline", "baseline": True},
+        "peer": {"role": "peer", "baseline": False},
+        "ours": {"role": "buttress", "baseline": False},
+        "reference": {"role": "reference", "baseline": False},
+    }
 
 
 def test_groups_are_reported_separately_each_against_its_own_baseline(report: Any) -> None:

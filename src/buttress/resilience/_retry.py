@@ -113,14 +113,12 @@ class RetryBudget:
         self.capacity = float(capacity)
         self._clock = clock
         self._calls = itertools.count()
+        self.record_call: Callable[[], object] = self._calls.__next__
+        """Count one first attempt (called by `retry` on every call; a C-level increment)."""
         self._lock = threading.Lock()
         self._tokens = self.capacity
         self._counted = 0
         self._refilled_at = clock()
-
-    def record_call(self) -> None:
-        """Count one first attempt (called by `retry` on every call)."""
-        next(self._calls)
 
     def try_spend(self) -> bool:
         """Take one retry from the budget.
@@ -486,7 +484,21 @@ def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:
 
         return cast("Callable[P, T]", async_wrapper)
 
-    if not timed and count is None:
+    if not timed and count is not None:
+
+        @functools.wraps(fn)
+        def counted_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            count()
+            try:
+                return fn(*args, **kwargs)
+            except catch as error:
+                if not retryable(error):
+                    raise
+                return cast("T", retrier.run(fn, args, kwargs, error, monotonic()))
+
+        return counted_wrapper
+
+    if not timed:
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -1,0 +1,314 @@
+"""Resilience decorators on the success path: what a call costs when nothing goes wrong.
+
+Every group wraps the same trivially cheap function (``x + 1``), so the
+decorator's own work dominates. The baseline is a pass-through decorator (a
+``functools.wraps`` wrapper that only calls through, or awaits); the
+``reference`` row is the bare, undecorated call, the floor under every wrapper.
+
+Sync groups time one call. pytest-benchmark cannot await, so async groups time
+one ``loop.run_until_complete(batch(fn))`` on an event loop made for the test,
+where ``batch`` awaits ``fn`` `BATCH` times in a row: every async row of a group
+goes through this same harness, so the loop's fixed cost (about 10 µs a run on
+a small machine) is shared and spread over `BATCH` calls, and a ratio still
+measures the decorators. Medians of async rows are per batch, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+import backoff
+import pytest
+import stamina
+import tenacity
+
+from buttress.resilience import RetryBudget, bulkhead, fallback, retry, timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+BATCH = 1000
+"""Awaits per timed async run: enough that the loop's fixed cost is a few percent."""
+
+EXPECTED = sum(range(1, BATCH + 1))
+"""What `batch` returns when every call returned its argument plus one."""
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+async def async_add_one(x: int) -> int:
+    return x + 1
+
+
+def pass_through(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The baseline: the least a decorator can do."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def async_pass_through(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The async baseline: an ``async def`` wrapper that awaits the call."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+async def batch(fn: Callable[[int], Awaitable[int]]) -> int:
+    """Await ``fn`` `BATCH` times and add up the results (the same loop for every row)."""
+    total = 0
+    for i in range(BATCH):
+        total += await fn(i)
+    return total
+
+
+@pytest.fixture
+def drive() -> Iterator[Callable[[Callable[[int], Awaitable[int]]], Callable[[], int]]]:
+    """Turn a coroutine function into a sync callable that runs one `batch` of it.
+
+    One new event loop per test, closed at teardown; it is never the thread's
+    current loop, so nothing else sees it.
+    """
+    loop = asyncio.new_event_loop()
+
+    def runner(fn: Callable[[int], Awaitable[int]]) -> Callable[[], int]:
+        def run() -> int:
+            return loop.run_until_complete(batch(fn))
+
+        return run
+
+    try:
+        yield runner
+    finally:
+        loop.close()
+
+
+# Retry ------------------------------------------------------------------------------------------
+
+
+def tenacity_retry(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        retry=tenacity.retry_if_exception_type(ConnectionError),
+    )(fn)
+
+
+def stamina_retry(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return stamina.retry(on=ConnectionError, attempts=3)(fn)
+
+
+def backoff_retry(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(fn)
+
+
+def buttress_retry(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return retry(on=ConnectionError, attempts=3)(fn)
+
+
+def buttress_retry_deadline(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return retry(on=ConnectionError, attempts=3, deadline=5.0)(fn)
+
+
+def buttress_retry_budget(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return retry(on=ConnectionError, attempts=3, budget=RetryBudget())(fn)
+
+
+@pytest.mark.benchmark(group="resilience.retry-success-sync")
+class TestRetrySuccessSync:
+    def test_bare_call(self, reference):
+        assert reference(add_one, 1) == 2
+
+    def test_pass_through(self, baseline):
+        assert baseline(pass_through(add_one), 1) == 2
+
+    def test_tenacity(self, peer):
+        assert peer(tenacity_retry(add_one), 1) == 2
+
+    def test_stamina(self, peer):
+        assert peer(stamina_retry(add_one), 1) == 2
+
+    def test_backoff(self, peer):
+        assert peer(backoff_retry(add_one), 1) == 2
+
+    def test_retry(self, ours):
+        assert ours(buttress_retry(add_one), 1) == 2
+
+    def test_retry_deadline(self, ours):
+        assert ours(buttress_retry_deadline(add_one), 1) == 2
+
+    def test_retry_budget(self, ours):
+        assert ours(buttress_retry_budget(add_one), 1) == 2
+
+
+@pytest.mark.benchmark(group="resilience.retry-success-async")
+class TestRetrySuccessAsync:
+    def test_bare_call(self, reference, drive):
+        assert reference(drive(async_add_one)) == EXPECTED
+
+    def test_pass_through(self, baseline, drive):
+        assert baseline(drive(async_pass_through(async_add_one))) == EXPECTED
+
+    def test_tenacity(self, peer, drive):
+        assert peer(drive(tenacity_retry(async_add_one))) == EXPECTED
+
+    def test_stamina(self, peer, drive):
+        assert peer(drive(stamina_retry(async_add_one))) == EXPECTED
+
+    def test_backoff(self, peer, drive):
+        assert peer(drive(backoff_retry(async_add_one))) == EXPECTED
+
+    def test_retry(self, ours, drive):
+        assert ours(drive(buttress_retry(async_add_one))) == EXPECTED
+
+    def test_retry_deadline(self, ours, drive):
+        assert ours(drive(buttress_retry_deadline(async_add_one))) == EXPECTED
+
+    def test_retry_budget(self, ours, drive):
+        assert ours(drive(buttress_retry_budget(async_add_one))) == EXPECTED
+
+
+# Timeout ----------------------------------------------------------------------------------------
+
+
+def wait_for_wrapper(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The standard library's way to bound a coroutine: ``asyncio.wait_for``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.wait_for(fn(*args, **kwargs), 5.0)
+
+    return wrapper
+
+
+@pytest.mark.benchmark(group="resilience.timeout-success-sync")
+class TestTimeoutSuccessSync:
+    def test_bare_call(self, reference):
+        assert reference(add_one, 1) == 2
+
+    def test_pass_through(self, baseline):
+        assert baseline(pass_through(add_one), 1) == 2
+
+    def test_timeout(self, ours):
+        assert ours(timeout(5.0)(add_one), 1) == 2
+
+
+@pytest.mark.benchmark(group="resilience.timeout-success-async")
+class TestTimeoutSuccessAsync:
+    def test_bare_call(self, reference, drive):
+        assert reference(drive(async_add_one)) == EXPECTED
+
+    def test_pass_through(self, baseline, drive):
+        assert baseline(drive(async_pass_through(async_add_one))) == EXPECTED
+
+    def test_asyncio_wait_for(self, peer, drive):
+        assert peer(drive(wait_for_wrapper(async_add_one))) == EXPECTED
+
+    def test_timeout(self, ours, drive):
+        assert ours(drive(timeout(5.0)(async_add_one))) == EXPECTED
+
+
+# Bulkhead ---------------------------------------------------------------------------------------
+
+
+class Full(Exception):  # noqa: N818 - named after the bulkhead state, as BulkheadFullError is
+    """The semaphore wrappers' refusal, as `bulkhead` refuses a call over its limit."""
+
+
+def semaphore_wrapper(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
+    """``bulkhead(limit)`` by hand: a ``threading.BoundedSemaphore``, refusing when full."""
+    slots = threading.BoundedSemaphore(limit)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not slots.acquire(blocking=False):
+            raise Full
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            slots.release()
+
+    return wrapper
+
+
+def async_semaphore_wrapper(
+    fn: Callable[..., Awaitable[Any]], limit: int
+) -> Callable[..., Awaitable[Any]]:
+    """``bulkhead(limit)`` by hand for tasks: an ``asyncio.Semaphore``, refusing when full."""
+    slots = asyncio.Semaphore(limit)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if slots.locked():
+            raise Full
+        async with slots:
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.benchmark(group="resilience.bulkhead-success-sync")
+class TestBulkheadSuccessSync:
+    def test_bare_call(self, reference):
+        assert reference(add_one, 1) == 2
+
+    def test_pass_through(self, baseline):
+        assert baseline(pass_through(add_one), 1) == 2
+
+    def test_bounded_semaphore(self, peer):
+        assert peer(semaphore_wrapper(add_one, 8), 1) == 2
+
+    def test_bulkhead(self, ours):
+        assert ours(bulkhead(8)(add_one), 1) == 2
+
+
+@pytest.mark.benchmark(group="resilience.bulkhead-success-async")
+class TestBulkheadSuccessAsync:
+    def test_bare_call(self, reference, drive):
+        assert reference(drive(async_add_one)) == EXPECTED
+
+    def test_pass_through(self, baseline, drive):
+        assert baseline(drive(async_pass_through(async_add_one))) == EXPECTED
+
+    def test_asyncio_semaphore(self, peer, drive):
+        assert peer(drive(async_semaphore_wrapper(async_add_one, 8))) == EXPECTED
+
+    def test_bulkhead(self, ours, drive):
+        assert ours(drive(bulkhead(8)(async_add_one))) == EXPECTED
+
+
+# Fallback ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="resilience.fallback-success-sync")
+class TestFallbackSuccessSync:
+    def test_bare_call(self, reference):
+        assert reference(add_one, 1) == 2
+
+    def test_pass_through(self, baseline):
+        assert baseline(pass_through(add_one), 1) == 2
+
+    def test_fallback(self, ours):
+        assert ours(fallback(None, on=ConnectionError)(add_one), 1) == 2
+
+
+@pytest.mark.benchmark(group="resilience.fallback-success-async")
+class TestFallbackSuccessAsync:
+    def test_bare_call(self, reference, drive):
+        assert reference(drive(async_add_one)) == EXPECTED
+
+    def test_pass_through(self, baseline, drive):
+        assert baseline(drive(async_pass_through(async_add_one))) == EXPECTED
+
+    def test_fallback(self, ours, drive):
+        assert ours(drive(fallback(None, on=ConnectionError)(async_add_one))) == EXPECTED
