@@ -395,3 +395,71 @@ def test_waits_in_other_threads_are_skipped_too() -> None:
         worker.join(5)
     assert results == ["ok"]
     assert testing.waits == [30.0, 60.0]
+
+
+def test_a_coroutine_that_swallows_its_cancellation_is_still_reported_late() -> None:
+    @timeout(0.02)
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.03)  # ignores the cancellation and finishes late
+        return "late result"
+
+    with pytest.raises(DeadlineExceededError):
+        asyncio.run(stubborn())
+
+
+def test_a_timeout_of_nan_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="number of seconds"):
+        timeout(float("nan"))
+
+
+@pytest.mark.parametrize("decorator", [retry(on=Flaky), timeout(1), bulkhead(1), fallback(None)])
+def test_generators_are_refused_with_the_reason(decorator: object) -> None:
+    def numbers():  # type: ignore[no-untyped-def]
+        yield 1
+
+    async def anumbers():  # type: ignore[no-untyped-def]
+        yield 1
+
+    for generator in (numbers, anumbers):
+        with pytest.raises(ConfigurationError, match="cannot guard a generator"):
+            decorator(generator)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("wrapper", [staticmethod, classmethod])
+def test_decorating_above_staticmethod_or_classmethod_is_refused(wrapper: type) -> None:
+    def method(*args: object) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="must be applied below"):
+        retry(on=Flaky)(wrapper(method))
+
+
+def test_a_waiter_whose_loop_closed_does_not_take_the_slot_with_it() -> None:
+    limit = bulkhead(1, max_waiting=1)
+    release = threading.Event()
+
+    @limit
+    def hold() -> str:
+        release.wait(5)
+        return "held"
+
+    @limit
+    async def queued() -> str:
+        return "never"
+
+    results: list[object] = []
+    holder = threading.Thread(target=lambda: results.append(hold()))
+    holder.start()
+    time.sleep(0.02)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(queued())
+    loop.run_until_complete(asyncio.sleep(0.01))  # the task is now waiting for the slot
+    loop.close()  # abandoned without being cancelled
+    del task
+    release.set()
+    holder.join(5)
+    assert results == ["held"]  # the leaving caller keeps its own result
+    assert limit(lambda: "free")() == "free"  # and the slot is free again

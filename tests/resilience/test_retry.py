@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -353,3 +354,79 @@ def test_skipped_waits_still_count_against_the_deadline(flavour: Flavour) -> Non
     # 1 s was "waited"; 1 s + the next 2 s wait would cross 2.5 s, as in production.
     assert testing.waits == [1.0]
     assert script.calls == 2
+
+
+def test_a_predicate_that_calls_the_same_function_does_not_corrupt_retrying() -> None:
+    calls = 0
+
+    def transient(error: BaseException) -> bool:
+        if calls < 3:
+            with pytest.raises(ConnectionError):
+                flaky()  # re-enters the same decorated function inside tenacity's decision
+        return isinstance(error, ConnectionError)
+
+    @retry(on=transient, attempts=3)
+    def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError(f"attempt {calls}")
+
+    with resilience_testing(), pytest.raises(ConnectionError):
+        flaky()
+
+
+def test_a_shared_exception_object_gets_one_note_however_often_it_is_raised() -> None:
+    shared = Flaky("always the same object")
+
+    @retry(on=Flaky, attempts=2)
+    def fails() -> None:
+        raise shared
+
+    with resilience_testing():
+        for _ in range(5):
+            with pytest.raises(Flaky):
+                fails()
+    assert len(shared.__notes__) == 1
+
+
+def test_the_final_error_chains_onto_the_previous_attempt_not_the_first(flavour: Flavour) -> None:
+    errors = [Flaky("attempt 1"), Flaky("attempt 2"), Flaky("attempt 3")]
+    fn = retry(on=Flaky, attempts=3)(flavour.function(Script(*errors)))
+    with resilience_testing(), pytest.raises(Flaky) as caught:
+        flavour.call(fn)
+    assert caught.value is errors[2]
+    # Not "during handling of attempt 1, another exception occurred": attempts stand alone.
+    assert caught.value.__context__ is None
+
+
+def test_a_partial_of_an_async_callable_gets_the_async_wrapper() -> None:
+    class Client:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def __call__(self, n: int) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise Flaky
+            return n
+
+    client = Client()
+    fn = retry(on=Flaky)(functools.partial(client, 5))
+    assert inspect.iscoroutinefunction(fn)
+    with resilience_testing():
+        assert asyncio.run(fn()) == 5
+    assert client.calls == 2
+
+
+@pytest.mark.parametrize("value", [float("nan")])
+@pytest.mark.parametrize("argument", ["wait_initial", "wait_max", "wait_jitter", "deadline"])
+def test_nan_is_refused(argument: str, value: float) -> None:
+    with pytest.raises(ConfigurationError, match="number of seconds"):
+        retry(on=Flaky, **{argument: value})  # type: ignore[arg-type]
+
+
+def test_a_nan_budget_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        RetryBudget(min_per_second=float("nan"))
+    with pytest.raises(ConfigurationError):
+        RetryBudget(capacity=float("nan"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from buttress.errors import ConfigurationError
@@ -91,7 +93,18 @@ def check_listeners(listeners: Sequence[ResilienceListener], where: str) -> tupl
 
 
 def check_callable(fn: object, decorator: str) -> None:
-    """Refuse to decorate what cannot be called, at decoration time."""
+    """Refuse, at decoration time, what cannot be called or cannot be guarded per call."""
+    if isinstance(fn, staticmethod | classmethod):
+        raise ConfigurationError(
+            f"@{decorator} must be applied below @{type(fn).__name__}, not above it: "
+            f"write @{type(fn).__name__} first, then @{decorator}(...), then the def"
+        )
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"@{decorator} cannot guard a generator: calling it only creates the generator, "
+            "and the work (and its failures) happen later, while it is iterated; guard a "
+            "function that consumes it instead"
+        )
     if not callable(fn):
         raise ConfigurationError(
             f"@{decorator} decorates functions and methods, got {fn!r}; "
@@ -101,6 +114,8 @@ def check_callable(fn: object, decorator: str) -> None:
 
 def is_async(fn: Callable[..., Any]) -> bool:
     """Tell whether calling ``fn`` returns a coroutine (``async def``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
@@ -133,7 +148,7 @@ def check_seconds(value: object, what: str, *, allow_zero: bool, optional: bool)
         if optional:
             return
         raise ConfigurationError(f"{what} is required: give a number of seconds")
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ConfigurationError(f"{what} must be a number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = "zero or more" if allow_zero else "more than zero"

@@ -42,12 +42,17 @@ class _Waiter:
         self.event: threading.Event | None = None if loop else threading.Event()
         self.future: asyncio.Future[None] | None = loop.create_future() if loop else None
 
-    def wake(self) -> None:
+    def wake(self) -> bool:
+        """Wake the waiter; False if it can never run (its event loop is closed)."""
         if self.event is not None:
             self.event.set()
-        else:
-            loop, future = cast("asyncio.AbstractEventLoop", self.loop), self.future
+            return True
+        loop, future = cast("asyncio.AbstractEventLoop", self.loop), self.future
+        try:
             loop.call_soon_threadsafe(_resolve, future)
+        except RuntimeError:  # the loop is closed: the waiting task will never resume
+            return False
+        return True
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:
@@ -92,14 +97,16 @@ class _Slots:
             return False
 
     def leave(self) -> None:
-        with self.lock:
-            if self.waiters:
+        """Give the slot to the oldest waiter that can still run, or free it."""
+        while True:
+            with self.lock:
+                if not self.waiters:
+                    self.running -= 1
+                    return
                 waiter = self.waiters.popleft()
                 waiter.granted = True  # the slot passes on: `running` is unchanged
-            else:
-                self.running -= 1
+            if waiter.wake():
                 return
-        waiter.wake()
 
 
 class _Full(Exception):  # noqa: N818 - internal signal, turned into BulkheadFullError
@@ -217,7 +224,12 @@ def _guard(
         except _Full:
             raise full() from None
         if waiter is not None:
-            cast("threading.Event", waiter.event).wait(slots.wait_timeout)
+            try:
+                cast("threading.Event", waiter.event).wait(slots.wait_timeout)
+            except BaseException:  # interrupted while waiting (KeyboardInterrupt, a signal)
+                if slots.abandon(waiter):
+                    slots.leave()  # granted meanwhile: pass the slot on
+                raise
             if not slots.abandon(waiter):
                 raise full()
         try:

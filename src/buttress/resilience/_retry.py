@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 import itertools
+import math
 import sys
 import threading
 import time
@@ -225,7 +226,9 @@ class _Retrier:
     ) -> tuple[tenacity.Retrying, tenacity.RetryCallState]:
         import tenacity  # noqa: PLC0415 - already imported by machine()
 
-        machine = self.machine()
+        # A copy per failing call, as tenacity's own decorator does: its iteration
+        # state is per object and thread, and a predicate or listener may re-enter.
+        machine = self.machine().copy()
         machine.begin()
         state = tenacity.RetryCallState(machine, fn, args, kwargs)
         state.start_time = began
@@ -234,17 +237,20 @@ class _Retrier:
 
     def gave_up(self, state: tenacity.RetryCallState, error: BaseException) -> None:
         attempts = state.attempt_number
+        # One note per exception object, however often it is raised again.
+        noted = any(note.startswith("buttress.retry:") for note in getattr(error, "__notes__", ()))
         if not self.retryable(error):
-            if attempts > 1:
+            if attempts > 1 and not noted:
                 error.add_note(f"buttress.retry: {self.name} failed on attempt {attempts}")
             return
         reason = getattr(state, "buttress_reason", None)
         if reason is None:
             reason = "attempts" if attempts >= self.attempts else "deadline"
-        error.add_note(
-            f"buttress.retry: gave up on {self.name} after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''} ({_REASONS[reason]})"
-        )
+        if not noted:
+            error.add_note(
+                f"buttress.retry: gave up on {self.name} after {attempts} attempt"
+                f"{'s' if attempts != 1 else ''} ({_REASONS[reason]})"
+            )
         logger.warning(
             "giving up on %s after %d attempts (%s): %r", self.name, attempts, reason, error
         )
@@ -343,7 +349,7 @@ class _RetryAfter:
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def _check_on(on: object) -> RetryOn:
@@ -480,7 +486,9 @@ def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:
             except catch as error:
                 if not retryable(error):
                     raise
-                return await retrier.arun(afn, args, kwargs, error, began)
+                failed = error
+            # Outside the except block: later attempts do not chain onto the first.
+            return await retrier.arun(afn, args, kwargs, failed, began)
 
         return cast("Callable[P, T]", async_wrapper)
 
@@ -494,7 +502,8 @@ def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:
             except catch as error:
                 if not retryable(error):
                     raise
-                return cast("T", retrier.run(fn, args, kwargs, error, monotonic()))
+                failed = error
+            return cast("T", retrier.run(fn, args, kwargs, failed, monotonic()))
 
         return counted_wrapper
 
@@ -507,8 +516,9 @@ def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:
             except catch as error:
                 if not retryable(error):
                     raise
-                # Without a deadline, the first attempt's duration does not matter.
-                return cast("T", retrier.run(fn, args, kwargs, error, monotonic()))
+                failed = error
+            # Without a deadline, the first attempt's duration does not matter.
+            return cast("T", retrier.run(fn, args, kwargs, failed, monotonic()))
 
         return wrapper
 
@@ -522,6 +532,7 @@ def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:
         except catch as error:
             if not retryable(error):
                 raise
-            return cast("T", retrier.run(fn, args, kwargs, error, began))
+            failed = error
+        return cast("T", retrier.run(fn, args, kwargs, failed, began))
 
     return timed_wrapper

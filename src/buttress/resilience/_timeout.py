@@ -104,11 +104,15 @@ def timeout(
                 deadline = asyncio.timeout(limit)
                 try:
                     async with deadline:
-                        return await afn(*args, **kwargs)
+                        result = await afn(*args, **kwargs)
                 except TimeoutError as error:
                     if not deadline.expired():
                         raise  # the function's own TimeoutError, not our limit
                     raise overrun(monotonic() - began) from error
+                if deadline.expired():
+                    # The coroutine swallowed its cancellation and returned late anyway.
+                    raise overrun(monotonic() - began)
+                return result
 
             return cast("Callable[P, T]", async_wrapper)
 
