@@ -1,4 +1,4 @@
-"""Resilience: retry, timeout, bulkhead and fallback, for ``def`` and ``async def``.
+"""Resilience: retry, circuit breaker, timeout, bulkhead, fallback, for def and async def.
 
 Every decorator checks its arguments when it is applied (a mistake is a
 `ConfigurationError` at import time, not at the first call), keeps the
@@ -9,6 +9,7 @@ failure.
 """
 
 from buttress.resilience._base import ResilienceListener
+from buttress.resilience._breaker import CircuitBreaker, CircuitState, circuit_breaker
 from buttress.resilience._bulkhead import bulkhead
 from buttress.resilience._fallback import fallback
 from buttress.resilience._retry import RetryBudget, retry
@@ -16,10 +17,13 @@ from buttress.resilience._testing import ResilienceTesting, resilience_testing
 from buttress.resilience._timeout import timeout
 
 __all__ = [
+    "CircuitBreaker",
+    "CircuitState",
     "ResilienceListener",
     "ResilienceTesting",
     "RetryBudget",
     "bulkhead",
+    "circuit_breaker",
     "fallback",
     "resilience_testing",
     "retry",

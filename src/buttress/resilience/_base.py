@@ -13,6 +13,8 @@ from buttress.errors import ConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from buttress.resilience._breaker import CircuitState
+
 __all__ = ["ResilienceListener"]
 
 logger = logging.getLogger("buttress.resilience")
@@ -21,8 +23,8 @@ logger = logging.getLogger("buttress.resilience")
 class ResilienceListener:
     """Hooks called when a resilience decorator acts; override the ones you need.
 
-    Attach listeners with ``listeners=[...]`` on `retry`, `bulkhead` and
-    `timeout`, for metrics or tracing. Each hook runs in the caller's thread
+    Attach listeners with ``listeners=[...]`` on `retry`, `CircuitBreaker`,
+    `bulkhead` and `timeout`, for metrics or tracing. Each hook runs in the caller's thread
     (or task), after the decision and before any wait; an exception raised by a
     hook is logged and swallowed, so observing never changes what the protected
     call does.
@@ -69,6 +71,16 @@ class ResilienceListener:
 
     def on_timeout(self, name: str, seconds: float, elapsed: float) -> None:
         """A call to ``name`` took ``elapsed`` s, more than its limit of ``seconds`` s."""
+
+    def on_state_change(self, name: str, old: CircuitState, new: CircuitState) -> None:
+        """Circuit breaker ``name`` went from ``old`` to ``new``.
+
+        Also called when a breaker with a storage sees a change made by another
+        process.
+        """
+
+    def on_circuit_rejected(self, name: str, remaining: float) -> None:
+        """Circuit breaker ``name`` refused a call; a trial is allowed in ``remaining`` s."""
 
 
 def notify(listeners: Sequence[ResilienceListener], hook: str, *args: Any) -> None:

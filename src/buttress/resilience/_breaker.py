@@ -1,0 +1,819 @@
+"""A circuit breaker: stop calling a dependency that keeps failing, then probe it.
+
+The state machine lives here once; the sync and async paths only differ in
+whether they await the protected call. A lock guards the counters and is
+never held while the protected function runs. With a pybreaker storage, the
+state is shared between processes and cached locally for ``sync_interval``
+seconds, so a closed circuit costs no round trip per call.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import math
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeAlias, TypeVar, cast
+
+from buttress.errors import CircuitOpenError, ConfigurationError
+from buttress.resilience._base import (
+    check_callable,
+    check_count,
+    check_listeners,
+    check_seconds,
+    is_async,
+    is_exception_types,
+    logger,
+    notify,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from buttress.resilience._base import ResilienceListener
+
+__all__ = ["CircuitBreaker", "CircuitState", "circuit_breaker"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Exclude: TypeAlias = (
+    type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+)
+
+# What a finished call tells the breaker.
+_SUCCESS, _FAILURE, _NEUTRAL = 1, 2, 3
+# The ticket of a call admitted while closed: it holds no half-open permit.
+_CLOSED_TICKET = 0
+
+
+class CircuitState(enum.Enum):
+    """The state of a `CircuitBreaker`; values are pybreaker's state names."""
+
+    CLOSED = "closed"
+    """Calls go through; consecutive failures are counted."""
+    OPEN = "open"
+    """Calls are refused with `CircuitOpenError` until ``reset_timeout`` passes."""
+    HALF_OPEN = "half-open"
+    """A few trial calls go through; their outcome closes or re-opens the circuit."""
+
+
+class _Registry(type):
+    """Makes ``CircuitBreaker(name, ...)`` return the live breaker of that name."""
+
+    _breakers: weakref.WeakValueDictionary[str, CircuitBreaker]
+    _lock: threading.Lock
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        candidate = cast("CircuitBreaker", super().__call__(*args, **kwargs))
+        with cls._lock:
+            existing = cls._breakers.get(candidate.name)
+            if existing is None:
+                candidate.claim_storage(cls._breakers.values())
+                cls._breakers[candidate.name] = candidate
+                return candidate
+        if existing.settings() != candidate.settings():
+            differences = ", ".join(
+                f"{key}={theirs!r} (existing: {ours!r})"
+                for (key, ours), (_, theirs) in zip(
+                    existing.settings(), candidate.settings(), strict=True
+                )
+                if ours != theirs
+            )
+            raise ConfigurationError(
+                f"a circuit breaker named {candidate.name!r} already exists with other "
+                f"settings: {differences}; use the same settings to share it, or another "
+                "name for a separate breaker"
+            )
+        return existing
+
+
+class CircuitBreaker(metaclass=_Registry):
+    r"""Stop calling a failing dependency for a while, then let a few trial calls through.
+
+    While the circuit is **closed**, calls go through and consecutive failures
+    are counted; a success resets the count. At ``fail_max`` failures the
+    circuit **opens**: calls fail at once with `CircuitOpenError` (carrying
+    the breaker's name and the seconds left) without calling the function.
+    After ``reset_timeout`` seconds it is **half-open**: exactly
+    ``half_open_max_calls`` trial calls are let through and the others are
+    refused. One failed trial re-opens the circuit; when every trial has
+    succeeded, it closes. A trial still running after ``probe_lease`` seconds
+    gives its permit back to the next caller, and its outcome no longer counts.
+
+    Excluded exceptions pass through and count neither way (a "not found" is
+    an answer, not an outage). ``asyncio.CancelledError``,
+    ``KeyboardInterrupt`` and other ``BaseException``\ s do not count either.
+    A call that started before the circuit changed state does not count in the
+    new state.
+
+    Breakers are registered by name: ``CircuitBreaker("payments")`` returns
+    the breaker already named ``"payments"`` if there is one (with the same
+    settings; other settings are a `ConfigurationError`), so every part of a
+    service guarding one dependency shares its state.
+
+    Use a breaker as a decorator (on ``def`` and ``async def``), or call
+    through it with `call` and `acall`. No lock is held while the protected
+    function runs, and a call through a closed circuit does no more than read
+    two attributes around the call.
+
+    **Shared state.** Pass a pybreaker storage (``pybreaker.CircuitRedisStorage``
+    with ``namespace=``) as ``storage`` to share the state between processes.
+    Each process then reads the shared state at most once per
+    ``sync_interval`` seconds and trusts its copy in between: a circuit opened
+    by another process is seen within ``sync_interval`` seconds, and a closed
+    circuit costs no round trip per call. Failures are counted in the storage
+    (so every process's failures add up), state changes are written at once,
+    counters are never reset when a process starts, and the half-open trial
+    limit applies per process. If the storage fails, the breaker logs it and
+    goes on with its local state.
+
+    Args:
+        name: Identifies the breaker in the registry, errors, logs and listener
+            calls.
+        fail_max: Consecutive failures that open the circuit, at least 1.
+        reset_timeout: Seconds the circuit stays open before trial calls.
+        exclude: Exceptions that do not count: an exception class, a tuple of
+            them, or a predicate taking the exception and returning True to
+            exclude it.
+        half_open_max_calls: Trial calls let through when half-open, and the
+            successes needed to close the circuit again.
+        storage: A ``pybreaker.CircuitBreakerStorage`` to share the state
+            between processes; local memory by default.
+        listeners: `ResilienceListener`\ s told of state changes and refused
+            calls.
+        probe_lease: Seconds a trial call may hold its permit; ``reset_timeout``
+            by default.
+        sync_interval: With a storage, seconds between reads of the shared
+            state.
+        clock: Seconds, for tests; time.monotonic (and, with a storage, the
+            wall clock) by default.
+
+    Raises:
+        ConfigurationError: For an invalid setting, a Redis storage without a
+            namespace or with one another breaker uses, or a name already used
+            with other settings.
+
+    Example:
+        ```python
+        from buttress.errors import CircuitOpenError
+        from buttress.resilience import CircuitBreaker, CircuitState
+
+        inventory = CircuitBreaker("inventory-example", fail_max=2, reset_timeout=30.0)
+
+        @inventory
+        def stock(sku: str) -> int:
+            raise ConnectionError("inventory service is down")
+
+        for _ in range(2):
+            try:
+                stock("A-1")
+            except ConnectionError:
+                pass
+        assert inventory.state is CircuitState.OPEN
+        try:
+            stock("A-1")  # refused at once: the service is not called
+        except CircuitOpenError as error:
+            assert error.name == "inventory-example" and error.remaining > 29
+        ```
+    """
+
+    _breakers: ClassVar[weakref.WeakValueDictionary[str, CircuitBreaker]] = (
+        weakref.WeakValueDictionary()
+    )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_closed_gen",
+        "_excluded",
+        "_failures",
+        "_fresh_until",
+        "_gen",
+        "_mutex",
+        "_opened_at",
+        "_probe_ok",
+        "_probes",
+        "_resolution",
+        "_state",
+        "_syncing",
+        "_tickets",
+        "_wall",
+        "exclude",
+        "fail_max",
+        "half_open_max_calls",
+        "listeners",
+        "name",
+        "probe_lease",
+        "reset_timeout",
+        "storage",
+        "sync_interval",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail_max: int = 5,
+        reset_timeout: float = 30.0,
+        exclude: Exclude = (),
+        half_open_max_calls: int = 1,
+        storage: object | None = None,
+        listeners: Sequence[ResilienceListener] = (),
+        probe_lease: float | None = None,
+        sync_interval: float = 1.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigurationError(
+                f"CircuitBreaker needs a name (a non-empty str naming the dependency), got {name!r}"
+            )
+        check_count(fail_max, f"CircuitBreaker {name!r} fail_max", 1)
+        check_seconds(
+            reset_timeout, f"CircuitBreaker {name!r} reset_timeout", allow_zero=True, optional=False
+        )
+        check_count(half_open_max_calls, f"CircuitBreaker {name!r} half_open_max_calls", 1)
+        check_seconds(
+            probe_lease, f"CircuitBreaker {name!r} probe_lease", allow_zero=False, optional=True
+        )
+        check_seconds(
+            sync_interval,
+            f"CircuitBreaker {name!r} sync_interval",
+            allow_zero=True,
+            optional=False,
+        )
+        if math.isinf(reset_timeout):
+            raise ConfigurationError(
+                f"CircuitBreaker {name!r} reset_timeout must be finite, got {reset_timeout!r}"
+            )
+        self.name = name
+        self.fail_max = fail_max
+        self.reset_timeout = float(reset_timeout)
+        self.exclude = exclude
+        self._excluded = _exclusion(exclude, name)
+        self.half_open_max_calls = half_open_max_calls
+        self.storage = _check_storage(storage, name)
+        # pybreaker's Redis storage keeps opened_at to the whole second.
+        self._resolution = 1.0 if _is_redis_storage(storage) else 0.0
+        self.listeners = check_listeners(listeners, f"CircuitBreaker {name!r}")
+        self.probe_lease = float(probe_lease) if probe_lease is not None else self.reset_timeout
+        self.sync_interval = float(sync_interval)
+        self._clock = clock or time.monotonic
+        self._wall = clock or time.time
+        self._mutex = threading.Lock()
+        self._state = CircuitState.CLOSED
+        self._gen = 0
+        # The generation while closed, None otherwise: the one read on the fast path.
+        self._closed_gen: int | None = 0
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probes: dict[int, float] = {}  # half-open permits: ticket -> lease end
+        self._probe_ok = 0
+        self._tickets = itertools.count(1)
+        # With a storage, the local copy is trusted until then (read on the first call).
+        self._fresh_until = math.inf if self.storage is None else -math.inf
+        self._syncing = False
+
+    # --- registry -------------------------------------------------------------------------
+
+    def settings(self) -> tuple[tuple[str, object], ...]:
+        """The settings two breakers of one name must share, as ``(name, value)`` pairs."""
+        return (
+            ("fail_max", self.fail_max),
+            ("reset_timeout", self.reset_timeout),
+            ("exclude", self.exclude),
+            ("half_open_max_calls", self.half_open_max_calls),
+            ("storage", _Same(self.storage)),
+            ("listeners", self.listeners),
+            ("probe_lease", self.probe_lease),
+            ("sync_interval", self.sync_interval),
+            ("clock", self._clock),
+        )
+
+    def claim_storage(self, others: Any) -> None:
+        """Refuse a storage (or Redis namespace) that a breaker of another name already uses."""
+        if self.storage is None:
+            return
+        mine = _storage_key(self.storage)
+        for other in list(others):
+            if other.storage is not None and _storage_key(other.storage) == mine:
+                raise ConfigurationError(
+                    f"CircuitBreaker {self.name!r} was given the storage that breaker "
+                    f"{other.name!r} uses; breakers sharing keys would trip each other: give "
+                    f"each its own storage (for Redis, namespace={self.name!r})"
+                )
+
+    @classmethod
+    def registered(cls) -> dict[str, CircuitBreaker]:
+        """Every live breaker by name, for health checks and dashboards.
+
+        Returns:
+            A snapshot: name to breaker.
+        """
+        with cls._lock:
+            return dict(cls._breakers)
+
+    # --- what users read ----------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The state the next call will meet.
+
+        An open circuit whose ``reset_timeout`` has passed reads as half-open.
+        With a storage, a stale local copy is refreshed first.
+        """
+        if self._clock() >= self._fresh_until:
+            self._sync()
+        with self._mutex:
+            if self._state is CircuitState.OPEN and self._remaining(self._clock()) <= 0:
+                return CircuitState.HALF_OPEN
+            return self._state
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures counted while closed (with a storage: as last seen there)."""
+        return self._failures
+
+    def open(self) -> None:
+        """Open the circuit now, as if ``fail_max`` failures had happened (for operators)."""
+        self._force(CircuitState.OPEN)
+
+    def close(self) -> None:
+        """Close the circuit now and forget counted failures (for operators and tests)."""
+        self._force(CircuitState.CLOSED)
+
+    def __repr__(self) -> str:
+        return (
+            f"CircuitBreaker({self.name!r}, state={self._state.value}, "
+            f"failures={self._failures}/{self.fail_max})"
+        )
+
+    # --- calling ----------------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            CircuitOpenError: The circuit is open (or half-open with every trial
+                permit taken); ``fn`` was not called.
+        """
+        gen = self._closed_gen
+        if gen is None or (self.storage is not None and self._clock() >= self._fresh_until):
+            return self._guarded(fn, args, kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:
+            self._failed_closed(error, gen)
+            raise
+        if self._failures:
+            self._succeeded_closed(gen)
+        return result
+
+    async def acall(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Await ``fn(*args, **kwargs)`` through the breaker.
+
+        Returns:
+            What the awaited call returns.
+
+        Raises:
+            CircuitOpenError: The circuit is open (or half-open with every trial
+                permit taken); ``fn`` was not called.
+        """
+        gen = self._closed_gen
+        if gen is None or (self.storage is not None and self._clock() >= self._fresh_until):
+            return await self._aguarded(fn, args, kwargs)
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as error:
+            self._failed_closed(error, gen)
+            raise
+        if self._failures:
+            self._succeeded_closed(gen)
+        return result
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorate ``fn`` (a ``def`` or ``async def``) so every call goes through the breaker.
+
+        Returns:
+            The wrapper, with ``fn``'s signature for type checkers.
+
+        Raises:
+            ConfigurationError: ``fn`` is not something a breaker can guard.
+        """
+        check_callable(fn, f"CircuitBreaker({self.name!r})")
+        breaker = self
+        failed, succeeded = self._failed_closed, self._succeeded_closed
+        # Without a storage the local state is always fresh: skip the clock.
+        timed = self.storage is not None
+        clock = self._clock
+
+        if is_async(fn):
+            afn = cast("Callable[P, Any]", fn)
+            guarded = self._aguarded
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                gen = breaker._closed_gen
+                if gen is None or (timed and clock() >= breaker._fresh_until):
+                    return await guarded(afn, args, kwargs)
+                try:
+                    result = await afn(*args, **kwargs)
+                except Exception as error:
+                    failed(error, gen)
+                    raise
+                if breaker._failures:
+                    succeeded(gen)
+                return result
+
+            return cast("Callable[P, T]", async_wrapper)
+
+        sync_guarded = self._guarded
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            gen = breaker._closed_gen
+            if gen is None or (timed and clock() >= breaker._fresh_until):
+                return sync_guarded(fn, args, kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as error:
+                failed(error, gen)
+                raise
+            if breaker._failures:
+                succeeded(gen)
+            return result
+
+        return wrapper
+
+    # --- the general path: admission with a ticket, then the outcome -----------------------
+
+    def _guarded(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        ticket, gen = self._admit()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:
+            self._finish(ticket, gen, _NEUTRAL if self._excluded(error) else _FAILURE)
+            raise
+        except BaseException:
+            self._finish(ticket, gen, _NEUTRAL)
+            raise
+        self._finish(ticket, gen, _SUCCESS)
+        return result
+
+    async def _aguarded(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        ticket, gen = self._admit()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as error:
+            self._finish(ticket, gen, _NEUTRAL if self._excluded(error) else _FAILURE)
+            raise
+        except BaseException:  # cancelled: give a trial permit back at once
+            self._finish(ticket, gen, _NEUTRAL)
+            raise
+        self._finish(ticket, gen, _SUCCESS)
+        return result
+
+    def _admit(self) -> tuple[int, int]:
+        """Let a call in (its ticket and generation) or raise `CircuitOpenError`."""
+        now = self._clock()
+        if now >= self._fresh_until or (
+            self.storage is not None
+            and self._state is CircuitState.OPEN
+            and self._remaining(now) <= 0
+        ):
+            self._sync()  # also before a trial: another process may have closed it
+            now = self._clock()
+        changes: list[tuple[CircuitState, CircuitState]] = []
+        refused: float | None = None
+        admitted = (_CLOSED_TICKET, 0)
+        with self._mutex:
+            if self._state is CircuitState.OPEN:
+                remaining = self._remaining(now)
+                if remaining > 0:
+                    refused = remaining
+                else:
+                    self._move(CircuitState.HALF_OPEN, now, changes)
+            if refused is not None:
+                pass
+            elif self._state is CircuitState.CLOSED:
+                admitted = (_CLOSED_TICKET, self._gen)
+            else:
+                refused = self._take_permit(now)
+                if refused is None:
+                    admitted = (next(self._tickets), self._gen)
+                    self._probes[admitted[0]] = now + self.probe_lease
+        self._announce(changes)
+        if refused is not None:
+            self._refuse(refused)
+        return admitted
+
+    def _take_permit(self, now: float) -> float | None:
+        """In half-open (under the mutex): None if a permit is free, else the wait for one."""
+        probes = self._probes
+        for ticket, lease_end in list(probes.items()):
+            if lease_end <= now:  # a trial that hung: its permit comes back
+                del probes[ticket]
+        if len(probes) + self._probe_ok < self.half_open_max_calls:
+            return None
+        return min(probes.values(), default=now) - now
+
+    def _refuse(self, remaining: float) -> None:
+        logger.debug("circuit %s refused a call (%.3fs left)", self.name, remaining)
+        notify(self.listeners, "on_circuit_rejected", self.name, max(0.0, remaining))
+        raise CircuitOpenError(self.name, remaining)
+
+    def _finish(self, ticket: int, gen: int, outcome: int) -> None:
+        if ticket == _CLOSED_TICKET:
+            if outcome == _FAILURE:
+                self._count_failure(gen)
+            elif outcome == _SUCCESS and self._failures:
+                self._succeeded_closed(gen)
+            return
+        changes: list[tuple[CircuitState, CircuitState]] = []
+        with self._mutex:
+            now = self._clock()
+            lease_end = self._probes.pop(ticket, None) if gen == self._gen else None
+            if lease_end is None or lease_end <= now:
+                return  # a stale trial: its permit was given back already
+            if outcome == _FAILURE:
+                self._move(CircuitState.OPEN, now, changes)
+            elif outcome == _SUCCESS:
+                self._probe_ok += 1
+                if self._probe_ok >= self.half_open_max_calls:
+                    self._move(CircuitState.CLOSED, now, changes)
+                else:
+                    self._store("increment_success_counter")
+        self._announce(changes)
+
+    # --- closed-state bookkeeping -----------------------------------------------------------
+
+    def _failed_closed(self, error: Exception, gen: int) -> None:
+        if not self._excluded(error):
+            self._count_failure(gen)
+
+    def _count_failure(self, gen: int) -> None:
+        shared = 0
+        if self.storage is not None:
+            self._store("increment_counter")
+            shared = _read(self.storage, "counter", 0)
+        changes: list[tuple[CircuitState, CircuitState]] = []
+        with self._mutex:
+            if gen != self._gen:
+                return  # the call began in another state: it does not count now
+            self._failures = max(self._failures + 1, shared)
+            if self._failures >= self.fail_max:
+                self._move(CircuitState.OPEN, self._clock(), changes)
+        self._announce(changes)
+
+    def _succeeded_closed(self, gen: int) -> None:
+        with self._mutex:
+            if gen != self._gen or not self._failures:
+                return
+            self._failures = 0
+        self._store("reset_counter")
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def _remaining(self, now: float) -> float:
+        return self._opened_at + self.reset_timeout - now
+
+    def _move(
+        self,
+        new: CircuitState,
+        now: float,
+        changes: list[tuple[CircuitState, CircuitState]],
+        *,
+        write: bool = True,
+    ) -> None:
+        """Change state (under the mutex); storage writes happen here, in order."""
+        old = self._state
+        self._state = new
+        self._gen += 1
+        self._closed_gen = self._gen if new is CircuitState.CLOSED else None
+        self._probes.clear()
+        self._probe_ok = 0
+        if new is CircuitState.OPEN:
+            self._opened_at = now
+        elif new is CircuitState.CLOSED:
+            self._failures = 0
+        changes.append((old, new))
+        if write and self.storage is not None:
+            self._store("reset_success_counter")
+            if new is CircuitState.CLOSED:
+                self._store("reset_counter")
+            if new is CircuitState.OPEN:
+                _write(self.storage, "opened_at", datetime.fromtimestamp(self._wall(), UTC))
+            _write(self.storage, "state", new.value)
+
+    def _announce(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
+        """Log and tell listeners of state changes, outside the mutex."""
+        for old, new in changes:
+            if new is CircuitState.OPEN:
+                logger.warning(
+                    "circuit %s opened (was %s): calls are refused for %.3fs",
+                    self.name,
+                    old.value,
+                    self.reset_timeout,
+                )
+            else:
+                logger.info("circuit %s is %s (was %s)", self.name, new.value, old.value)
+            notify(self.listeners, "on_state_change", self.name, old, new)
+
+    def _force(self, new: CircuitState) -> None:
+        changes: list[tuple[CircuitState, CircuitState]] = []
+        with self._mutex:
+            self._move(new, self._clock(), changes)
+        self._announce(changes)
+
+    # --- shared state -----------------------------------------------------------------------
+
+    def _store(self, method: str) -> None:
+        if self.storage is not None:
+            try:
+                getattr(self.storage, method)()
+            except Exception:  # noqa: BLE001 - a storage fault must not break the call
+                logger.exception("circuit %s: storage %s failed", self.name, method)
+
+    def _sync(self) -> None:
+        """Bring the local copy up to date with the storage (one thread at a time)."""
+        storage = self.storage
+        if storage is None:
+            return
+        with self._mutex:
+            if self._syncing:
+                return  # another thread is reading it: use the copy meanwhile
+            self._syncing = True
+        try:
+            remote = _read(storage, "state", None)
+            shared_failures = _read(storage, "counter", 0)
+            opened_at = _read(storage, "opened_at", None)
+        finally:
+            with self._mutex:
+                self._syncing = False
+        changes: list[tuple[CircuitState, CircuitState]] = []
+        with self._mutex:
+            now = self._clock()
+            self._fresh_until = now + self.sync_interval
+            try:
+                state = CircuitState(remote)
+            except ValueError:
+                logger.warning("circuit %s: storage holds no valid state: %r", self.name, remote)
+                return
+            if state is not self._state:
+                self._move(state, now, changes, write=False)
+                if state is CircuitState.OPEN:
+                    self._opened_at = self._local_time(opened_at, now)
+            elif state is CircuitState.OPEN:  # re-opened elsewhere, later than we know?
+                elsewhere = self._local_time(opened_at, now)
+                if elsewhere > self._opened_at + self._resolution:
+                    self._opened_at = elsewhere
+            if self._state is CircuitState.CLOSED and isinstance(shared_failures, int):
+                self._failures = shared_failures
+                if shared_failures >= self.fail_max:
+                    self._move(CircuitState.OPEN, now, changes)
+        self._announce(changes)
+
+    def _local_time(self, opened_at: object, now: float) -> float:
+        """When ``opened_at`` (a wall-clock datetime) was, on the local clock."""
+        if not isinstance(opened_at, datetime):
+            return now
+        moment = opened_at.timestamp()
+        moment += self._resolution  # stored to the second (Redis): never trial too early
+        return now - max(0.0, self._wall() - moment)
+
+
+class _Same:
+    """Compares by identity: two breakers share a storage only if it is the same object."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _exclusion(exclude: object, name: str) -> Callable[[BaseException], bool]:
+    if isinstance(exclude, tuple) and not exclude:
+        return _nothing
+    if is_exception_types(exclude):
+        types = cast("tuple[type[BaseException], ...] | type[BaseException]", exclude)
+        return lambda error: isinstance(error, types)
+    if callable(exclude) and not isinstance(exclude, type):
+        return cast("Callable[[BaseException], bool]", exclude)
+    raise ConfigurationError(
+        f"CircuitBreaker {name!r} exclude takes an exception class, a tuple of them, or a "
+        f"predicate taking the exception and returning True to exclude it; got {exclude!r}"
+    )
+
+
+def _nothing(error: BaseException) -> bool:  # noqa: ARG001 - the signature of a predicate
+    return False
+
+
+def _check_storage(storage: object, name: str) -> object | None:
+    """Accept a pybreaker storage; refuse a Redis storage without a namespace (pybreaker #88)."""
+    if storage is None:
+        return None
+    # Whoever built a pybreaker storage has imported pybreaker; do not import it here.
+    pybreaker = sys.modules.get("pybreaker")
+    if pybreaker is None or not isinstance(storage, pybreaker.CircuitBreakerStorage):
+        raise ConfigurationError(
+            f"CircuitBreaker {name!r} storage takes a pybreaker.CircuitBreakerStorage, such as "
+            f"pybreaker.CircuitRedisStorage(..., namespace={name!r}); got {storage!r}"
+        )
+    if _is_redis_storage(storage) and not getattr(storage, "_namespace_name", None):
+        raise ConfigurationError(
+            f"CircuitBreaker {name!r} was given a CircuitRedisStorage without a namespace: "
+            "every breaker would share the same Redis keys and trip together. Pass "
+            f"CircuitRedisStorage(pybreaker.STATE_CLOSED, redis, namespace={name!r})"
+        )
+    return cast("object", storage)
+
+
+def _is_redis_storage(storage: object) -> bool:
+    pybreaker = sys.modules.get("pybreaker")
+    return pybreaker is not None and isinstance(storage, pybreaker.CircuitRedisStorage)
+
+
+def _storage_key(storage: object) -> object:
+    namespace = getattr(storage, "_namespace_name", None)
+    return ("redis", namespace) if namespace else id(storage)
+
+
+def _read(storage: object, attribute: str, default: Any) -> Any:
+    try:
+        return getattr(storage, attribute)
+    except Exception:  # noqa: BLE001 - a storage fault must not break the call
+        logger.exception("circuit breaker storage: reading %s failed", attribute)
+        return default
+
+
+def _write(storage: object, attribute: str, value: object) -> None:
+    try:
+        setattr(storage, attribute, value)
+    except Exception:  # noqa: BLE001 - a storage fault must not break the call
+        logger.exception("circuit breaker storage: writing %s failed", attribute)
+
+
+def circuit_breaker(
+    name: str,
+    *,
+    fail_max: int = 5,
+    reset_timeout: float = 30.0,
+    exclude: Exclude = (),
+    half_open_max_calls: int = 1,
+    storage: object | None = None,
+    listeners: Sequence[ResilienceListener] = (),
+    probe_lease: float | None = None,
+    sync_interval: float = 1.0,
+) -> CircuitBreaker:
+    """The decorator-factory spelling of `CircuitBreaker`: ``@circuit_breaker("name", ...)``.
+
+    Functions decorated with the same name share one breaker (see
+    `CircuitBreaker` for every argument).
+
+    Returns:
+        The registered `CircuitBreaker` of that name, which decorates functions.
+
+    Example:
+        ```python
+        from buttress.resilience import CircuitState, circuit_breaker
+
+        @circuit_breaker("search-example", fail_max=3)
+        async def search(query: str) -> list[str]:
+            return [query]
+
+        @circuit_breaker("search-example", fail_max=3)
+        async def suggest(prefix: str) -> list[str]:
+            return [prefix]
+
+        assert circuit_breaker("search-example", fail_max=3).state is CircuitState.CLOSED
+        ```
+    """
+    return CircuitBreaker(
+        name,
+        fail_max=fail_max,
+        reset_timeout=reset_timeout,
+        exclude=exclude,
+        half_open_max_calls=half_open_max_calls,
+        storage=storage,
+        listeners=listeners,
+        probe_lease=probe_lease,
+        sync_interval=sync_interval,
+    )

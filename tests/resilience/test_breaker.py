@@ -1,0 +1,609 @@
+"""CircuitBreaker: states, trial permits, exclusions, the registry, listeners and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import inspect
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+from collections.abc import Callable
+from typing import Any
+
+import pybreaker
+import pytest
+from flavours import Flavour, Script
+
+from buttress.errors import CircuitOpenError, ConfigurationError
+from buttress.resilience import (
+    CircuitBreaker,
+    CircuitState,
+    ResilienceListener,
+    circuit_breaker,
+)
+
+
+class Down(Exception):  # noqa: N818 - reads as the dependency's state
+    pass
+
+
+class Missing(Exception):  # noqa: N818 - an answer, not an outage
+    pass
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder(ResilienceListener):
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, CircuitState, CircuitState]] = []
+        self.rejected: list[tuple[str, float]] = []
+
+    def on_state_change(self, name: str, old: CircuitState, new: CircuitState) -> None:
+        self.changes.append((name, old, new))
+
+    def on_circuit_rejected(self, name: str, remaining: float) -> None:
+        self.rejected.append((name, remaining))
+
+
+def unique(prefix: str = "dep") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def breaker(**kwargs: Any) -> CircuitBreaker:
+    return CircuitBreaker(unique(), **kwargs)
+
+
+def fail(flavour: Flavour, fn: Callable[..., Any], times: int, error: type = Down) -> None:
+    for _ in range(times):
+        with pytest.raises(error):
+            flavour.call(fn)
+
+
+# --- the states -------------------------------------------------------------------------
+
+
+def test_a_closed_circuit_returns_results_and_keeps_the_kind(flavour: Flavour) -> None:
+    cb = breaker()
+    fn = cb(flavour.function(Script(5)))
+    assert flavour.call(fn, 1) == 5
+    assert inspect.iscoroutinefunction(fn) is flavour.is_async
+    assert cb.state is CircuitState.CLOSED
+    assert cb.failures == 0
+
+
+def test_fail_max_consecutive_failures_open_the_circuit(flavour: Flavour) -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=3, reset_timeout=10.0, clock=clock)
+    script = Script(Down())
+    fn = cb(flavour.function(script))
+    fail(flavour, fn, 2)
+    assert (cb.state, cb.failures) == (CircuitState.CLOSED, 2)
+    fail(flavour, fn, 1)
+    assert cb.state is CircuitState.OPEN
+    clock.now += 4.0
+    with pytest.raises(CircuitOpenError) as refused:
+        flavour.call(fn)
+    assert script.calls == 3  # refused without calling the function
+    assert refused.value.name == cb.name
+    assert refused.value.remaining == pytest.approx(6.0)
+    assert refused.value.retry_after == pytest.approx(6.0)
+
+
+def test_a_success_resets_the_count_of_consecutive_failures(flavour: Flavour) -> None:
+    cb = breaker(fail_max=3)
+    fn = cb(flavour.function(Script(Down(), Down(), "ok", Down(), Down(), "ok")))
+    fail(flavour, fn, 2)
+    assert flavour.call(fn) == "ok"
+    assert cb.failures == 0
+    fail(flavour, fn, 2)
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_excluded_errors_pass_through_and_do_not_count(flavour: Flavour) -> None:
+    cb = breaker(fail_max=2, exclude=Missing)
+    fn = cb(flavour.function(Script(Down(), Missing(), Missing(), Missing())))
+    fail(flavour, fn, 1)
+    fail(flavour, fn, 3, Missing)
+    assert (cb.state, cb.failures) == (CircuitState.CLOSED, 1)  # neither failure nor success
+
+
+def test_exclude_takes_a_predicate(flavour: Flavour) -> None:
+    cb = breaker(fail_max=1, exclude=lambda error: "404" in str(error))
+    fn = cb(flavour.function(Script(Down("404 not found"), Down("503"))))
+    fail(flavour, fn, 1)
+    assert cb.state is CircuitState.CLOSED
+    fail(flavour, fn, 1)
+    assert cb.state is CircuitState.OPEN
+
+
+def test_after_reset_timeout_one_trial_success_closes_the_circuit(flavour: Flavour) -> None:
+    clock = FakeClock()
+    recorder = Recorder()
+    cb = breaker(fail_max=1, reset_timeout=5.0, clock=clock, listeners=[recorder])
+    fn = cb(flavour.function(Script(Down(), "recovered")))
+    fail(flavour, fn, 1)
+    clock.now += 5.0
+    assert cb.state is CircuitState.HALF_OPEN
+    assert flavour.call(fn) == "recovered"
+    assert cb.state is CircuitState.CLOSED
+    assert [(old, new) for _, old, new in recorder.changes] == [
+        (CircuitState.CLOSED, CircuitState.OPEN),
+        (CircuitState.OPEN, CircuitState.HALF_OPEN),
+        (CircuitState.HALF_OPEN, CircuitState.CLOSED),
+    ]
+
+
+def test_a_failed_trial_opens_the_circuit_for_another_reset_timeout(flavour: Flavour) -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=5.0, clock=clock)
+    fn = cb(flavour.function(Script(Down())))
+    fail(flavour, fn, 1)
+    clock.now += 6.0
+    fail(flavour, fn, 1)  # the trial
+    assert cb.state is CircuitState.OPEN
+    clock.now += 4.9
+    with pytest.raises(CircuitOpenError) as refused:
+        flavour.call(fn)
+    assert refused.value.remaining == pytest.approx(0.1)
+
+
+def test_half_open_needs_every_trial_to_succeed(flavour: Flavour) -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=1.0, half_open_max_calls=3, clock=clock)
+    fn = cb(flavour.function(Script(Down(), "a", "b", "c", "d")))
+    fail(flavour, fn, 1)
+    clock.now += 1.0
+    assert [flavour.call(fn), flavour.call(fn)] == ["a", "b"]
+    assert cb.state is CircuitState.HALF_OPEN
+    assert flavour.call(fn) == "c"
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_call_and_acall_go_through_the_breaker() -> None:
+    cb = breaker(fail_max=1)
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def aadd(a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    assert cb.call(add, 1, b=2) == 3
+    assert asyncio.run(cb.acall(aadd, 2, b=3)) == 5
+    with pytest.raises(ZeroDivisionError):
+        cb.call(lambda: 1 / 0)
+    with pytest.raises(CircuitOpenError):
+        cb.call(add, 1, 2)
+    with pytest.raises(CircuitOpenError):
+        asyncio.run(cb.acall(aadd, 1, 2))
+
+
+def test_an_async_failure_counts_like_a_sync_one() -> None:
+    cb = breaker(fail_max=2)
+
+    @cb
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise Down
+
+    for _ in range(2):
+        with pytest.raises(Down):
+            asyncio.run(broken())
+    assert cb.state is CircuitState.OPEN
+
+
+def test_base_exceptions_do_not_count(flavour: Flavour) -> None:
+    cb = breaker(fail_max=1)
+    fn = cb(flavour.function(Script(KeyboardInterrupt())))
+    with pytest.raises(KeyboardInterrupt):
+        flavour.call(fn)
+    assert (cb.state, cb.failures) == (CircuitState.CLOSED, 0)
+
+
+def test_operators_can_open_and_close_the_circuit() -> None:
+    cb = breaker(fail_max=1)
+    cb.open()
+    with pytest.raises(CircuitOpenError):
+        cb.call(print)
+    cb.close()
+    assert cb.call(lambda: 3) == 3
+    assert "closed" in repr(cb)
+
+
+# --- trial permits under concurrency -------------------------------------------------------
+
+
+def test_half_open_lets_exactly_the_permitted_tasks_through() -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=1.0, half_open_max_calls=3, clock=clock)
+    cb.open()
+    clock.now += 1.0
+    reached = 0
+
+    @cb
+    async def probe() -> str:
+        nonlocal reached
+        reached += 1
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(probe() for _ in range(1000)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert reached == 3
+    assert outcomes.count("ok") == 3
+    assert sum(isinstance(o, CircuitOpenError) for o in outcomes) == 997
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_half_open_lets_exactly_the_permitted_threads_through() -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=1.0, half_open_max_calls=2, clock=clock)
+    cb.open()
+    clock.now += 1.0
+    inside = threading.Barrier(3, timeout=5)  # the two permitted trials and the main thread
+    release = threading.Event()
+    reached = 0
+    refused = 0
+    lock = threading.Lock()
+
+    @cb
+    def probe() -> None:
+        nonlocal reached
+        with lock:
+            reached += 1
+        inside.wait()
+        release.wait(5)
+
+    def caller() -> None:
+        nonlocal refused
+        try:
+            probe()
+        except CircuitOpenError:
+            with lock:
+                refused += 1
+
+    threads = [threading.Thread(target=caller) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    inside.wait()  # both trials are running, at once: no lock is held during a call
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert (reached, refused) == (2, 14)
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_a_hung_trial_gives_its_permit_back_after_its_lease() -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=10.0, probe_lease=2.0, clock=clock)
+    cb.open()
+    clock.now += 10.0
+    hung = asyncio.Event()
+    entered = asyncio.Event()
+
+    @cb
+    async def dependency(hang: bool) -> str:
+        if hang:
+            entered.set()
+            await hung.wait()
+            raise Down  # too late to count
+        return "ok"
+
+    async def main() -> None:
+        trial = asyncio.create_task(dependency(hang=True))
+        await entered.wait()
+        with pytest.raises(CircuitOpenError) as refused:
+            await dependency(hang=False)
+        assert refused.value.remaining == pytest.approx(2.0)  # when the lease ends
+        clock.now += 2.0
+        assert await dependency(hang=False) == "ok"  # the permit came back
+        assert cb.state is CircuitState.CLOSED
+        hung.set()
+        with pytest.raises(Down):
+            await trial
+        assert cb.state is CircuitState.CLOSED  # the stale trial's failure did not count
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_trial_gives_its_permit_back() -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=1.0, clock=clock)
+    cb.open()
+    clock.now += 1.0
+    entered = asyncio.Event()
+
+    @cb
+    async def dependency(hang: bool) -> str:
+        if hang:
+            entered.set()
+            await asyncio.sleep(60)
+        return "ok"
+
+    async def main() -> None:
+        trial = asyncio.create_task(dependency(hang=True))
+        await entered.wait()
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        assert await dependency(hang=False) == "ok"
+
+    asyncio.run(main())
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_sixteen_threads_count_every_failure_exactly() -> None:
+    recorder = Recorder()
+    cb = breaker(fail_max=10_000, listeners=[recorder])
+    per_thread = 200
+
+    @cb
+    def broken() -> None:
+        raise Down
+
+    def hammer() -> None:
+        for _ in range(per_thread):
+            with contextlib.suppress(Down):
+                broken()
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert cb.failures == 16 * per_thread
+    assert recorder.changes == []
+
+
+def test_sixteen_threads_open_the_circuit_once_at_fail_max() -> None:
+    recorder = Recorder()
+    cb = breaker(fail_max=500, reset_timeout=60.0, listeners=[recorder])
+    calls = 0
+    refused = 0
+    lock = threading.Lock()
+
+    @cb
+    def broken() -> None:
+        nonlocal calls
+        with lock:
+            calls += 1
+        raise Down
+
+    def hammer() -> None:
+        nonlocal refused
+        for _ in range(100):
+            try:
+                broken()
+            except Down:
+                pass
+            except CircuitOpenError:
+                with lock:
+                    refused += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert calls + refused == 1600
+    assert calls >= 500  # calls already running when it opened ran to their end
+    assert [new for _, _, new in recorder.changes] == [CircuitState.OPEN]
+    assert len(recorder.rejected) == refused
+
+
+def test_a_thousand_tasks_count_every_failure_exactly() -> None:
+    cb = breaker(fail_max=10_000)
+
+    @cb
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise Down
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(broken() for _ in range(1000)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, Down) for o in outcomes)
+    assert cb.failures == 1000
+
+
+# --- the registry --------------------------------------------------------------------------
+
+
+def test_one_name_is_one_breaker() -> None:
+    name = unique()
+    first = CircuitBreaker(name, fail_max=2)
+    assert CircuitBreaker(name, fail_max=2) is first
+    assert circuit_breaker(name, fail_max=2) is first
+    assert CircuitBreaker.registered()[name] is first
+
+
+def test_functions_decorated_with_one_name_share_its_state(flavour: Flavour) -> None:
+    name = unique()
+    charge = circuit_breaker(name, fail_max=2)(flavour.function(Script(Down())))
+    refund = circuit_breaker(name, fail_max=2)(flavour.function(Script("refunded")))
+    fail(flavour, charge, 2)
+    with pytest.raises(CircuitOpenError):
+        flavour.call(refund)
+
+
+def test_one_name_with_other_settings_is_refused() -> None:
+    name = unique()
+    held = CircuitBreaker(name, fail_max=2)
+    with pytest.raises(ConfigurationError, match=r"fail_max=3 \(existing: 2\)"):
+        CircuitBreaker(name, fail_max=3)
+    assert held.fail_max == 2
+
+
+def test_a_breaker_nobody_holds_leaves_the_registry() -> None:
+    name = unique()
+    CircuitBreaker(name, fail_max=2)
+    gc.collect()
+    assert name not in CircuitBreaker.registered()
+    assert CircuitBreaker(name, fail_max=3).fail_max == 3
+
+
+# --- listeners and logs -------------------------------------------------------------------
+
+
+def test_refusals_are_heard_and_state_changes_logged(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    recorder = Recorder()
+    cb = breaker(fail_max=1, reset_timeout=3.0, clock=clock, listeners=[recorder])
+    with caplog.at_level(logging.INFO, logger="buttress.resilience"):
+        with pytest.raises(Down):
+            cb.call(Script(Down()).step)
+        with pytest.raises(CircuitOpenError):
+            cb.call(print)
+    assert recorder.rejected == [(cb.name, 3.0)]
+    opened = [r for r in caplog.records if "opened" in r.getMessage()]
+    assert opened
+    assert opened[0].levelno == logging.WARNING
+
+
+def test_a_failing_listener_does_not_change_the_call() -> None:
+    class Broken(ResilienceListener):
+        def on_state_change(self, name: str, old: CircuitState, new: CircuitState) -> None:
+            raise RuntimeError("metrics backend down")
+
+    cb = breaker(fail_max=1, listeners=[Broken()])
+    with pytest.raises(Down):
+        cb.call(Script(Down()).step)
+    assert cb.state is CircuitState.OPEN
+
+
+# --- pybreaker storages ---------------------------------------------------------------------
+
+
+def test_state_is_written_to_a_pybreaker_storage() -> None:
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    clock = FakeClock()
+    cb = breaker(fail_max=2, reset_timeout=5.0, storage=storage, clock=clock, sync_interval=0)
+    with pytest.raises(Down):
+        cb.call(Script(Down()).step)
+    assert storage.counter == 1
+    with pytest.raises(Down):
+        cb.call(Script(Down()).step)
+    assert storage.state == pybreaker.STATE_OPEN
+    assert storage.opened_at is not None
+    clock.now += 5.0
+    assert cb.call(lambda: "ok") == "ok"
+    assert (storage.state, storage.counter) == (pybreaker.STATE_CLOSED, 0)
+
+
+def test_a_change_in_the_storage_is_seen_after_the_sync_interval() -> None:
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    clock = FakeClock()
+    recorder = Recorder()
+    cb = breaker(storage=storage, clock=clock, sync_interval=2.0, listeners=[recorder])
+    assert cb.call(lambda: 1) == 1  # reads the storage once
+    storage.state = pybreaker.STATE_OPEN  # another process trips it
+    storage.opened_at = datetime.now(UTC)
+    assert cb.call(lambda: 2) == 2  # the local copy is trusted for sync_interval
+    clock.now += 2.0
+    with pytest.raises(CircuitOpenError):
+        cb.call(lambda: 3)
+    assert recorder.changes == [(cb.name, CircuitState.CLOSED, CircuitState.OPEN)]
+
+
+def test_a_new_process_does_not_reset_shared_counters() -> None:
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    for _ in range(2):
+        storage.increment_counter()
+    cb = breaker(fail_max=3, storage=storage, sync_interval=0)
+    assert cb.state is CircuitState.CLOSED
+    assert cb.failures == 2
+    with pytest.raises(Down):
+        cb.call(Script(Down()).step)
+    assert cb.state is CircuitState.OPEN
+
+
+def test_a_failing_storage_leaves_the_breaker_working_locally(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unreachable(pybreaker.CircuitMemoryStorage):
+        @property
+        def state(self) -> str:
+            raise ConnectionError("redis is down")
+
+        @state.setter
+        def state(self, state: str) -> None:
+            raise ConnectionError("redis is down")
+
+        def increment_counter(self) -> None:
+            raise ConnectionError("redis is down")
+
+    cb = breaker(fail_max=2, storage=Unreachable(pybreaker.STATE_CLOSED), sync_interval=0)
+    with caplog.at_level(logging.ERROR, logger="buttress.resilience"):
+        assert cb.call(lambda: "ok") == "ok"
+        for _ in range(2):
+            with pytest.raises(Down):
+                cb.call(Script(Down()).step)
+    assert cb.state is CircuitState.OPEN
+    assert any("redis is down" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_two_breakers_cannot_share_one_storage() -> None:
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    first = breaker(storage=storage)
+    with pytest.raises(ConfigurationError, match="trip each other"):
+        breaker(storage=storage)
+    del first
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fail_max": 0}, "fail_max must be a whole number of at least 1"),
+        ({"fail_max": 2.5}, "fail_max"),
+        ({"reset_timeout": -1}, "reset_timeout must be zero or more"),
+        ({"reset_timeout": float("inf")}, "must be finite"),
+        ({"half_open_max_calls": 0}, "half_open_max_calls"),
+        ({"probe_lease": 0}, "probe_lease must be more than zero"),
+        ({"sync_interval": -0.5}, "sync_interval"),
+        ({"exclude": "ValueError"}, "exclude takes an exception class"),
+        ({"exclude": (ValueError, 3)}, "exclude takes an exception class"),
+        ({"listeners": [object()]}, "ResilienceListener"),
+        ({"storage": {}}, "pybreaker.CircuitBreakerStorage"),
+    ],
+)
+def test_bad_settings_are_refused_when_the_breaker_is_made(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        breaker(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_a_breaker_needs_a_name(name: Any) -> None:
+    with pytest.raises(ConfigurationError, match="needs a name"):
+        CircuitBreaker(name)
+
+
+def test_a_redis_storage_without_a_namespace_is_refused() -> None:
+    class NoRedis(pybreaker.CircuitRedisStorage):
+        def __init__(self) -> None:  # no server needed to check the settings
+            self._namespace_name = None
+
+    with pytest.raises(ConfigurationError, match="namespace="):
+        breaker(storage=NoRedis())
+
+
+def test_decorating_something_not_callable_fails_at_once() -> None:
+    with pytest.raises(ConfigurationError, match="decorates functions"):
+        breaker()(42)  # type: ignore[arg-type]
