@@ -9,8 +9,8 @@ import inspect
 import logging
 import threading
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pybreaker
