@@ -1,9 +1,13 @@
 """Resilience decorators on the success path: what a call costs when nothing goes wrong.
 
-Every group wraps the same trivially cheap function (``x + 1``), so the
+Every group but one wraps the same trivially cheap function (``x + 1``), so the
 decorator's own work dominates. The baseline is a pass-through decorator (a
 ``functools.wraps`` wrapper that only calls through, or awaits); the
 ``reference`` row is the bare, undecorated call, the floor under every wrapper.
+The exception is ``resilience.breaker-4-threads``: `THREADS` threads each make
+one slow call (`SLOW_CALL` seconds) through one shared breaker, and a row is the
+wall time of the whole batch, so a breaker that holds a lock while the
+protected function runs shows as the calls done one after another.
 
 Sync groups time one call. pytest-benchmark cannot await, so async groups time
 one ``loop.run_until_complete(batch(fn))`` on an event loop made for the test,
@@ -17,15 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import backoff
+import circuitbreaker
+import purgatory
+import pybreaker
 import pytest
 import stamina
 import tenacity
 
-from buttress.resilience import RetryBudget, bulkhead, fallback, retry, timeout
+from buttress.resilience import CircuitBreaker, RetryBudget, bulkhead, fallback, retry, timeout
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -312,3 +321,167 @@ class TestFallbackSuccessAsync:
 
     def test_fallback(self, ours, drive):
         assert ours(drive(fallback(None, on=ConnectionError)(async_add_one))) == EXPECTED
+
+
+# Circuit breaker --------------------------------------------------------------------------------
+#
+# Every breaker is closed, counts every Exception, and opens after 5 consecutive failures for
+# 30 s: the same settings under each library's spelling. Each benchmark decorates with a fresh
+# breaker (Buttress's registry hands back the live breaker of a name, so each gets its own).
+
+FAIL_MAX = 5
+RESET_TIMEOUT = 30
+
+_breaker_names = itertools.count()
+
+
+def buttress_breaker(fn: Callable[..., Any]) -> Callable[..., Any]:
+    name = f"bench-{fn.__name__}-{next(_breaker_names)}"
+    return CircuitBreaker(name, fail_max=FAIL_MAX, reset_timeout=RESET_TIMEOUT)(fn)
+
+
+def pybreaker_breaker(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return pybreaker.CircuitBreaker(fail_max=FAIL_MAX, reset_timeout=RESET_TIMEOUT)(fn)
+
+
+def circuitbreaker_breaker(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return circuitbreaker.CircuitBreaker(
+        failure_threshold=FAIL_MAX, recovery_timeout=RESET_TIMEOUT
+    )(fn)
+
+
+def purgatory_breaker(fn: Callable[..., Any]) -> Callable[..., Any]:
+    factory = purgatory.SyncCircuitBreakerFactory(
+        default_threshold=FAIL_MAX, default_ttl=RESET_TIMEOUT
+    )
+    return factory("bench")(fn)
+
+
+def purgatory_async_breaker(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    factory = purgatory.AsyncCircuitBreakerFactory(
+        default_threshold=FAIL_MAX, default_ttl=RESET_TIMEOUT
+    )
+    return factory("bench")(fn)
+
+
+@pytest.mark.benchmark(group="resilience.breaker-closed")
+class TestBreakerClosed:
+    def test_bare_call(self, reference):
+        assert reference(add_one, 1) == 2
+
+    def test_pass_through(self, baseline):
+        assert baseline(pass_through(add_one), 1) == 2
+
+    def test_pybreaker(self, peer):
+        assert peer(pybreaker_breaker(add_one), 1) == 2
+
+    def test_circuitbreaker(self, peer):
+        assert peer(circuitbreaker_breaker(add_one), 1) == 2
+
+    def test_purgatory(self, peer):
+        assert peer(purgatory_breaker(add_one), 1) == 2
+
+    def test_circuit_breaker(self, ours):
+        assert ours(buttress_breaker(add_one), 1) == 2
+
+
+@pytest.mark.benchmark(group="resilience.breaker-closed-async")
+class TestBreakerClosedAsync:
+    def test_bare_call(self, reference, drive):
+        assert reference(drive(async_add_one)) == EXPECTED
+
+    def test_pass_through(self, baseline, drive):
+        assert baseline(drive(async_pass_through(async_add_one))) == EXPECTED
+
+    def test_pybreaker_uncounted(self, peer, drive):
+        """pybreaker on ``async def``: what users get, but not a breaker's work.
+
+        Its decorator is a plain ``def`` that returns the coroutine unawaited, so
+        pybreaker records a success when the coroutine is created and never sees
+        an exception raised when it is awaited: async failures never open its
+        circuit (its ``call_async`` needs Tornado). The row times that wrapper.
+        """
+        assert peer(drive(pybreaker_breaker(async_add_one))) == EXPECTED
+
+    def test_circuitbreaker(self, peer, drive):
+        assert peer(drive(circuitbreaker_breaker(async_add_one))) == EXPECTED
+
+    def test_purgatory(self, peer, drive):
+        assert peer(drive(purgatory_async_breaker(async_add_one))) == EXPECTED
+
+    def test_circuit_breaker(self, ours, drive):
+        assert ours(drive(buttress_breaker(async_add_one))) == EXPECTED
+
+
+THREADS = 4
+"""Threads calling through one breaker at once in ``resilience.breaker-4-threads``."""
+
+SLOW_CALL = 0.2
+"""Seconds each of those calls sleeps: a slow dependency, far above any breaker's overhead."""
+
+JOIN_TIMEOUT = 10.0
+"""Seconds a batch of threads may take before the benchmark gives up on it."""
+
+THREADS_EXPECTED = sum(range(1, THREADS + 1))
+"""What `in_threads` returns when every call returned its argument plus one."""
+
+
+def slow_add_one(x: int) -> int:
+    time.sleep(SLOW_CALL)
+    return x + 1
+
+
+def in_threads(fn: Callable[[int], int]) -> Callable[[], int]:
+    """Turn ``fn`` into a callable that runs it once in each of `THREADS` threads at once.
+
+    The callable starts the threads, joins them within `JOIN_TIMEOUT` seconds
+    in all, and returns the sum of their results; a call that raised or did not
+    finish in time makes it raise.
+    """
+
+    def run() -> int:
+        results: list[int | None] = [None] * THREADS
+
+        def work(i: int) -> None:
+            results[i] = fn(i)
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            raise TimeoutError(f"{THREADS} threads did not finish within {JOIN_TIMEOUT}s")
+        done = [result for result in results if result is not None]
+        if len(done) != THREADS:
+            raise RuntimeError(f"{THREADS - len(done)} of {THREADS} calls raised")
+        return sum(done)
+
+    return run
+
+
+def timed_batches(benchmark: Any, fn: Callable[[int], int]) -> int:
+    """Time 3 batches of `in_threads` (a batch is about `SLOW_CALL` seconds, or more)."""
+    return benchmark.pedantic(in_threads(fn), rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="resilience.breaker-4-threads")
+class TestBreakerFourThreads:
+    def test_bare_call(self, reference):
+        assert timed_batches(reference, slow_add_one) == THREADS_EXPECTED
+
+    def test_pass_through(self, baseline):
+        assert timed_batches(baseline, pass_through(slow_add_one)) == THREADS_EXPECTED
+
+    def test_pybreaker(self, peer):
+        assert timed_batches(peer, pybreaker_breaker(slow_add_one)) == THREADS_EXPECTED
+
+    def test_circuitbreaker(self, peer):
+        assert timed_batches(peer, circuitbreaker_breaker(slow_add_one)) == THREADS_EXPECTED
+
+    def test_purgatory(self, peer):
+        assert timed_batches(peer, purgatory_breaker(slow_add_one)) == THREADS_EXPECTED
+
+    def test_circuit_breaker(self, ours):
+        assert timed_batches(ours, buttress_breaker(slow_add_one)) == THREADS_EXPECTED

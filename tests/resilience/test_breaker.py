@@ -318,6 +318,22 @@ def test_a_hung_trial_gives_its_permit_back_after_its_lease() -> None:
     asyncio.run(main())
 
 
+def test_a_trial_that_succeeds_after_its_lease_does_not_close_the_circuit() -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=1.0, probe_lease=2.0, clock=clock)
+    cb.open()
+    clock.now += 1.0
+
+    def slow_trial() -> str:
+        clock.now += 2.0  # outlives its lease
+        return "late"
+
+    assert cb.call(slow_trial) == "late"  # the caller still gets its answer
+    assert cb.state is CircuitState.HALF_OPEN  # but it no longer speaks for the dependency
+    assert cb.call(lambda: "ok") == "ok"
+    assert cb.state is CircuitState.CLOSED
+
+
 def test_a_cancelled_trial_gives_its_permit_back() -> None:
     clock = FakeClock()
     cb = breaker(fail_max=1, reset_timeout=1.0, clock=clock)
