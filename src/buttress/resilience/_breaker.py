@@ -201,10 +201,12 @@ class CircuitBreaker(metaclass=_Registry):
         "_opened_at",
         "_probe_ok",
         "_probes",
+        "_reachable",
         "_resolution",
         "_state",
         "_syncing",
         "_tickets",
+        "_unsynced",
         "_wall",
         "exclude",
         "fail_max",
@@ -280,6 +282,8 @@ class CircuitBreaker(metaclass=_Registry):
         # With a storage, the local copy is trusted until then (read on the first call).
         self._fresh_until = math.inf if self.storage is None else -math.inf
         self._syncing = False
+        self._reachable = True  # False after a storage error, until a sync succeeds
+        self._unsynced = False  # local changes not written to the storage yet
 
     # --- registry -------------------------------------------------------------------------
 
@@ -563,9 +567,9 @@ class CircuitBreaker(metaclass=_Registry):
 
     def _count_failure(self, gen: int) -> None:
         shared = 0
-        if self.storage is not None:
+        if self.storage is not None and self._reachable:
             self._store("increment_counter")
-            shared = _read(self.storage, "counter", 0)
+            shared = self._read_counter()
         changes: list[tuple[CircuitState, CircuitState]] = []
         with self._mutex:
             if gen != self._gen:
@@ -608,12 +612,22 @@ class CircuitBreaker(metaclass=_Registry):
             self._failures = 0
         changes.append((old, new))
         if write and self.storage is not None:
-            self._store("reset_success_counter")
-            if new is CircuitState.CLOSED:
-                self._store("reset_counter")
-            if new is CircuitState.OPEN:
-                _write(self.storage, "opened_at", datetime.fromtimestamp(self._wall(), UTC))
-            _write(self.storage, "state", new.value)
+            if self._reachable:
+                self._write_state()
+            else:
+                self._unsynced = True  # written once the storage is back
+
+    def _write_state(self) -> None:
+        """Write the local state to the storage (under the mutex)."""
+        self._store("reset_success_counter")
+        self._store("reset_counter")
+        if self._state is CircuitState.OPEN:
+            opened = self._wall() - (self._clock() - self._opened_at)
+            self._set("opened_at", datetime.fromtimestamp(opened, UTC))
+        elif self._state is CircuitState.CLOSED:
+            for _ in range(self._failures):  # pybreaker's storages can only count up
+                self._store("increment_counter")
+        self._set("state", self._state.value)
 
     def _announce(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
         """Log and tell listeners of state changes, outside the mutex."""
@@ -638,11 +652,37 @@ class CircuitBreaker(metaclass=_Registry):
     # --- shared state -----------------------------------------------------------------------
 
     def _store(self, method: str) -> None:
-        if self.storage is not None:
+        if self.storage is not None and self._reachable:
             try:
                 getattr(self.storage, method)()
             except Exception:  # noqa: BLE001 - a storage fault must not break the call
-                logger.exception("circuit %s: storage %s failed", self.name, method)
+                self._lost(method)
+
+    def _set(self, attribute: str, value: object) -> None:
+        if self.storage is not None and self._reachable:
+            try:
+                setattr(self.storage, attribute, value)
+            except Exception:  # noqa: BLE001 - a storage fault must not break the call
+                self._lost(f"setting {attribute}")
+
+    def _read_counter(self) -> int:
+        try:
+            return _read_shared(self.storage)[1]
+        except Exception:  # noqa: BLE001 - a storage fault must not break the call
+            self._lost("reading the failure count")
+            return 0
+
+    def _lost(self, what: str) -> None:
+        """The storage failed: go on locally, and try it again at the next sync."""
+        if self._reachable:
+            logger.warning(
+                "circuit %s: the shared state is unreachable (%s failed); going on with the "
+                "local state, and writing it back once the storage answers again",
+                self.name,
+                what,
+                exc_info=True,
+            )
+        self._reachable = False
 
     def _sync(self) -> None:
         """Bring the local copy up to date with the storage (one thread at a time)."""
@@ -653,10 +693,12 @@ class CircuitBreaker(metaclass=_Registry):
             if self._syncing:
                 return  # another thread is reading it: use the copy meanwhile
             self._syncing = True
+        reachable = True
         try:
-            remote = _read(storage, "state", None)
-            shared_failures = _read(storage, "counter", 0)
-            opened_at = _read(storage, "opened_at", None)
+            remote, shared_failures, opened_at = _read_shared(storage)
+        except Exception:  # noqa: BLE001 - an unreachable store must not break the call
+            self._lost("reading the state")
+            reachable, remote, shared_failures, opened_at = False, None, 0, None
         finally:
             with self._mutex:
                 self._syncing = False
@@ -664,24 +706,46 @@ class CircuitBreaker(metaclass=_Registry):
         with self._mutex:
             now = self._clock()
             self._fresh_until = now + self.sync_interval
-            try:
-                state = CircuitState(remote)
-            except ValueError:
-                logger.warning("circuit %s: storage holds no valid state: %r", self.name, remote)
-                return
-            if state is not self._state:
-                self._move(state, now, changes, write=False)
-                if state is CircuitState.OPEN:
-                    self._opened_at = self._local_time(opened_at, now)
-            elif state is CircuitState.OPEN:  # re-opened elsewhere, later than we know?
-                elsewhere = self._local_time(opened_at, now)
-                if elsewhere > self._opened_at + self._resolution:
-                    self._opened_at = elsewhere
-            if self._state is CircuitState.CLOSED and isinstance(shared_failures, int):
-                self._failures = shared_failures
-                if shared_failures >= self.fail_max:
-                    self._move(CircuitState.OPEN, now, changes)
+            if reachable:
+                self._adopt(remote, shared_failures, opened_at, now, changes)
         self._announce(changes)
+
+    def _adopt(
+        self,
+        remote: str | None,
+        shared_failures: int,
+        opened_at: datetime | None,
+        now: float,
+        changes: list[tuple[CircuitState, CircuitState]],
+    ) -> None:
+        """Take the state read from the storage as the local one (under the mutex)."""
+        if not self._reachable:
+            logger.info("circuit %s: the shared state is reachable again", self.name)
+            self._reachable = True
+        if self._unsynced:
+            # Local changes made while the storage was away are newer than what it holds.
+            self._unsynced = False
+            self._write_state()
+            return
+        if remote is None:
+            return  # nothing stored yet: keep the local state
+        try:
+            state = CircuitState(remote)
+        except ValueError:
+            logger.warning("circuit %s: storage holds no valid state: %r", self.name, remote)
+            return
+        if state is not self._state:
+            self._move(state, now, changes, write=False)
+            if state is CircuitState.OPEN:
+                self._opened_at = self._local_time(opened_at, now)
+        elif state is CircuitState.OPEN:  # re-opened elsewhere, later than we know?
+            elsewhere = self._local_time(opened_at, now)
+            if elsewhere > self._opened_at + self._resolution:
+                self._opened_at = elsewhere
+        if self._state is CircuitState.CLOSED:
+            self._failures = shared_failures
+            if shared_failures >= self.fail_max:
+                self._move(CircuitState.OPEN, now, changes)
 
     def _local_time(self, opened_at: object, now: float) -> float:
         """When ``opened_at`` (a wall-clock datetime) was, on the local clock."""
@@ -756,19 +820,24 @@ def _storage_key(storage: object) -> object:
     return ("redis", namespace) if namespace else id(storage)
 
 
-def _read(storage: object, attribute: str, default: Any) -> Any:
-    try:
-        return getattr(storage, attribute)
-    except Exception:  # noqa: BLE001 - a storage fault must not break the call
-        logger.exception("circuit breaker storage: reading %s failed", attribute)
-        return default
+def _read_shared(storage: Any) -> tuple[str | None, int, datetime | None]:
+    """The shared state, failure count and opening time; raises if the store is unreachable.
 
-
-def _write(storage: object, attribute: str, value: object) -> None:
-    try:
-        setattr(storage, attribute, value)
-    except Exception:  # noqa: BLE001 - a storage fault must not break the call
-        logger.exception("circuit breaker storage: writing %s failed", attribute)
+    pybreaker's Redis storage answers "closed" when Redis is down, which would
+    close an open circuit; so for it, read its keys in one round trip, errors
+    included, through its own client and key names.
+    """
+    if _is_redis_storage(storage):
+        pipe = storage._redis.pipeline(transaction=False)  # noqa: SLF001 - see above
+        for key in ("state", "fail_counter", "opened_at"):
+            pipe.get(storage._namespace(key))  # noqa: SLF001
+        state, counter, opened = pipe.execute()
+        return (
+            state.decode() if state is not None else None,
+            int(counter or 0),
+            datetime.fromtimestamp(int(opened), UTC) if opened else None,
+        )
+    return storage.state, int(storage.counter or 0), storage.opened_at
 
 
 def circuit_breaker(

@@ -1,0 +1,150 @@
+"""Breaker state shared between two processes through a real Redis (pybreaker's storage)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pybreaker
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from buttress.errors import CircuitOpenError
+from buttress.resilience import CircuitBreaker, CircuitState
+from fault_proxy import FaultProxy
+
+PEER = Path(__file__).with_name("breaker_peer.py")
+
+
+class Peer:
+    """The other process: one command in, one answer out."""
+
+    def __init__(self, url: str, namespace: str, sync_interval: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(PEER), url, namespace, str(sync_interval)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.ask() == "ready"
+
+    def ask(self, command: str | None = None) -> str:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None
+        assert stdout is not None
+        if command is not None:
+            stdin.write(command + "\n")
+            stdin.flush()
+        return stdout.readline().strip()
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    name = f"buttress-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def shared_breaker(redis_url: str, namespace: str) -> CircuitBreaker:
+    storage = pybreaker.CircuitRedisStorage(
+        pybreaker.STATE_CLOSED, redis.Redis.from_url(redis_url), namespace=namespace
+    )
+    return CircuitBreaker(
+        namespace, fail_max=3, reset_timeout=30.0, storage=storage, sync_interval=0
+    )
+
+
+def broken() -> None:
+    raise ConnectionError("down")
+
+
+def test_one_process_trips_the_breaker_the_other_sees_it_within_the_interval(
+    redis_url: str, namespace: str
+) -> None:
+    here = shared_breaker(redis_url, namespace)
+    peer = Peer(redis_url, namespace, sync_interval=5.0)
+    try:
+        assert peer.ask("call") == "ok"  # the peer has read the shared state
+        for _ in range(3):
+            with pytest.raises(ConnectionError):
+                here.call(broken)
+        assert here.state is CircuitState.OPEN
+        # The peer trusts its copy until its sync interval is over: no round trip per call.
+        assert peer.ask("call") == "ok"
+        assert peer.ask("advance 5") == "advanced"
+        assert peer.ask("call") == "open"
+        assert peer.ask("state").startswith("open")
+    finally:
+        peer.stop()
+
+
+def test_failures_add_up_across_processes_and_a_new_one_resets_nothing(
+    redis_url: str, namespace: str
+) -> None:
+    here = shared_breaker(redis_url, namespace)
+    with pytest.raises(ConnectionError):
+        here.call(broken)
+    peer = Peer(redis_url, namespace, sync_interval=0)  # a process starting later
+    try:
+        assert peer.ask("state") == "closed 1"  # it joined the count, not reset it
+        assert peer.ask("fail") == "failed"
+        with pytest.raises(ConnectionError):
+            here.call(broken)  # the third failure, across both processes
+        assert here.state is CircuitState.OPEN
+        with pytest.raises(CircuitOpenError):
+            here.call(lambda: None)
+        assert peer.ask("call") == "open"
+    finally:
+        peer.stop()
+
+
+def test_a_redis_outage_leaves_the_breaker_working_locally(
+    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = urlsplit(redis_url)
+    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        # As the guide advises: short timeouts and no client-side retries.
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=proxy.port,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
+        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=namespace)
+        breaker = CircuitBreaker(namespace, fail_max=2, storage=storage, sync_interval=0)
+        assert breaker.call(lambda: "ok") == "ok"
+        proxy.cut()  # Redis is gone
+        with caplog.at_level(logging.WARNING, logger="buttress.resilience"):
+            assert breaker.call(lambda: "still ok") == "still ok"
+            for _ in range(2):
+                with pytest.raises(ConnectionError):
+                    breaker.call(broken)
+            assert breaker.state is CircuitState.OPEN  # counted locally
+            with pytest.raises(CircuitOpenError):
+                breaker.call(lambda: None)  # Redis answering "closed" on error does not close it
+        warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not on every call
+        proxy.restore()  # Redis is back: what happened meanwhile is written there
+        assert breaker.state is CircuitState.OPEN
+        assert storage.state == pybreaker.STATE_OPEN
+        assert storage.opened_at is not None
+        client.close()
