@@ -29,10 +29,13 @@ EXPORTS = {
     ],
     "buttress.domain": ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"],
     "buttress.resilience": [
+        "CircuitBreaker",
+        "CircuitState",
         "ResilienceListener",
         "ResilienceTesting",
         "RetryBudget",
         "bulkhead",
+        "circuit_breaker",
         "fallback",
         "resilience_testing",
         "retry",

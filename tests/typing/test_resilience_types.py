@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from buttress.resilience import RetryBudget, bulkhead, fallback, retry, timeout
+from buttress.resilience import (
+    CircuitBreaker,
+    CircuitState,
+    RetryBudget,
+    bulkhead,
+    circuit_breaker,
+    fallback,
+    retry,
+    timeout,
+)
+
+payments = CircuitBreaker("typing-payments", fail_max=3)
 
 
 @retry(on=ConnectionError, attempts=3, budget=RetryBudget())
@@ -24,7 +35,22 @@ async def guarded(name: str) -> bytes | None:
     return name.encode()
 
 
+@payments
+def charge(order_id: int, amount: float) -> str:
+    return f"{order_id}:{amount}"
+
+
+@circuit_breaker("typing-search")
+async def search(query: str) -> list[str]:
+    return [query]
+
+
 def check() -> None:
+    assert_type(charge(1, 2.5), str)
+    assert_type(payments.call(charge, 1, amount=2.0), str)
+    assert_type(payments.state, CircuitState)
+    charge("1", 2.5)  # type: ignore[arg-type]
+    payments.call(charge, 1)  # type: ignore[call-arg]
     assert_type(fetch(1), dict[str, int])
     assert_type(fetch(1, verbose=True), dict[str, int])
 
@@ -32,6 +58,9 @@ def check() -> None:
 async def acheck() -> None:
     assert_type(await afetch(1), str)
     assert_type(await guarded("x"), bytes | None)
+    assert_type(await search("q"), list[str])
+    assert_type(await payments.acall(search, "q"), list[str])
+    await search(1)  # type: ignore[arg-type]
     await afetch("1")  # type: ignore[arg-type]
     fetch("1")  # type: ignore[arg-type]
     fetch(1, loud=True)  # type: ignore[call-arg]

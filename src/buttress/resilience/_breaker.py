@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeAlias, TypeVar, cast
 
@@ -42,6 +42,7 @@ __all__ = ["CircuitBreaker", "CircuitState", "circuit_breaker"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 Exclude: TypeAlias = (
     type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -383,7 +384,7 @@ class CircuitBreaker(metaclass=_Registry):
             self._succeeded_closed(gen)
         return result
 
-    async def acall(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` through the breaker.
 
         Returns:
@@ -395,7 +396,7 @@ class CircuitBreaker(metaclass=_Registry):
         """
         gen = self._closed_gen
         if gen is None or (self.storage is not None and self._clock() >= self._fresh_until):
-            return await self._aguarded(fn, args, kwargs)
+            return cast("R", await self._aguarded(fn, args, kwargs))
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
