@@ -31,6 +31,7 @@ EXPORTS = {
     "buttress.resilience": [
         "CircuitBreaker",
         "CircuitState",
+        "Policy",
         "ResilienceListener",
         "ResilienceTesting",
         "RetryBudget",

@@ -7,6 +7,7 @@ from typing import assert_type
 from buttress.resilience import (
     CircuitBreaker,
     CircuitState,
+    Policy,
     RetryBudget,
     bulkhead,
     circuit_breaker,
@@ -45,7 +46,17 @@ async def search(query: str) -> list[str]:
     return [query]
 
 
+guarded_policy = Policy(retry=retry(on=ConnectionError), breaker=payments, timeout=1.0)
+
+
+@guarded_policy
+def refund(order_id: int) -> bool:
+    return order_id > 0
+
+
 def check() -> None:
+    assert_type(refund(1), bool)
+    refund("1")  # type: ignore[arg-type]
     assert_type(charge(1, 2.5), str)
     assert_type(payments.call(charge, 1, amount=2.0), str)
     assert_type(payments.state, CircuitState)

@@ -12,6 +12,7 @@ from buttress.resilience._base import ResilienceListener
 from buttress.resilience._breaker import CircuitBreaker, CircuitState, circuit_breaker
 from buttress.resilience._bulkhead import bulkhead
 from buttress.resilience._fallback import fallback
+from buttress.resilience._policy import Policy
 from buttress.resilience._retry import RetryBudget, retry
 from buttress.resilience._testing import ResilienceTesting, resilience_testing
 from buttress.resilience._timeout import timeout
@@ -19,6 +20,7 @@ from buttress.resilience._timeout import timeout
 __all__ = [
     "CircuitBreaker",
     "CircuitState",
+    "Policy",
     "ResilienceListener",
     "ResilienceTesting",
     "RetryBudget",

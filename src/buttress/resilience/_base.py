@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from buttress.errors import ConfigurationError
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 __all__ = ["ResilienceListener"]
 
 logger = logging.getLogger("buttress.resilience")
+
+D = TypeVar("D")
 
 
 class ResilienceListener:
@@ -81,6 +83,21 @@ class ResilienceListener:
 
     def on_circuit_rejected(self, name: str, remaining: float) -> None:
         """Circuit breaker ``name`` refused a call; a trial is allowed in ``remaining`` s."""
+
+
+_KIND = "__buttress_resilience__"
+
+
+def describe(decorator: D, kind: str, **settings: Any) -> D:
+    """Label a decorator made by a resilience factory, so `Policy` can tell what it is."""
+    setattr(decorator, _KIND, (kind, settings))
+    return decorator
+
+
+def described(decorator: object) -> tuple[str, dict[str, Any]] | None:
+    """What `describe` recorded on ``decorator``: its kind and the factory's arguments."""
+    found = getattr(decorator, _KIND, None)
+    return cast("tuple[str, dict[str, Any]] | None", found)
 
 
 def notify(listeners: Sequence[ResilienceListener], hook: str, *args: Any) -> None:

@@ -14,6 +14,7 @@ from buttress.resilience._base import (
     check_count,
     check_listeners,
     check_seconds,
+    describe,
     is_async,
     logger,
     name_of,
@@ -192,7 +193,7 @@ def bulkhead(
 
         return _guard(fn, slots, full)
 
-    return decorate
+    return describe(decorate, "bulkhead", max_concurrent=max_concurrent)
 
 
 def _guard(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from buttress.errors import ConfigurationError
 from buttress.resilience._base import (
     check_callable,
+    describe,
     is_async,
     is_exception_types,
     logger,
@@ -108,4 +109,4 @@ def fallback(
 
         return wrapper
 
-    return decorate
+    return describe(decorate, "fallback", on=on)

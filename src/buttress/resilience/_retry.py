@@ -20,6 +20,7 @@ from buttress.resilience._base import (
     check_count,
     check_listeners,
     check_seconds,
+    describe,
     is_async,
     is_exception_types,
     logger,
@@ -460,7 +461,19 @@ def retry(
         )
         return _wrap(fn, retrier)
 
-    return decorate
+    return describe(
+        decorate,
+        "retry",
+        on=on,
+        attempts=attempts,
+        wait_initial=wait_initial,
+        wait_max=wait_max,
+        wait_jitter=wait_jitter,
+        deadline=deadline,
+        budget=budget,
+        listeners=listeners,
+        name=name,
+    )
 
 
 def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:

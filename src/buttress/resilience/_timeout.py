@@ -12,6 +12,7 @@ from buttress.resilience._base import (
     check_callable,
     check_listeners,
     check_seconds,
+    describe,
     is_async,
     logger,
     name_of,
@@ -127,4 +128,4 @@ def timeout(
 
         return wrapper
 
-    return decorate
+    return describe(decorate, "timeout", seconds=seconds, listeners=listeners, name=name)
