@@ -96,7 +96,7 @@ class _Registry(type):
 
 
 class CircuitBreaker(metaclass=_Registry):
-    r"""Stop calling a failing dependency for a while, then let a few trial calls through.
+    """Stop calling a failing dependency for a while, then let a few trial calls through.
 
     While the circuit is **closed**, calls go through and consecutive failures
     are counted; a success resets the count. At ``fail_max`` failures the
@@ -110,7 +110,8 @@ class CircuitBreaker(metaclass=_Registry):
 
     Excluded exceptions pass through and count neither way (a "not found" is
     an answer, not an outage). ``asyncio.CancelledError``,
-    ``KeyboardInterrupt`` and other ``BaseException``\ s do not count either.
+    ``KeyboardInterrupt`` and other ``BaseException`` subclasses do not count
+    either.
     A call that started before the circuit changed state does not count in the
     new state.
 
@@ -147,8 +148,8 @@ class CircuitBreaker(metaclass=_Registry):
             successes needed to close the circuit again.
         storage: A ``pybreaker.CircuitBreakerStorage`` to share the state
             between processes; local memory by default.
-        listeners: `ResilienceListener`\ s told of state changes and refused
-            calls.
+        listeners: `ResilienceListener` objects told of state changes and
+            refused calls.
         probe_lease: Seconds a trial call may hold its permit; ``reset_timeout``
             by default.
         sync_interval: With a storage, seconds between reads of the shared
