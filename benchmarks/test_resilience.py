@@ -34,7 +34,15 @@ import pytest
 import stamina
 import tenacity
 
-from buttress.resilience import CircuitBreaker, RetryBudget, bulkhead, fallback, retry, timeout
+from buttress.resilience import (
+    CircuitBreaker,
+    Policy,
+    RetryBudget,
+    bulkhead,
+    fallback,
+    retry,
+    timeout,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -485,3 +493,114 @@ class TestBreakerFourThreads:
 
     def test_circuit_breaker(self, ours):
         assert timed_batches(ours, buttress_breaker(slow_add_one)) == THREADS_EXPECTED
+
+
+# Policy -----------------------------------------------------------------------------------------
+#
+# The three concerns most services stack: retry (3 attempts on ConnectionError), a circuit breaker
+# (the settings above) and a 5 s limit on each attempt, applied from the caller in as
+# retry > breaker > timeout > function. Buttress's `Policy` applies them in that order; the
+# "hand-stacked" row writes the same three Buttress decorators out by hand, so the two rows show
+# whether `Policy` costs anything beyond its parts. Each peer row stacks the libraries a user would
+# otherwise pick, in the same order. The cost of each layer alone is in the groups above.
+
+ATTEMPT_LIMIT = 5.0
+"""Seconds each attempt may take, in every row of the Policy groups (never reached)."""
+
+
+def buttress_policy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    name = f"bench-policy-{fn.__name__}-{next(_breaker_names)}"
+    return Policy(
+        retry=retry(on=ConnectionError, attempts=3),
+        breaker=CircuitBreaker(name, fail_max=FAIL_MAX, reset_timeout=RESET_TIMEOUT),
+        timeout=ATTEMPT_LIMIT,
+    )(fn)
+
+
+def buttress_stacked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What `buttress_policy` builds, written as three decorators."""
+    return buttress_retry(buttress_breaker(timeout(ATTEMPT_LIMIT)(fn)))
+
+
+def elapsed_check(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A limit on a ``def`` by hand: time the call and raise if it ran over.
+
+    No peer bounds a ``def`` cheaply: a thread per call (``func_timeout``) or
+    ``SIGALRM`` (main thread only, Unix only) would dwarf the rest. Like
+    Buttress's `timeout` on a ``def``, this reports the overrun afterwards.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.monotonic()
+        result = fn(*args, **kwargs)
+        if time.monotonic() - began > ATTEMPT_LIMIT:
+            raise TimeoutError(f"{fn.__name__} took over {ATTEMPT_LIMIT}s")
+        return result
+
+    return wrapper
+
+
+def asyncio_timeout(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The standard library's per-call limit for a coroutine: ``asyncio.timeout``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        async with asyncio.timeout(ATTEMPT_LIMIT):
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.benchmark(group="resilience.policy-success")
+class TestPolicySuccess:
+    def test_bare_call(self, reference):
+        assert reference(add_one, 1) == 2
+
+    def test_pass_through(self, baseline):
+        assert baseline(pass_through(add_one), 1) == 2
+
+    def test_tenacity_pybreaker_elapsed_check(self, peer):
+        """tenacity over pybreaker over `elapsed_check`: the sync stack users would write."""
+        stacked = tenacity_retry(pybreaker_breaker(elapsed_check(add_one)))
+        assert peer(stacked, 1) == 2
+
+    def test_stamina_pybreaker_elapsed_check(self, peer):
+        """The same stack with stamina for the retry."""
+        stacked = stamina_retry(pybreaker_breaker(elapsed_check(add_one)))
+        assert peer(stacked, 1) == 2
+
+    def test_hand_stacked(self, ours):
+        assert ours(buttress_stacked(add_one), 1) == 2
+
+    def test_policy(self, ours):
+        assert ours(buttress_policy(add_one), 1) == 2
+
+
+@pytest.mark.benchmark(group="resilience.policy-success-async")
+class TestPolicySuccessAsync:
+    def test_bare_call(self, reference, drive):
+        assert reference(drive(async_add_one)) == EXPECTED
+
+    def test_pass_through(self, baseline, drive):
+        assert baseline(drive(async_pass_through(async_add_one))) == EXPECTED
+
+    def test_tenacity_purgatory_asyncio_timeout(self, peer, drive):
+        """tenacity over purgatory over `asyncio_timeout`.
+
+        purgatory, not pybreaker: pybreaker never counts an async failure (see
+        ``resilience.breaker-closed-async``), so it would not be a breaker here.
+        """
+        stacked = tenacity_retry(purgatory_async_breaker(asyncio_timeout(async_add_one)))
+        assert peer(drive(stacked)) == EXPECTED
+
+    def test_stamina_purgatory_asyncio_timeout(self, peer, drive):
+        """The same stack with stamina for the retry."""
+        stacked = stamina_retry(purgatory_async_breaker(asyncio_timeout(async_add_one)))
+        assert peer(drive(stacked)) == EXPECTED
+
+    def test_hand_stacked(self, ours, drive):
+        assert ours(drive(buttress_stacked(async_add_one))) == EXPECTED
+
+    def test_policy(self, ours, drive):
+        assert ours(drive(buttress_policy(async_add_one))) == EXPECTED
