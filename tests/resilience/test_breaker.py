@@ -632,3 +632,119 @@ def test_a_redis_storage_without_a_namespace_is_refused() -> None:
 def test_decorating_something_not_callable_fails_at_once() -> None:
     with pytest.raises(ConfigurationError, match="decorates functions"):
         breaker()(42)  # type: ignore[arg-type]
+
+
+# --- shared state: races and stale information ---------------------------------------------
+
+
+def test_a_zero_reset_timeout_still_closes_after_a_good_trial() -> None:
+    cb = breaker(fail_max=1, reset_timeout=0)
+    with pytest.raises(Down):
+        cb.call(Script(Down()).step)
+    assert cb.call(lambda: "ok") == "ok"
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_a_success_elsewhere_is_not_counted_twice_against_this_process() -> None:
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=3, storage=storage, sync_interval=3600)
+    for _ in range(2):
+        with pytest.raises(Down):
+            cb.call(Script(Down()).step)
+    storage.reset_counter()  # another process's success reset the shared count
+    with pytest.raises(Down):
+        cb.call(Script(Down()).step)
+    assert cb.state is CircuitState.CLOSED  # 1 failure since the reset, not 3
+    assert storage.counter == 1
+
+
+def test_a_call_from_an_earlier_state_does_not_reach_the_shared_count() -> None:
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=2, storage=storage, sync_interval=3600)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_failure() -> None:
+        entered.set()
+        release.wait(5)
+        raise Down
+
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            cb.call(slow_failure)
+        except Down as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    entered.wait(5)
+    cb.open()
+    cb.close()  # a new closed period: the slow call belongs to the old one
+    release.set()
+    worker.join(5)
+    assert len(outcome) == 1
+    assert (cb.failures, storage.counter) == (0, 0)
+
+
+def test_a_sync_that_read_before_a_change_does_not_undo_it() -> None:
+    reading, release = threading.Event(), threading.Event()
+
+    class SlowRead(pybreaker.CircuitMemoryStorage):
+        slow = False
+
+        @property
+        def state(self) -> str:
+            value = self._state
+            if self.slow:
+                self.slow = False
+                reading.set()
+                release.wait(5)  # meanwhile, this process opens the circuit
+            return value
+
+        @state.setter
+        def state(self, state: str) -> None:
+            self._state = state
+
+    storage = SlowRead(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=1, storage=storage, sync_interval=0)
+    assert cb.call(lambda: 1) == 1
+    storage.slow = True
+    worker = threading.Thread(target=lambda: cb.state)  # reads "closed", slowly
+    worker.start()
+    reading.wait(5)
+    cb.open()
+    release.set()
+    worker.join(5)
+    with cb._mutex:  # what the stale read left behind, before any new sync
+        assert cb._state is CircuitState.OPEN
+    assert storage.state == pybreaker.STATE_OPEN
+
+
+def test_storage_writes_do_not_hold_up_readers_of_the_state() -> None:
+    writing, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    class SlowWrite(pybreaker.CircuitMemoryStorage):
+        @property
+        def state(self) -> str:
+            return self._state
+
+        @state.setter
+        def state(self, state: str) -> None:
+            if state == pybreaker.STATE_OPEN:
+                writing.set()
+                released.append(release.wait(5))
+            self._state = state
+
+    cb = breaker(fail_max=1, storage=SlowWrite(pybreaker.STATE_CLOSED), sync_interval=3600)
+    cb.call(lambda: None)
+    opener = threading.Thread(target=cb.open)
+    opener.start()
+    writing.wait(5)
+    assert cb.failures == 0  # the mutex is free while the storage is written
+    with pytest.raises(CircuitOpenError):
+        cb.call(lambda: None)
+    release.set()
+    opener.join(5)
+    assert released == [True]

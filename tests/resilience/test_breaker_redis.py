@@ -147,4 +147,9 @@ def test_a_redis_outage_leaves_the_breaker_working_locally(
         assert breaker.state is CircuitState.OPEN
         assert storage.state == pybreaker.STATE_OPEN
         assert storage.opened_at is not None
+        proxy.cut()
+        breaker.close()  # a change with no failure to reveal the outage
+        proxy.restore()
+        assert breaker.state is CircuitState.CLOSED
+        assert (storage.state, storage.counter) == (pybreaker.STATE_CLOSED, 0)
         client.close()

@@ -52,6 +52,8 @@ Exclude: TypeAlias = (
 _SUCCESS, _FAILURE, _NEUTRAL = 1, 2, 3
 # The ticket of a call admitted while closed: it holds no half-open permit.
 _CLOSED_TICKET = 0
+# How long a trial may hold its permit when reset_timeout is zero.
+_DEFAULT_LEASE = 30.0
 
 
 class CircuitState(enum.Enum):
@@ -151,7 +153,7 @@ class CircuitBreaker(metaclass=_Registry):
         listeners: `ResilienceListener` objects told of state changes and
             refused calls.
         probe_lease: Seconds a trial call may hold its permit; ``reset_timeout``
-            by default.
+            by default (30 s if that is zero).
         sync_interval: With a storage, seconds between reads of the shared
             state.
         clock: Seconds, for tests; time.monotonic (and, with a storage, the
@@ -199,6 +201,7 @@ class CircuitBreaker(metaclass=_Registry):
         "_failures",
         "_fresh_until",
         "_gen",
+        "_io_lock",
         "_mutex",
         "_opened_at",
         "_probe_ok",
@@ -267,11 +270,14 @@ class CircuitBreaker(metaclass=_Registry):
         # pybreaker's Redis storage keeps opened_at to the whole second.
         self._resolution = 1.0 if _is_redis_storage(storage) else 0.0
         self.listeners = check_listeners(listeners, f"CircuitBreaker {name!r}")
-        self.probe_lease = float(probe_lease) if probe_lease is not None else self.reset_timeout
+        if probe_lease is None:
+            probe_lease = self.reset_timeout or _DEFAULT_LEASE
+        self.probe_lease = float(probe_lease)
         self.sync_interval = float(sync_interval)
         self._clock = clock or time.monotonic
         self._wall = clock or time.time
         self._mutex = threading.Lock()
+        self._io_lock = threading.Lock()  # storage writers take turns, outside the mutex
         self._state = CircuitState.CLOSED
         self._gen = 0
         # The generation while closed, None otherwise: the one read on the fast path.
@@ -557,8 +563,6 @@ class CircuitBreaker(metaclass=_Registry):
                 self._probe_ok += 1
                 if self._probe_ok >= self.half_open_max_calls:
                     self._move(CircuitState.CLOSED, now, changes)
-                else:
-                    self._store("increment_success_counter")
         self._announce(changes)
 
     # --- closed-state bookkeeping -----------------------------------------------------------
@@ -568,16 +572,17 @@ class CircuitBreaker(metaclass=_Registry):
             self._count_failure(gen)
 
     def _count_failure(self, gen: int) -> None:
-        shared = 0
-        if self.storage is not None and self._reachable:
-            self._store("increment_counter")
-            shared = self._read_counter()
+        if gen != self._gen:
+            return  # began in another state: not even the shared count hears of it
+        shared = self._add_shared_failure() if self.storage is not None else None
         changes: list[tuple[CircuitState, CircuitState]] = []
         with self._mutex:
             if gen != self._gen:
                 return  # the call began in another state: it does not count now
-            self._failures = max(self._failures + 1, shared)
-            if self._failures >= self.fail_max:
+            # The shared count includes this failure (and every process's others).
+            failures = self._failures + 1 if shared is None else max(self._failures, shared)
+            self._failures = failures
+            if failures >= self.fail_max:
                 self._move(CircuitState.OPEN, self._clock(), changes)
         self._announce(changes)
 
@@ -586,7 +591,8 @@ class CircuitBreaker(metaclass=_Registry):
             if gen != self._gen or not self._failures:
                 return
             self._failures = 0
-        self._store("reset_counter")
+        if self.storage is not None:
+            self._publish()
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -614,25 +620,12 @@ class CircuitBreaker(metaclass=_Registry):
             self._failures = 0
         changes.append((old, new))
         if write and self.storage is not None:
-            if self._reachable:
-                self._write_state()
-            else:
-                self._unsynced = True  # written once the storage is back
-
-    def _write_state(self) -> None:
-        """Write the local state to the storage (under the mutex)."""
-        self._store("reset_success_counter")
-        self._store("reset_counter")
-        if self._state is CircuitState.OPEN:
-            opened = self._wall() - (self._clock() - self._opened_at)
-            self._set("opened_at", datetime.fromtimestamp(opened, UTC))
-        elif self._state is CircuitState.CLOSED:
-            for _ in range(self._failures):  # pybreaker's storages can only count up
-                self._store("increment_counter")
-        self._set("state", self._state.value)
+            self._unsynced = True  # written by _announce, once the mutex is released
 
     def _announce(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
-        """Log and tell listeners of state changes, outside the mutex."""
+        """Write, log and tell listeners of state changes, outside the mutex."""
+        if self._unsynced:
+            self._publish()
         for old, new in changes:
             if new is CircuitState.OPEN:
                 logger.warning(
@@ -653,26 +646,37 @@ class CircuitBreaker(metaclass=_Registry):
 
     # --- shared state -----------------------------------------------------------------------
 
-    def _store(self, method: str) -> None:
-        if self.storage is not None and self._reachable:
-            try:
-                getattr(self.storage, method)()
-            except Exception:  # noqa: BLE001 - a storage fault must not break the call
-                self._lost(method)
+    def _publish(self) -> None:
+        """Write the local state to the storage, outside the mutex.
 
-    def _set(self, attribute: str, value: object) -> None:
-        if self.storage is not None and self._reachable:
+        Writers take turns and each writes the state as it is when its turn
+        comes, so the last write is always the newest state.
+        """
+        storage = self.storage
+        if storage is None or not self._reachable:
+            return  # written back by the first sync that reaches the storage
+        with self._io_lock:
+            with self._mutex:
+                self._unsynced = False
+                state, failures = self._state, self._failures
+                opened = self._wall() - (self._clock() - self._opened_at)
             try:
-                setattr(self.storage, attribute, value)
+                _write_shared(storage, state, failures, opened)
             except Exception:  # noqa: BLE001 - a storage fault must not break the call
-                self._lost(f"setting {attribute}")
+                self._unsynced = True
+                self._lost("writing the state")
 
-    def _read_counter(self) -> int:
+    def _add_shared_failure(self) -> int | None:
+        """Count a failure in the storage; the new shared count, or None if unreachable."""
+        if not self._reachable:
+            self._unsynced = True
+            return None
         try:
-            return _read_shared(self.storage)[1]
+            return _increment_shared(self.storage)
         except Exception:  # noqa: BLE001 - a storage fault must not break the call
-            self._lost("reading the failure count")
-            return 0
+            self._unsynced = True
+            self._lost("counting a failure")
+            return None
 
     def _lost(self, what: str) -> None:
         """The storage failed: go on locally, and try it again at the next sync."""
@@ -695,6 +699,7 @@ class CircuitBreaker(metaclass=_Registry):
             if self._syncing:
                 return  # another thread is reading it: use the copy meanwhile
             self._syncing = True
+            gen = self._gen
         reachable = True
         try:
             remote, shared_failures, opened_at = _read_shared(storage)
@@ -706,6 +711,8 @@ class CircuitBreaker(metaclass=_Registry):
                 self._syncing = False
         changes: list[tuple[CircuitState, CircuitState]] = []
         with self._mutex:
+            if self._gen != gen:
+                return  # the state changed while reading: what was read is older; read again
             now = self._clock()
             self._fresh_until = now + self.sync_interval
             if reachable:
@@ -725,10 +732,7 @@ class CircuitBreaker(metaclass=_Registry):
             logger.info("circuit %s: the shared state is reachable again", self.name)
             self._reachable = True
         if self._unsynced:
-            # Local changes made while the storage was away are newer than what it holds.
-            self._unsynced = False
-            self._write_state()
-            return
+            return  # local changes made while the storage was away are newer: _announce writes
         if remote is None:
             return  # nothing stored yet: keep the local state
         try:
@@ -820,6 +824,39 @@ def _is_redis_storage(storage: object) -> bool:
 def _storage_key(storage: object) -> object:
     namespace = getattr(storage, "_namespace_name", None)
     return ("redis", namespace) if namespace else id(storage)
+
+
+def _write_shared(storage: Any, state: CircuitState, failures: int, opened: float) -> None:
+    """Write a whole state; raises if the store is unreachable.
+
+    pybreaker's Redis storage logs and swallows write errors, so for it write
+    its keys in one transaction through its own client, errors included.
+    """
+    if _is_redis_storage(storage):
+        pipe = storage._redis.pipeline(transaction=True)  # noqa: SLF001 - see above
+        key = storage._namespace  # noqa: SLF001
+        pipe.set(key("fail_counter"), failures)
+        pipe.set(key("success_counter"), 0)
+        if state is CircuitState.OPEN:
+            pipe.set(key("opened_at"), int(opened))
+        pipe.set(key("state"), state.value)
+        pipe.execute()
+        return
+    storage.reset_success_counter()
+    storage.reset_counter()
+    for _ in range(failures):  # the storage API can only count up
+        storage.increment_counter()
+    if state is CircuitState.OPEN:
+        storage.opened_at = datetime.fromtimestamp(opened, UTC)
+    storage.state = state.value
+
+
+def _increment_shared(storage: Any) -> int:
+    """Count one failure in the storage; the new count. Raises if unreachable."""
+    if _is_redis_storage(storage):
+        return int(storage._redis.incr(storage._namespace("fail_counter")))  # noqa: SLF001
+    storage.increment_counter()
+    return int(storage.counter)
 
 
 def _read_shared(storage: Any) -> tuple[str | None, int, datetime | None]:
