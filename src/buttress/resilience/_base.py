@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 import math
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from buttress.errors import ConfigurationError
 
@@ -169,6 +169,25 @@ def is_exception_types(value: object) -> bool:
     if isinstance(value, tuple):
         return bool(value) and all(is_exception_types(item) for item in value)
     return isinstance(value, type) and issubclass(value, BaseException)
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """Tell whether ``value`` is a real number: not a bool, not NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_exception_filter(value: object, option: str, purpose: str) -> object:
+    """Accept an exception class, a non-empty tuple of them, or a predicate on exceptions.
+
+    ``option`` names the argument in the message (``"retry(on=...)"``), and
+    ``purpose`` says what the predicate's True means (``"retry"``).
+    """
+    if is_exception_types(value) or (callable(value) and not isinstance(value, type)):
+        return value
+    raise ConfigurationError(
+        f"{option} takes an exception class, a non-empty tuple of them, or a predicate "
+        f"taking the exception and returning True to {purpose}; got {value!r}"
+    )
 
 
 def check_seconds(value: object, what: str, *, allow_zero: bool, optional: bool) -> None:

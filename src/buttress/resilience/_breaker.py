@@ -25,6 +25,7 @@ from buttress.errors import CircuitOpenError, ConfigurationError
 from buttress.resilience._base import (
     check_callable,
     check_count,
+    check_exception_filter,
     check_listeners,
     check_seconds,
     is_async,
@@ -781,15 +782,11 @@ class _Same:
 def _exclusion(exclude: object, name: str) -> Callable[[BaseException], bool]:
     if isinstance(exclude, tuple) and not exclude:
         return _nothing
+    check_exception_filter(exclude, f"CircuitBreaker {name!r} exclude", "exclude it")
     if is_exception_types(exclude):
         types = cast("tuple[type[BaseException], ...] | type[BaseException]", exclude)
         return lambda error: isinstance(error, types)
-    if callable(exclude) and not isinstance(exclude, type):
-        return cast("Callable[[BaseException], bool]", exclude)
-    raise ConfigurationError(
-        f"CircuitBreaker {name!r} exclude takes an exception class, a tuple of them, or a "
-        f"predicate taking the exception and returning True to exclude it; got {exclude!r}"
-    )
+    return cast("Callable[[BaseException], bool]", exclude)
 
 
 def _nothing(error: BaseException) -> bool:  # noqa: ARG001 - the signature of a predicate

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeAlias, TypeGuard, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from buttress.errors import ConfigurationError
-from buttress.resilience._base import check_callable, check_seconds, described, name_of
+from buttress.resilience._base import (
+    check_callable,
+    check_seconds,
+    described,
+    is_number,
+    name_of,
+)
 from buttress.resilience._breaker import CircuitBreaker
 from buttress.resilience._bulkhead import bulkhead as make_bulkhead
 from buttress.resilience._retry import retry as make_retry
@@ -110,7 +116,7 @@ class Policy:
         self.breaker = breaker
         self.timeout = (
             make_timeout(timeout)
-            if _is_number(timeout)
+            if is_number(timeout)
             else _part(timeout, "timeout", "a number of seconds")
         )
         self.bulkhead = (
@@ -159,10 +165,6 @@ class Policy:
             if value is not None
         ]
         return f"Policy({', '.join(parts)})"
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _part(value: object, kind: str, alternative: str | None = None) -> Decorator | None:

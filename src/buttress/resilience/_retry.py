@@ -6,23 +6,23 @@ import asyncio
 import functools
 import inspect
 import itertools
-import math
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeGuard, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from buttress.errors import CircuitOpenError, ConfigurationError
 from buttress.resilience import _testing
 from buttress.resilience._base import (
     check_callable,
     check_count,
+    check_exception_filter,
     check_listeners,
     check_seconds,
     describe,
     is_async,
-    is_exception_types,
+    is_number,
     logger,
     name_of,
     notify,
@@ -100,7 +100,7 @@ class RetryBudget:
         capacity: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not _is_number(ratio) or not 0 <= ratio <= 1:
+        if not is_number(ratio) or not 0 <= ratio <= 1:
             raise ConfigurationError(
                 f"RetryBudget ratio must be between 0 and 1 (0.2 allows 20 % extra calls), "
                 f"got {ratio!r}"
@@ -108,7 +108,7 @@ class RetryBudget:
         check_seconds(min_per_second, "RetryBudget min_per_second", allow_zero=True, optional=False)
         if capacity is None:
             capacity = max(10.0, min_per_second * 10)
-        if not _is_number(capacity) or capacity < 1:
+        if not is_number(capacity) or capacity < 1:
             raise ConfigurationError(f"RetryBudget capacity must be at least 1, got {capacity!r}")
         self.ratio = float(ratio)
         self.min_per_second = float(min_per_second)
@@ -344,22 +344,9 @@ class _RetryAfter:
         seconds = self.wait(state)
         outcome = state.outcome
         asked = getattr(outcome.exception(), "retry_after", None) if outcome else None
-        if _is_number(asked) and asked > seconds:
+        if is_number(asked) and asked > seconds:
             return min(float(asked), self.wait_max)
         return seconds
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def _check_on(on: object) -> RetryOn:
-    if is_exception_types(on) or (callable(on) and not isinstance(on, type)):
-        return cast("RetryOn", on)
-    raise ConfigurationError(
-        f"retry(on=...) takes an exception class, a non-empty tuple of them, or a predicate "
-        f"taking the exception and returning True to retry; got {on!r}"
-    )
 
 
 def retry(
@@ -429,7 +416,7 @@ def retry(
             assert fetch_user(7) == {"id": 7}
         ```
     """
-    checked_on = _check_on(on)
+    checked_on = cast("RetryOn", check_exception_filter(on, "retry(on=...)", "retry"))
     check_count(attempts, "retry(attempts=...), which counts every call, the first included,", 1)
     check_seconds(wait_initial, "retry(wait_initial=...)", allow_zero=True, optional=False)
     check_seconds(wait_max, "retry(wait_max=...)", allow_zero=True, optional=False)
