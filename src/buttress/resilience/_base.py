@@ -86,6 +86,7 @@ class ResilienceListener:
 
 
 _KIND = "__buttress_resilience__"
+_PART = "__buttress_resilience_part__"
 
 
 def describe(decorator: D, kind: str, **settings: Any) -> D:
@@ -98,6 +99,17 @@ def described(decorator: object) -> tuple[str, dict[str, Any]] | None:
     """What `describe` recorded on ``decorator``: its kind and the factory's arguments."""
     found = getattr(decorator, _KIND, None)
     return cast("tuple[str, dict[str, Any]] | None", found)
+
+
+def with_part(decorator: D, build: Callable[[Callable[..., Any]], Any]) -> D:
+    """Record how ``decorator`` builds its per-function state, so `Policy` can fuse layers."""
+    setattr(decorator, _PART, build)
+    return decorator
+
+
+def part_of(decorator: object, fn: Callable[..., Any]) -> Any:
+    """The per-function state ``decorator`` would build for ``fn`` (see `with_part`)."""
+    return getattr(decorator, _PART)(fn)
 
 
 def notify(listeners: Sequence[ResilienceListener], hook: str, *args: Any) -> None:

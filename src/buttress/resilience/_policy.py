@@ -10,11 +10,14 @@ from buttress.resilience._base import (
     check_callable,
     check_seconds,
     described,
+    is_async,
     is_number,
     name_of,
+    part_of,
 )
 from buttress.resilience._breaker import CircuitBreaker
 from buttress.resilience._bulkhead import bulkhead as make_bulkhead
+from buttress.resilience._fused import Core, fused
 from buttress.resilience._retry import retry as make_retry
 from buttress.resilience._timeout import timeout as make_timeout
 
@@ -141,8 +144,20 @@ class Policy:
             wrapped = self.timeout(wrapped)
         if self.breaker is not None:
             wrapped = self.breaker(wrapped)
+        attempt = wrapped  # one attempt, as the retry makes it
         if self.retry is not None:
             wrapped = self.retry(wrapped)
+        if attempt is not fn:
+            # A time limit or a breaker, maybe a retry: one wrapper makes the common call.
+            core = Core(
+                fn,
+                layered=wrapped,
+                attempt=attempt,
+                retrier=part_of(self.retry, fn) if self.retry is not None else None,
+                breaker=self.breaker,
+                limit=part_of(self.timeout, fn) if self.timeout is not None else None,
+            )
+            wrapped = fused(core, is_async=is_async(fn))
         if self.deadline is not None:
             wrapped = make_timeout(self.deadline, name=f"{name_of(fn)} (deadline)")(wrapped)
         if self.bulkhead is not None:

@@ -26,6 +26,7 @@ from buttress.resilience._base import (
     logger,
     name_of,
     notify,
+    with_part,
 )
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class RetryBudget:
         return self._tokens
 
 
-class _Retrier:
+class Retrier:
     """The decisions of one `retry`: held once, used by both drivers."""
 
     def __init__(
@@ -311,7 +312,7 @@ class _Retrier:
             raise
 
 
-def _exponential_jitter(retrier: _Retrier) -> Callable[[tenacity.RetryCallState], float]:
+def _exponential_jitter(retrier: Retrier) -> Callable[[tenacity.RetryCallState], float]:
     """Exponential backoff with jitter, tenacity's, with jitter, starting at ``wait_initial``."""
     import tenacity  # noqa: PLC0415 - only failures pay for importing it
 
@@ -431,11 +432,10 @@ def retry(
         raise ConfigurationError(f"retry(budget=...) takes a RetryBudget, got {budget!r}")
     checked_listeners = check_listeners(listeners, "retry")
 
-    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-        check_callable(fn, "retry")
+    def build(fn: Callable[..., Any]) -> Retrier | None:
         if attempts == 1:
-            return fn  # nothing to retry: the decorator costs nothing at all
-        retrier = _Retrier(
+            return None  # nothing to retry
+        return Retrier(
             name=name or name_of(fn),
             on=checked_on,
             attempts=attempts,
@@ -446,8 +446,15 @@ def retry(
             budget=budget,
             listeners=checked_listeners,
         )
+
+    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+        check_callable(fn, "retry")
+        retrier = build(fn)
+        if retrier is None:
+            return fn  # the decorator costs nothing at all
         return _wrap(fn, retrier)
 
+    with_part(decorate, build)
     return describe(
         decorate,
         "retry",
@@ -463,7 +470,7 @@ def retry(
     )
 
 
-def _wrap(fn: Callable[P, T], retrier: _Retrier) -> Callable[P, T]:
+def _wrap(fn: Callable[P, T], retrier: Retrier) -> Callable[P, T]:
     """Choose, once, the lightest wrapper that does what ``retrier`` needs."""
     on = retrier.on
     # Exceptions outside `on` are never caught; a predicate must see everything.

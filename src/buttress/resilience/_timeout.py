@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from buttress.errors import DeadlineExceededError
 from buttress.resilience._base import (
     check_callable,
     check_listeners,
     check_seconds,
     describe,
     is_async,
-    logger,
     name_of,
-    notify,
+    with_part,
 )
+from buttress.resilience._fused import Core, fused
+from buttress.resilience._timer import Limit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -86,46 +83,12 @@ def timeout(
     checked_listeners = check_listeners(listeners, "timeout")
     limit = float(seconds)
 
+    def build(fn: Callable[..., Any]) -> Limit:
+        return Limit(name or name_of(fn), limit, checked_listeners)
+
     def decorate(fn: Callable[P, T]) -> Callable[P, T]:
         check_callable(fn, "timeout")
-        label = name or name_of(fn)
-        monotonic = time.monotonic
+        return cast("Callable[P, T]", fused(Core(fn, limit=build(fn)), is_async=is_async(fn)))
 
-        def overrun(elapsed: float) -> DeadlineExceededError:
-            logger.warning("%s took %.3fs, over its limit of %.3fs", label, elapsed, limit)
-            notify(checked_listeners, "on_timeout", label, limit, elapsed)
-            return DeadlineExceededError(label, limit, elapsed)
-
-        if is_async(fn):
-            afn = cast("Callable[P, Any]", fn)
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                began = monotonic()
-                deadline = asyncio.timeout(limit)
-                try:
-                    async with deadline:
-                        result = await afn(*args, **kwargs)
-                except TimeoutError as error:
-                    if not deadline.expired():
-                        raise  # the function's own TimeoutError, not our limit
-                    raise overrun(monotonic() - began) from error
-                if deadline.expired():
-                    # The coroutine swallowed its cancellation and returned late anyway.
-                    raise overrun(monotonic() - began)
-                return result
-
-            return cast("Callable[P, T]", async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            began = monotonic()
-            result = fn(*args, **kwargs)
-            elapsed = monotonic() - began
-            if elapsed > limit:
-                raise overrun(elapsed)
-            return result
-
-        return wrapper
-
+    with_part(decorate, build)
     return describe(decorate, "timeout", seconds=seconds, listeners=listeners, name=name)
