@@ -295,6 +295,46 @@ def test_bad_bulkhead_limits_fail_at_decoration_time(
         bulkhead(*args, **kwargs)  # type: ignore[arg-type]
 
 
+def test_a_def_called_on_an_event_loop_thread_is_refused_instead_of_stalling_the_loop() -> None:
+    """Waiting would block the loop, whose own task holds the slot: a deadlock."""
+    limit = bulkhead(1, max_waiting=1, wait_timeout=2.0)  # bounds the wait should it regress
+    release = asyncio.Event()
+
+    @limit
+    async def holder() -> str:
+        await release.wait()
+        return "held"
+
+    @limit
+    def blocking() -> str:
+        return "never"
+
+    async def main() -> str:
+        task = asyncio.create_task(holder())
+        await asyncio.sleep(0.01)  # the task holds the only slot
+        started = time.monotonic()
+        with pytest.raises(BulkheadFullError):
+            blocking()
+        assert time.monotonic() - started < 1
+        release.set()
+        return await task
+
+    assert asyncio.run(main()) == "held"
+
+
+def test_a_def_on_an_event_loop_thread_still_runs_when_a_slot_is_free() -> None:
+    limit = bulkhead(1, max_waiting=1)
+
+    @limit
+    def quick() -> str:
+        return "ran"
+
+    async def main() -> str:
+        return quick()
+
+    assert asyncio.run(main()) == "ran"
+
+
 # --- fallback -----------------------------------------------------------------------------
 
 
@@ -349,6 +389,20 @@ def test_a_fallback_never_swallows_a_cancellation() -> None:
             await cancelled()
 
     asyncio.run(main())
+
+
+def test_a_fallback_never_swallows_a_group_holding_an_exit(flavour: Flavour) -> None:
+    group = BaseExceptionGroup("task group", [ValueError("one"), KeyboardInterrupt()])
+    fn = fallback(None, on=BaseException)(flavour.function(Script(group)))
+    with pytest.raises(BaseExceptionGroup) as caught:
+        flavour.call(fn)
+    assert caught.value is group
+
+
+def test_a_fallback_answers_for_a_group_of_plain_errors(flavour: Flavour) -> None:
+    group = ExceptionGroup("task group", [ValueError("one"), KeyError("two")])
+    fn = fallback("spare", on=Exception)(flavour.function(Script(group)))
+    assert flavour.call(fn) == "spare"
 
 
 @pytest.mark.parametrize("on", ["ValueError", (), int, None])

@@ -116,6 +116,15 @@ def test_some_errors_are_never_retried_whatever_on_says(
     assert script.calls == 1
 
 
+def test_a_group_holding_a_cancellation_is_never_retried(flavour: Flavour) -> None:
+    group = BaseExceptionGroup("task group", [ConnectionError("reset"), asyncio.CancelledError()])
+    script = Script(group, "never")
+    fn = retry(on=lambda error: True, attempts=5)(flavour.function(script))
+    with pytest.raises(BaseExceptionGroup):
+        flavour.call(fn)
+    assert script.calls == 1
+
+
 def test_cancellation_is_never_retried() -> None:
     calls = 0
 

@@ -101,6 +101,13 @@ def described(decorator: object) -> tuple[str, dict[str, Any]] | None:
     return cast("tuple[str, dict[str, Any]] | None", found)
 
 
+def carries(error: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``error`` is one of ``types`` or an exception group holding one of them."""
+    if isinstance(error, types):
+        return True
+    return isinstance(error, BaseExceptionGroup) and error.subgroup(types) is not None
+
+
 def with_part(decorator: D, build: Callable[[Callable[..., Any]], Any]) -> D:
     """Record how ``decorator`` builds its per-function state, so `Policy` can fuse layers."""
     setattr(decorator, _PART, build)

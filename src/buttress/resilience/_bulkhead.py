@@ -131,7 +131,10 @@ def bulkhead(
     calling the function. The limit is shared by threads and asyncio tasks
     (on any event loop), and by every function decorated by the same
     ``bulkhead(...)`` result: create one per dependency and apply it to each
-    function that uses the dependency.
+    function that uses the dependency. A plain ``def`` called from a thread
+    that runs an event loop never waits — waiting would stall the loop, whose
+    own tasks may hold the slots — so there it is refused at once when no slot
+    is free.
 
     Args:
         max_concurrent: Calls allowed to run at once, at least 1.
@@ -224,6 +227,11 @@ def _guard(
             waiter = slots.enter_or_queue(None)
         except _Full:
             raise full() from None
+        if waiter is not None and _loop_running():
+            # Waiting would stall the loop, and the slot holders may be its own tasks.
+            if not slots.abandon(waiter):
+                raise full()
+            waiter = None  # granted meanwhile: the slot is held
         if waiter is not None:
             try:
                 cast("threading.Event", waiter.event).wait(slots.wait_timeout)
@@ -239,6 +247,15 @@ def _guard(
             slots.leave()
 
     return wrapper
+
+
+def _loop_running() -> bool:
+    """Whether this thread is running an asyncio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _await_slot(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from buttress.errors import ConfigurationError
 from buttress.resilience._base import (
+    carries,
     check_callable,
     describe,
     is_async,
@@ -42,7 +43,8 @@ def fallback(
     put it outermost: around a `retry` or a circuit breaker, it answers once
     they have given up or refused. The error is logged at warning level.
     Cancellation, ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit``
-    are never caught.
+    are never caught, nor is an exception group that holds one of them (as a
+    task group raises).
 
     Args:
         value: The substitute result, or a callable taking the exception and
@@ -91,7 +93,7 @@ def fallback(
                 try:
                     return await afn(*args, **kwargs)
                 except on as error:
-                    if isinstance(error, _NEVER_CAUGHT):
+                    if carries(error, _NEVER_CAUGHT):
                         raise
                     result = substitute(error)
                     return await result if inspect.isawaitable(result) else result
@@ -103,7 +105,7 @@ def fallback(
             try:
                 return fn(*args, **kwargs)
             except on as error:
-                if isinstance(error, _NEVER_CAUGHT):
+                if carries(error, _NEVER_CAUGHT):
                     raise
                 return cast("T", substitute(error))
 

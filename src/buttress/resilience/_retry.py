@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 from buttress.errors import CircuitOpenError, ConfigurationError
 from buttress.resilience import _testing
 from buttress.resilience._base import (
+    carries,
     check_callable,
     check_count,
     check_exception_filter,
@@ -176,7 +177,7 @@ class Retrier:
         self._machine: tenacity.Retrying | None = None
 
     def retryable(self, error: BaseException) -> bool:
-        if isinstance(error, _NEVER_RETRIED):
+        if carries(error, _NEVER_RETRIED):
             return False
         if isinstance(self.on, type | tuple):
             return isinstance(error, self.on)
@@ -370,7 +371,8 @@ def retry(
     wait_jitter)``, at most ``wait_max``), whether and when to call again.
 
     ``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
-    ``GeneratorExit`` and `CircuitOpenError` are never retried. When retrying
+    ``GeneratorExit`` and `CircuitOpenError` are never retried, alone or inside
+    an exception group (as a task group raises them). When retrying
     stops, the last exception is raised as itself (not wrapped), with a note
     saying how many attempts were made and why retrying stopped. An exception
     with a numeric ``retry_after`` attribute (seconds, as a server's
