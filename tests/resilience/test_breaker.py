@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import inspect
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +24,7 @@ from buttress.errors import CircuitOpenError, ConfigurationError
 from buttress.resilience import (
     CircuitBreaker,
     CircuitState,
+    Policy,
     ResilienceListener,
     circuit_breaker,
 )
@@ -748,3 +752,214 @@ def test_storage_writes_do_not_hold_up_readers_of_the_state() -> None:
     release.set()
     opener.join(5)
     assert released == [True]
+
+
+# --- async callers: the storage is read and written off the event loop ----------------------
+
+AsyncFn = Callable[..., Awaitable[Any]]
+
+
+class Slow(pybreaker.CircuitMemoryStorage):
+    """A storage whose reads and writes take ``delay`` seconds, noting the threads doing them.
+
+    The one named by ``hold`` also sets ``entered`` and waits for ``release``.
+    """
+
+    io = frozenset(
+        {"state", "counter", "opened_at", "increment_counter", "reset_counter"}
+        | {"reset_success_counter"}
+    )
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.delay = 0.0
+        self.hold: str | None = None
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.threads: set[int] = set()
+
+    def __getattribute__(self, name: str) -> Any:
+        get = object.__getattribute__
+        if name in get(self, "io"):
+            get(self, "threads").add(threading.get_ident())
+            if name == get(self, "hold"):
+                get(self, "entered").set()
+                get(self, "release").wait(5)
+            time.sleep(get(self, "delay"))
+        return get(self, name)
+
+
+@pytest.fixture(params=["decorator", "acall", "policy"])
+def through(request: pytest.FixtureRequest) -> Callable[[CircuitBreaker, AsyncFn], AsyncFn]:
+    """Guards an ``async def`` with a breaker: decorated, through `acall`, or in a `Policy`.
+
+    A policy with a time limit makes its common call in one fused wrapper that
+    does the breaker's closed path itself; it must keep the storage off the loop too.
+    """
+    if request.param == "decorator":
+        return lambda cb, fn: cb(fn)
+    if request.param == "policy":
+        return lambda cb, fn: Policy(breaker=cb, timeout=60.0)(fn)
+    return lambda cb, fn: functools.partial(cb.acall, fn)
+
+
+def dependency(*outcomes: object) -> AsyncFn:
+    return Flavour("async").function(Script(*outcomes))
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never came true")
+
+
+@pytest.mark.parametrize("sync_interval", [0.0, 3600.0], ids=["sync-each-call", "closed-path"])
+def test_an_async_caller_never_reads_or_writes_the_storage_on_the_event_loop(
+    through: Callable[[CircuitBreaker, AsyncFn], AsyncFn], sync_interval: float
+) -> None:
+    storage = Slow(pybreaker.STATE_CLOSED)
+    recorder = Recorder()
+    cb = breaker(fail_max=2, storage=storage, sync_interval=sync_interval, listeners=[recorder])
+    fn = through(cb, dependency("ok", Down(), "ok", Down(), Down()))
+
+    async def main() -> None:
+        assert await fn() == "ok"  # the first sync
+        with pytest.raises(Down):
+            await fn()  # counted in the storage
+        assert await fn() == "ok"  # the count is reset there
+        for _ in range(2):
+            with pytest.raises(Down):
+                await fn()  # the second opens the circuit, and writes it
+        with pytest.raises(CircuitOpenError):
+            await fn()
+
+    asyncio.run(main())
+    assert storage.threads  # the storage was used, from worker threads only
+    assert threading.get_ident() not in storage.threads
+    assert (storage._state, storage._fail_counter) == (pybreaker.STATE_OPEN, 2)
+    assert recorder.changes == [(cb.name, CircuitState.CLOSED, CircuitState.OPEN)]
+    assert cb.state is CircuitState.OPEN
+
+
+def test_a_slow_storage_does_not_stall_the_other_tasks(
+    through: Callable[[CircuitBreaker, AsyncFn], AsyncFn],
+) -> None:
+    storage = Slow(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=1, storage=storage, sync_interval=0)
+    fn = through(cb, dependency(Down()))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> None:
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        storage.delay = 0.05  # each access: a sync (3), a count (2) and a write (3), 0.4 s
+        with pytest.raises(Down):
+            await fn()
+        storage.delay = 0.0
+        ticker.cancel()
+
+    asyncio.run(main())
+    assert ticks >= 10  # about 40 when the loop runs free, none if it waits for the storage
+    assert cb.state is CircuitState.OPEN
+    assert storage.state == pybreaker.STATE_OPEN
+
+
+@pytest.mark.parametrize("sync_interval", [0.0, 3600.0], ids=["sync-each-call", "closed-path"])
+def test_a_failure_still_counts_when_its_task_is_cancelled_while_it_is_counted(
+    through: Callable[[CircuitBreaker, AsyncFn], AsyncFn], sync_interval: float
+) -> None:
+    storage = Slow(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=2, storage=storage, sync_interval=sync_interval)
+    fn = through(cb, dependency("ok", Down()))
+
+    async def main() -> None:
+        assert await fn() == "ok"  # synced: the next call takes the closed path if it can
+        storage.hold = "increment_counter"
+        failing = asyncio.create_task(fn())
+        assert await asyncio.to_thread(storage.entered.wait, 5)
+        failing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await failing
+        storage.hold = None
+        storage.release.set()
+        await eventually(lambda: cb.failures == 1)
+
+    asyncio.run(main())
+    assert (cb.failures, storage._fail_counter) == (1, 1)
+    with pytest.raises(Down):
+        asyncio.run(fn())
+    assert cb.state is CircuitState.OPEN
+
+
+def test_a_failure_waiting_for_a_worker_thread_still_counts_when_its_task_is_cancelled(
+    through: Callable[[CircuitBreaker, AsyncFn], AsyncFn],
+) -> None:
+    storage = Slow(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=2, storage=storage, sync_interval=3600)
+    fn = through(cb, dependency("ok", Down()))
+    busy = threading.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        assert await fn() == "ok"
+        blocker = loop.run_in_executor(None, busy.wait, 5)  # the only worker thread is taken
+        failing = asyncio.create_task(fn())
+        for _ in range(10):
+            await asyncio.sleep(0)  # until the failure waits for a worker thread to count it
+        assert not failing.done()
+        failing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await failing
+        busy.set()
+        assert await blocker
+        await eventually(lambda: cb.failures == 1)
+
+    asyncio.run(main())
+    assert (cb.failures, storage._fail_counter) == (1, 1)
+
+
+@pytest.mark.parametrize("where", ["admission", "call"])
+def test_a_cancelled_trial_gives_its_permit_back_with_a_storage(where: str) -> None:
+    clock = FakeClock()
+    storage = Slow(pybreaker.STATE_CLOSED)
+    cb = breaker(fail_max=1, reset_timeout=1.0, storage=storage, clock=clock, sync_interval=3600)
+    cb.open()
+    clock.now += 1.0
+    called = asyncio.Event()
+
+    @cb
+    async def trial(hang: bool) -> str:
+        if hang:
+            called.set()
+            await asyncio.sleep(60)
+        return "ok"
+
+    async def main() -> None:
+        if where == "admission":
+            storage.hold = "state"  # the sync before the trial is let in
+        task = asyncio.create_task(trial(hang=True))
+        if where == "admission":
+            assert await asyncio.to_thread(storage.entered.wait, 5)
+        else:
+            await called.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        storage.hold = None
+        storage.release.set()
+        # The admission ends in its worker thread, then hands the permit back.
+        await eventually(lambda: cb._state is CircuitState.HALF_OPEN and not cb._probes)
+        assert await trial(hang=False) == "ok"
+
+    asyncio.run(main())
+    assert called.is_set() is (where == "call")
+    assert cb.state is CircuitState.CLOSED
+    assert storage.state == pybreaker.STATE_CLOSED

@@ -3,6 +3,9 @@
 Calls either finish at once or stay pending (a thread or a task blocked inside
 the protected function) while time passes and other calls come and go, so
 leases, stale outcomes and trial permits are exercised, not only the happy path.
+The same machines run again with a pybreaker storage read on every call, where
+async callers reach the storage from worker threads: one process must still
+follow the model.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import pybreaker
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -238,6 +242,7 @@ class AsyncDriver(Driver):
 
 class BreakerMachine(RuleBasedStateMachine):
     driver_class: type[Driver] = Driver
+    stored = False  # with a pybreaker storage, synced on every call
     pending = Bundle("pending")
 
     def __init__(self) -> None:
@@ -261,6 +266,8 @@ class BreakerMachine(RuleBasedStateMachine):
             probe_lease=lease,
             exclude=Missing,
             clock=self.clock,
+            storage=pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED) if self.stored else None,
+            sync_interval=0,
         )
         self.driver = self.driver_class(self.breaker)
 
@@ -332,13 +339,29 @@ class AsyncBreakerMachine(BreakerMachine):
     driver_class = AsyncDriver
 
 
+class StoredBreakerMachine(BreakerMachine):
+    stored = True
+
+
+class StoredAsyncBreakerMachine(BreakerMachine):
+    driver_class = AsyncDriver
+    stored = True
+
+
 machine_settings = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-BreakerMachine.TestCase.settings = machine_settings
-AsyncBreakerMachine.TestCase.settings = machine_settings
+for machine in (
+    BreakerMachine,
+    AsyncBreakerMachine,
+    StoredBreakerMachine,
+    StoredAsyncBreakerMachine,
+):
+    machine.TestCase.settings = machine_settings
 TestSyncBreakerAgainstModel = BreakerMachine.TestCase
 TestAsyncBreakerAgainstModel = AsyncBreakerMachine.TestCase
+TestStoredSyncBreakerAgainstModel = StoredBreakerMachine.TestCase
+TestStoredAsyncBreakerAgainstModel = StoredAsyncBreakerMachine.TestCase

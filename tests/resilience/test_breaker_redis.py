@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,4 +156,67 @@ def test_a_redis_outage_leaves_the_breaker_working_locally(
         proxy.restore()
         assert breaker.state is CircuitState.CLOSED
         assert (storage.state, storage.counter) == (pybreaker.STATE_CLOSED, 0)
+        client.close()
+
+
+class SlowProxy(FaultProxy):
+    """A `FaultProxy` that holds the traffic back while ``flowing`` is clear: a slow Redis."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.flowing = threading.Event()
+        self.flowing.set()
+        super().__init__(target_host, target_port)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.flowing.wait(10)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_slow_redis_does_not_stall_the_event_loop_of_an_async_caller(
+    redis_url: str, namespace: str
+) -> None:
+    parts = urlsplit(redis_url)
+    with SlowProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        client = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=5)
+        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=namespace)
+        breaker = CircuitBreaker(namespace, fail_max=1, storage=storage, sync_interval=0)
+        ticks = 0
+
+        async def ok() -> str:
+            return "ok"
+
+        @breaker
+        async def down() -> None:
+            raise ConnectionError("down")
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def main() -> None:
+            assert await breaker.acall(ok) == "ok"  # connected, and synced once
+            ticker = asyncio.create_task(tick())
+            await asyncio.sleep(0)
+            proxy.flowing.clear()  # Redis answers nothing for 0.3 s: the sync waits for it
+            release = threading.Timer(0.3, proxy.flowing.set)
+            release.start()
+            with pytest.raises(ConnectionError):
+                await down()  # read, count and write the opening, off the loop
+            ticker.cancel()
+            release.join()
+
+        asyncio.run(main())
+        assert ticks >= 10  # about 30 while Redis holds its answers; none if the loop waited
+        assert breaker.state is CircuitState.OPEN
+        assert storage.state == pybreaker.STATE_OPEN
         client.close()

@@ -1,14 +1,18 @@
 """A circuit breaker: stop calling a dependency that keeps failing, then probe it.
 
 The state machine lives here once; the sync and async paths only differ in
-whether they await the protected call. A lock guards the counters and is
-never held while the protected function runs. With a pybreaker storage, the
-state is shared between processes and cached locally for ``sync_interval``
-seconds, so a closed circuit costs no round trip per call.
+whether they await the protected call and, with a storage, in where its I/O
+runs: async callers hand it to a worker thread, never blocking the event loop.
+A lock guards the counters and is never held while the protected function runs
+or the storage is read or written. With a pybreaker storage, the state is
+shared between processes and cached locally for ``sync_interval`` seconds, so a
+closed circuit costs no round trip per call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import enum
 import functools
 import itertools
@@ -53,6 +57,8 @@ Exclude: TypeAlias = (
 _SUCCESS, _FAILURE, _NEUTRAL = 1, 2, 3
 # The ticket of a call admitted while closed: it holds no half-open permit.
 _CLOSED_TICKET = 0
+# What `_enter` answers, without writing, when admission would write a state change.
+_DEFERRED = (-1, -1)
 # How long a trial may hold its permit when reset_timeout is zero.
 _DEFAULT_LEASE = 30.0
 
@@ -137,7 +143,9 @@ class CircuitBreaker(metaclass=_Registry):
     (so every process's failures add up), state changes are written at once,
     counters are never reset when a process starts, and the half-open trial
     limit applies per process. If the storage fails, the breaker logs it and
-    goes on with its local state.
+    goes on with its local state. For ``async def`` callers the storage is read
+    and written in the event loop's default executor, never on the loop itself,
+    so listeners may then be called from a worker thread.
 
     Args:
         name: Identifies the breaker in the registry, errors, logs and listener
@@ -208,6 +216,7 @@ class CircuitBreaker(metaclass=_Registry):
         "_probe_ok",
         "_probes",
         "_reachable",
+        "_redis",
         "_resolution",
         "_state",
         "_syncing",
@@ -268,8 +277,9 @@ class CircuitBreaker(metaclass=_Registry):
         self._excluded = _exclusion(exclude, name)
         self.half_open_max_calls = half_open_max_calls
         self.storage = _check_storage(storage, name)
+        self._redis = _is_redis_storage(self.storage)  # read and written through its client
         # pybreaker's Redis storage keeps opened_at to the whole second.
-        self._resolution = 1.0 if _is_redis_storage(storage) else 0.0
+        self._resolution = 1.0 if self._redis else 0.0
         self.listeners = check_listeners(listeners, f"CircuitBreaker {name!r}")
         if probe_lease is None:
             probe_lease = self.reset_timeout or _DEFAULT_LEASE
@@ -403,15 +413,22 @@ class CircuitBreaker(metaclass=_Registry):
                 permit taken); ``fn`` was not called.
         """
         gen = self._closed_gen
-        if gen is None or (self.storage is not None and self._clock() >= self._fresh_until):
+        shared = self.storage is not None
+        if gen is None or (shared and self._clock() >= self._fresh_until):
             return cast("R", await self._aguarded(fn, args, kwargs))
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
-            self._failed_closed(error, gen)
+            if shared:
+                await self._afailed_closed(error, gen)
+            else:
+                self._failed_closed(error, gen)
             raise
         if self._failures:
-            self._succeeded_closed(gen)
+            if shared:
+                await self._asucceeded_closed(gen)
+            else:
+                self._succeeded_closed(gen)
         return result
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
@@ -433,6 +450,8 @@ class CircuitBreaker(metaclass=_Registry):
         if is_async(fn):
             afn = cast("Callable[P, Any]", fn)
             guarded = self._aguarded
+            # With a storage, failures and successes are written from a worker thread.
+            afailed, asucceeded = self._afailed_closed, self._asucceeded_closed
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -442,10 +461,16 @@ class CircuitBreaker(metaclass=_Registry):
                 try:
                     result = await afn(*args, **kwargs)
                 except Exception as error:
-                    failed(error, gen)
+                    if timed:
+                        await afailed(error, gen)
+                    else:
+                        failed(error, gen)
                     raise
                 if breaker._failures:
-                    succeeded(gen)
+                    if timed:
+                        await asucceeded(gen)
+                    else:
+                        succeeded(gen)
                 return result
 
             return cast("Callable[P, T]", async_wrapper)
@@ -484,28 +509,73 @@ class CircuitBreaker(metaclass=_Registry):
         return result
 
     async def _aguarded(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        ticket, gen = self._admit()
+        # With a storage, whatever may read or write it runs in a worker thread.
+        shared = self.storage is not None
+        ticket, gen = await self._aadmit() if shared else self._admit()
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
-            self._finish(ticket, gen, _NEUTRAL if self._excluded(error) else _FAILURE)
+            outcome = _NEUTRAL if self._excluded(error) else _FAILURE
+            if shared and outcome == _FAILURE:
+                await _off_loop(self._finish, ticket, gen, outcome)
+            else:
+                self._finish(ticket, gen, outcome)
             raise
-        except BaseException:  # cancelled: give a trial permit back at once
+        except BaseException:  # cancelled: give a trial permit back at once (no storage I/O)
             self._finish(ticket, gen, _NEUTRAL)
             raise
-        self._finish(ticket, gen, _SUCCESS)
+        if not shared:
+            self._finish(ticket, gen, _SUCCESS)
+        elif ticket != _CLOSED_TICKET or self._failures:  # else there is nothing to write
+            await _off_loop(self._finish, ticket, gen, _SUCCESS)
         return result
 
     def _admit(self) -> tuple[int, int]:
         """Let a call in (its ticket and generation) or raise `CircuitOpenError`."""
         now = self._clock()
-        if now >= self._fresh_until or (
+        if self._sync_due(now):
+            self._sync()  # also before a trial: another process may have closed it
+            now = self._clock()
+        return self._enter(now)
+
+    async def _aadmit(self) -> tuple[int, int]:
+        """`_admit` for async callers with a storage: a due sync runs in a worker thread.
+
+        A caller cancelled meanwhile gives back the trial permit it may have got.
+        """
+        now = self._clock()
+        if not self._sync_due(now):
+            admitted = self._enter(now, write=False)
+            if admitted is not _DEFERRED:
+                return admitted
+        admission = _in_thread(self._admit)
+        try:
+            return await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            admission.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, admission: asyncio.Future[tuple[int, int]]) -> None:
+        """Return the permit of an admission nobody waits for any more (no storage I/O)."""
+        if not admission.cancelled() and admission.exception() is None:
+            ticket, gen = admission.result()
+            self._finish(ticket, gen, _NEUTRAL)
+
+    def _sync_due(self, now: float) -> bool:
+        """Whether admission must read the storage first: the copy is stale, or a trial is due."""
+        return now >= self._fresh_until or (
             self.storage is not None
             and self._state is CircuitState.OPEN
             and self._remaining(now) <= 0
-        ):
-            self._sync()  # also before a trial: another process may have closed it
-            now = self._clock()
+        )
+
+    def _enter(self, now: float, *, write: bool = True) -> tuple[int, int]:
+        """Admit or refuse on the local state.
+
+        Only a move to half-open writes to the storage; without ``write``, such
+        a move is left undone and `_DEFERRED` returned, for `_admit` in a worker
+        thread.
+        """
         changes: list[tuple[CircuitState, CircuitState]] = []
         refused: float | None = None
         admitted = (_CLOSED_TICKET, 0)
@@ -514,8 +584,10 @@ class CircuitBreaker(metaclass=_Registry):
                 remaining = self._remaining(now)
                 if remaining > 0:
                     refused = remaining
-                else:
+                elif write:
                     self._move(CircuitState.HALF_OPEN, now, changes)
+                else:
+                    return _DEFERRED
             if refused is not None:
                 pass
             elif self._state is CircuitState.CLOSED:
@@ -525,7 +597,8 @@ class CircuitBreaker(metaclass=_Registry):
                 if refused is None:
                     admitted = (next(self._tickets), self._gen)
                     self._probes[admitted[0]] = now + self.probe_lease
-        self._announce(changes)
+        if changes:
+            self._announce(changes)
         if refused is not None:
             self._refuse(refused)
         return admitted
@@ -564,13 +637,19 @@ class CircuitBreaker(metaclass=_Registry):
                 self._probe_ok += 1
                 if self._probe_ok >= self.half_open_max_calls:
                     self._move(CircuitState.CLOSED, now, changes)
-        self._announce(changes)
+        if changes:  # a neutral outcome never writes: `_give_back` relies on it
+            self._announce(changes)
 
     # --- closed-state bookkeeping -----------------------------------------------------------
 
     def _failed_closed(self, error: Exception, gen: int) -> None:
         if not self._excluded(error):
             self._count_failure(gen)
+
+    async def _afailed_closed(self, error: Exception, gen: int) -> None:
+        """`_failed_closed` for async callers with a storage: counted in a worker thread."""
+        if gen == self._gen and not self._excluded(error):
+            await _off_loop(self._count_failure, gen)
 
     def _count_failure(self, gen: int) -> None:
         if gen != self._gen:
@@ -594,6 +673,10 @@ class CircuitBreaker(metaclass=_Registry):
             self._failures = 0
         if self.storage is not None:
             self._publish()
+
+    async def _asucceeded_closed(self, gen: int) -> None:
+        """`_succeeded_closed` for async callers with a storage: written in a worker thread."""
+        await _off_loop(self._succeeded_closed, gen)
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -662,7 +745,7 @@ class CircuitBreaker(metaclass=_Registry):
                 state, failures = self._state, self._failures
                 opened = self._wall() - (self._clock() - self._opened_at)
             try:
-                _write_shared(storage, state, failures, opened)
+                _write_shared(storage, state, failures, opened, redis=self._redis)
             except Exception:  # noqa: BLE001 - a storage fault must not break the call
                 self._unsynced = True
                 self._lost("writing the state")
@@ -673,7 +756,7 @@ class CircuitBreaker(metaclass=_Registry):
             self._unsynced = True
             return None
         try:
-            return _increment_shared(self.storage)
+            return _increment_shared(self.storage, redis=self._redis)
         except Exception:  # noqa: BLE001 - a storage fault must not break the call
             self._unsynced = True
             self._lost("counting a failure")
@@ -703,7 +786,7 @@ class CircuitBreaker(metaclass=_Registry):
             gen = self._gen
         reachable = True
         try:
-            remote, shared_failures, opened_at = _read_shared(storage)
+            remote, shared_failures, opened_at = _read_shared(storage, redis=self._redis)
         except Exception:  # noqa: BLE001 - an unreachable store must not break the call
             self._lost("reading the state")
             reachable, remote, shared_failures, opened_at = False, None, 0, None
@@ -818,18 +901,31 @@ def _is_redis_storage(storage: object) -> bool:
     return pybreaker is not None and isinstance(storage, pybreaker.CircuitRedisStorage)
 
 
+def _in_thread(fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+    """Start ``fn(*args)`` in the running loop's default executor, in the caller's context."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return asyncio.get_running_loop().run_in_executor(None, call)
+
+
+async def _off_loop(fn: Callable[..., R], *args: Any) -> R:
+    """Run blocking storage I/O in a worker thread, to its end even if the caller is cancelled."""
+    return await asyncio.shield(_in_thread(fn, *args))
+
+
 def _storage_key(storage: object) -> object:
     namespace = getattr(storage, "_namespace_name", None)
     return ("redis", namespace) if namespace else id(storage)
 
 
-def _write_shared(storage: Any, state: CircuitState, failures: int, opened: float) -> None:
+def _write_shared(
+    storage: Any, state: CircuitState, failures: int, opened: float, *, redis: bool
+) -> None:
     """Write a whole state; raises if the store is unreachable.
 
-    pybreaker's Redis storage logs and swallows write errors, so for it write
-    its keys in one transaction through its own client, errors included.
+    pybreaker's Redis storage (``redis``) logs and swallows write errors, so for
+    it write its keys in one transaction through its own client, errors included.
     """
-    if _is_redis_storage(storage):
+    if redis:
         pipe = storage._redis.pipeline(transaction=True)  # noqa: SLF001 - see above
         key = storage._namespace  # noqa: SLF001
         pipe.set(key("fail_counter"), failures)
@@ -848,22 +944,22 @@ def _write_shared(storage: Any, state: CircuitState, failures: int, opened: floa
     storage.state = state.value
 
 
-def _increment_shared(storage: Any) -> int:
+def _increment_shared(storage: Any, *, redis: bool) -> int:
     """Count one failure in the storage; the new count. Raises if unreachable."""
-    if _is_redis_storage(storage):
+    if redis:
         return int(storage._redis.incr(storage._namespace("fail_counter")))  # noqa: SLF001
     storage.increment_counter()
     return int(storage.counter)
 
 
-def _read_shared(storage: Any) -> tuple[str | None, int, datetime | None]:
+def _read_shared(storage: Any, *, redis: bool) -> tuple[str | None, int, datetime | None]:
     """The shared state, failure count and opening time; raises if the store is unreachable.
 
-    pybreaker's Redis storage answers "closed" when Redis is down, which would
-    close an open circuit; so for it, read its keys in one round trip, errors
-    included, through its own client and key names.
+    pybreaker's Redis storage (``redis``) answers "closed" when Redis is down,
+    which would close an open circuit; so for it, read its keys in one round
+    trip, errors included, through its own client and key names.
     """
-    if _is_redis_storage(storage):
+    if redis:
         pipe = storage._redis.pipeline(transaction=False)  # noqa: SLF001 - see above
         for key in ("state", "fail_counter", "opened_at"):
             pipe.get(storage._namespace(key))  # noqa: SLF001

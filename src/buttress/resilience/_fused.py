@@ -78,9 +78,26 @@ class Core:
             return error
         return _RETRY
 
+    async def afailed(self, error: BaseException, gen: int) -> BaseException:
+        """`failed` for a breaker with a storage: its I/O runs off the event loop."""
+        breaker = self.breaker
+        if breaker is not None and isinstance(error, Exception):
+            await breaker._afailed_closed(error, gen)  # noqa: SLF001 - the closed path, fused
+        if self.retrier is None or not self.retrier.retryable(error):
+            return error
+        return _RETRY
+
     def succeeded(self, gen: int) -> None:
         """The first attempt succeeded after earlier failures: the breaker forgets them."""
         cast("CircuitBreaker", self.breaker)._succeeded_closed(gen)  # noqa: SLF001
+
+    async def asucceeded(self, gen: int) -> None:
+        """`succeeded` for async callers: with a storage, its I/O runs off the event loop."""
+        breaker = cast("CircuitBreaker", self.breaker)
+        if self.synced:
+            await breaker._asucceeded_closed(gen)  # noqa: SLF001 - the closed path, fused
+        else:
+            breaker._succeeded_closed(gen)  # noqa: SLF001
 
     def retry_sync(self, args: Any, kwargs: Any, first: BaseException, began: float) -> Any:
         """Go on after a failed first attempt, in the retry's own driver."""
@@ -144,8 +161,10 @@ def _fused_sync(core: Core) -> Callable[..., Any]:
 
 def _fused_async(core: Core) -> Callable[..., Any]:
     fn, layered, breaker = core.fn, core.layered, core.breaker
-    count, failed, succeeded, synced = core.count, core.failed, core.succeeded, core.synced
+    count, failed, synced = core.count, core.failed, core.synced
     go_on, retry_timed = core.retry_async, core.retry_timed
+    # A breaker with a storage counts and writes in a worker thread, off the loop.
+    afailed, asucceeded = core.afailed, core.asucceeded
     monotonic = time.monotonic
 
     @functools.wraps(fn)
@@ -162,12 +181,13 @@ def _fused_async(core: Core) -> Callable[..., Any]:
         try:
             result = await fn(*args, **kwargs)
         except BaseException as error:
-            if failed(error, gen) is not _RETRY:
+            verdict = await afailed(error, gen) if synced else failed(error, gen)
+            if verdict is not _RETRY:
                 raise
             first = error
         else:
             if breaker is not None and breaker._failures:  # noqa: SLF001
-                succeeded(gen)
+                await asucceeded(gen)
             return result
         return await go_on(args, kwargs, first, began)
 
@@ -177,8 +197,10 @@ def _fused_async(core: Core) -> Callable[..., Any]:
 def _fused_async_limited(core: Core) -> Callable[..., Any]:
     """`_fused_async` with the time limit's bookkeeping written out (see `Limit`)."""
     fn, layered, breaker = core.fn, core.layered, core.breaker
-    count, failed, succeeded, synced = core.count, core.failed, core.succeeded, core.synced
+    count, failed, synced = core.count, core.failed, core.synced
     go_on, retry_timed = core.retry_async, core.retry_timed
+    # A breaker with a storage counts and writes in a worker thread, off the loop.
+    afailed, asucceeded = core.afailed, core.asucceeded
     limit = cast("Limit", core.limit)
     seconds, overrun, loops, running_on = limit.limit, limit.overrun, limit.loops, limit.running
     monotonic, cancelled = time.monotonic, asyncio.CancelledError
@@ -220,12 +242,13 @@ def _fused_async_limited(core: Core) -> Callable[..., Any]:
                 raise overrun(running.clock() - started)  # noqa: TRY301 - counted below
             del calls[key]
         except BaseException as error:
-            if failed(error, gen) is not _RETRY:
+            verdict = await afailed(error, gen) if synced else failed(error, gen)
+            if verdict is not _RETRY:
                 raise
             first = error
         else:
             if breaker is not None and breaker._failures:  # noqa: SLF001
-                succeeded(gen)
+                await asucceeded(gen)
             return result
         return await go_on(args, kwargs, first, began)
 
