@@ -231,6 +231,10 @@ class TestTimeoutSuccessAsync:
     def test_asyncio_wait_for(self, peer, drive):
         assert peer(drive(wait_for_wrapper(async_add_one))) == EXPECTED
 
+    def test_asyncio_timeout(self, peer, drive):
+        """``async with asyncio.timeout(...)`` around the call: a timer per call."""
+        assert peer(drive(asyncio_timeout(async_add_one))) == EXPECTED
+
     def test_timeout(self, ours, drive):
         assert ours(drive(timeout(5.0)(async_add_one))) == EXPECTED
 
