@@ -27,6 +27,7 @@ from buttress.resilience import (
     CircuitState,
     Policy,
     ResilienceListener,
+    RetryBudget,
     resilience_testing,
     retry,
     timeout,
@@ -101,8 +102,10 @@ class System:
     """One way of protecting the dependency (fused Policy or hand stack), and what it saw."""
 
     def __init__(
-        self, is_async: bool, build: Callable[..., Callable[..., Any]], *, stored: bool = False
+        self, is_async: bool, build: Callable[..., Callable[..., Any]], shape: str
     ) -> None:
+        stored = shape == "storage"
+        self.limited = shape != "no-timeout"  # without a limit, "slow" is just an answer
         self.now = 0.0  # the breakers' clock
         self.ticks = 0.0  # the time limit's clock, for a def
         self.events = Events()
@@ -120,11 +123,19 @@ class System:
             storage=pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED) if stored else None,
             sync_interval=3600.0,
         )
-        parts = {
-            "retry": retry(on=(Down, TimeoutError), attempts=3, listeners=[self.events]),
+        # A small budget (refilled by the breakers' clock) runs out within a script.
+        budget = RetryBudget(ratio=0.5, min_per_second=0.1, capacity=1, clock=lambda: self.now)
+        parts: dict[str, Any] = {
+            "retry": retry(
+                on=(Down, TimeoutError),
+                attempts=3,
+                listeners=[self.events],
+                budget=budget if shape == "budget" else None,
+            ),
             "breaker": self.breaker,
-            "timeout": timeout(LIMIT, listeners=[self.events]),
         }
+        if shape != "no-timeout":
+            parts["timeout"] = timeout(LIMIT, listeners=[self.events])
         self.is_async = is_async
         if is_async:
             self.call = build(self.dependency_async, **parts)
@@ -149,7 +160,7 @@ class System:
 
     async def dependency_async(self) -> str:
         outcome = self.next_outcome()
-        if outcome == "slow":
+        if outcome == "slow" and self.limited:
             await asyncio.sleep(1.0)  # cut at LIMIT
         elif outcome in ERRORS:
             raise ERRORS[outcome](outcome)
@@ -173,18 +184,19 @@ def fused_policy(fn: Callable[..., Any], **parts: Any) -> Callable[..., Any]:
 
 
 def stacked(fn: Callable[..., Any], **parts: Any) -> Callable[..., Any]:
-    return parts["retry"](parts["breaker"](parts["timeout"](fn)))
+    limited = parts["timeout"](fn) if "timeout" in parts else fn
+    return parts["retry"](parts["breaker"](limited))
 
 
-@pytest.mark.parametrize("stored", [False, True], ids=["local", "storage"])
+@pytest.mark.parametrize("shape", ["local", "storage", "no-timeout", "budget"])
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=STEPS)
 def test_the_fused_policy_behaves_like_its_parts_stacked(
-    is_async: bool, stored: bool, steps: list[tuple[str, Any]]
+    is_async: bool, shape: str, steps: list[tuple[str, Any]]
 ) -> None:
-    fused = System(is_async, fused_policy, stored=stored)
-    stack = System(is_async, stacked, stored=stored)
+    fused = System(is_async, fused_policy, shape)
+    stack = System(is_async, stacked, shape)
     with resilience_testing():
         for kind, value in steps:
             if kind == "wait":
