@@ -338,32 +338,6 @@ def test_a_trial_that_succeeds_after_its_lease_does_not_close_the_circuit() -> N
     assert cb.state is CircuitState.CLOSED
 
 
-def test_a_cancelled_trial_gives_its_permit_back() -> None:
-    clock = FakeClock()
-    cb = breaker(fail_max=1, reset_timeout=1.0, clock=clock)
-    cb.open()
-    clock.now += 1.0
-    entered = asyncio.Event()
-
-    @cb
-    async def dependency(hang: bool) -> str:
-        if hang:
-            entered.set()
-            await asyncio.sleep(60)
-        return "ok"
-
-    async def main() -> None:
-        trial = asyncio.create_task(dependency(hang=True))
-        await entered.wait()
-        trial.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await trial
-        assert await dependency(hang=False) == "ok"
-
-    asyncio.run(main())
-    assert cb.state is CircuitState.CLOSED
-
-
 def test_sixteen_threads_count_every_failure_exactly() -> None:
     recorder = Recorder()
     cb = breaker(fail_max=10_000, listeners=[recorder])
@@ -926,10 +900,14 @@ def test_a_failure_waiting_for_a_worker_thread_still_counts_when_its_task_is_can
     assert (cb.failures, storage._fail_counter) == (1, 1)
 
 
-@pytest.mark.parametrize("where", ["admission", "call"])
-def test_a_cancelled_trial_gives_its_permit_back_with_a_storage(where: str) -> None:
+@pytest.mark.parametrize(
+    ("stored", "where"),
+    [(False, "call"), (True, "admission"), (True, "call")],
+    ids=["call", "admission-with-storage", "call-with-storage"],
+)
+def test_a_cancelled_trial_gives_its_permit_back(stored: bool, where: str) -> None:
     clock = FakeClock()
-    storage = Slow(pybreaker.STATE_CLOSED)
+    storage = Slow(pybreaker.STATE_CLOSED) if stored else None
     cb = breaker(fail_max=1, reset_timeout=1.0, storage=storage, clock=clock, sync_interval=3600)
     cb.open()
     clock.now += 1.0
@@ -943,23 +921,25 @@ def test_a_cancelled_trial_gives_its_permit_back_with_a_storage(where: str) -> N
         return "ok"
 
     async def main() -> None:
-        if where == "admission":
+        if storage is not None and where == "admission":
             storage.hold = "state"  # the sync before the trial is let in
         task = asyncio.create_task(trial(hang=True))
-        if where == "admission":
+        if storage is not None and where == "admission":
             assert await asyncio.to_thread(storage.entered.wait, 5)
         else:
             await called.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        storage.hold = None
-        storage.release.set()
-        # The admission ends in its worker thread, then hands the permit back.
+        if storage is not None:
+            storage.hold = None
+            storage.release.set()
+        # With a storage, the admission ends in its worker thread, then hands the permit back.
         await eventually(lambda: cb._state is CircuitState.HALF_OPEN and not cb._probes)
         assert await trial(hang=False) == "ok"
 
     asyncio.run(main())
     assert called.is_set() is (where == "call")
     assert cb.state is CircuitState.CLOSED
-    assert storage.state == pybreaker.STATE_CLOSED
+    if storage is not None:
+        assert storage.state == pybreaker.STATE_CLOSED
