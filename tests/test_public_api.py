@@ -16,6 +16,7 @@ EXPORTS = {
     "buttress.errors": [
         "BulkheadFullError",
         "ButtressError",
+        "CacheKeyError",
         "CircuitOpenError",
         "ConcurrencyError",
         "ConfigurationError",

@@ -16,6 +16,7 @@ Exception
     ├── DeadlineExceededError   (TimeoutError) a call took longer than its time limit
     ├── RetryError                             retrying stopped with no exception to re-raise
     ├── DecodeError             (ValueError)   stored or received data cannot be decoded
+    ├── CacheKeyError           (TypeError)    an argument cannot be part of a cache key
     ├── ConfigurationError      (ValueError)   a setting, argument or wiring is invalid
     └── MissingDependencyError  (ImportError)  an optional extra is not installed
 ```
@@ -33,6 +34,7 @@ from typing import Any, Self
 __all__ = [
     "BulkheadFullError",
     "ButtressError",
+    "CacheKeyError",
     "CircuitOpenError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -262,6 +264,18 @@ class DecodeError(ButtressError, ValueError):
 
     Args:
         message: What could not be decoded and what to do.
+    """
+
+
+class CacheKeyError(ButtressError, TypeError):
+    """An argument of a cached call cannot be part of its cache key.
+
+    Raised for an unhashable argument (a list, a dict) and, with a cache shared
+    between processes, for an argument with no stable text form. Pass ``key=`` to
+    `buttress.caching.cached` to say how such calls are keyed.
+
+    Args:
+        message: Which argument could not be keyed and what to do.
     """
 
 

@@ -1,0 +1,202 @@
+"""What the `cached` decorator needs from a cache, and what every cache shares.
+
+A cache (`MemoryCache`, `RedisCache`, `TieredCache`) is shared by any number of
+decorated functions. At decoration time each function asks the cache for a
+`CacheView` bound to its own name and return type: the view is what the hot path
+talks to. Keys handed to a view are tuples whose first item identifies the
+function in this process and whose other items are the call's canonical
+arguments (see `buttress.caching._keys`); a view that stores outside the process
+encodes the items after the first into text and prefixes them with the
+function's name instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, final
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+__all__ = ["MISSING", "CacheListener", "CacheStats", "CacheView", "Key", "SharedCache"]
+
+logger = logging.getLogger("buttress.caching")
+
+Key = tuple[Any, ...]
+"""A cache key: the function's identity in this process, then the canonical arguments."""
+
+
+@final
+class _Missing:
+    """The type of `MISSING`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""What a lookup returns when the key holds no value (``None`` is a value)."""
+
+
+class CacheStats(NamedTuple):
+    """Counters of one cached function and its cache.
+
+    ``size`` and ``evictions`` describe the cache the function writes to (shared
+    with other functions using the same cache); they are ``None`` where the
+    cache cannot tell without a scan (Redis).
+    """
+
+    hits: int
+    """Calls answered from the cache."""
+    misses: int
+    """Calls that ran the function (or waited for another caller running it)."""
+    size: int | None
+    """Entries held by the cache."""
+    evictions: int | None
+    """Entries the cache dropped to stay within its size."""
+
+
+class CacheListener:
+    """Hooks called on cache hits, misses and evictions; override the ones you need.
+
+    Attach listeners with ``cached(listeners=[...])`` (hits and misses) and
+    ``MemoryCache(listeners=[...])`` (evictions). A hook runs in the caller's
+    thread or task; an exception raised by a hook is logged and swallowed, so
+    observing never changes what the cached call returns. A function with
+    listeners takes a slightly slower hit path than one without.
+
+    Example:
+        ```python
+        from buttress.caching import CacheListener, cached
+
+        class CountHits(CacheListener):
+            def __init__(self) -> None:
+                self.hits = 0
+
+            def on_hit(self, name, key):
+                self.hits += 1
+
+        counter = CountHits()
+
+        @cached(listeners=[counter])
+        def square(x: int) -> int:
+            return x * x
+
+        square(3)
+        square(3)
+        assert counter.hits == 1
+        ```
+    """
+
+    def on_hit(self, name: str, key: Key) -> None:
+        """A call to ``name`` with canonical arguments ``key`` was answered from the cache."""
+
+    def on_miss(self, name: str, key: Key) -> None:
+        """A call to ``name`` with canonical arguments ``key`` found nothing cached."""
+
+    def on_evict(self, key: Hashable) -> None:
+        """The cache dropped ``key`` to make room for another entry."""
+
+
+class CacheView(Protocol):
+    """One cache as seen by one decorated function.
+
+    Lookups and writes never raise for trouble in the store (a server down, a
+    value that cannot be decoded): a lookup degrades to `MISSING` and a write to
+    nothing, with a warning logged once per incident.
+    """
+
+    @property
+    def local(self) -> bool:
+        """True when the cache lives in this process and does no I/O.
+
+        An ``async def`` then calls the plain methods and never awaits on a hit.
+        """
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes see the same entries (leases are worth taking)."""
+
+    def get(self, key: Key) -> Any:
+        """Return the value stored under ``key``, or `MISSING`."""
+
+    def peek(self, key: Key) -> Any:
+        """Return a copy of ``key``'s value held in this process, or `MISSING`.
+
+        No I/O and no lock: async callers try it before awaiting `aget`. A
+        memory cache answers as `get` does, a tiered cache from its memory tier,
+        a Redis cache always with `MISSING`.
+        """
+
+    def set(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...]) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (forever if ``None``)."""
+
+    def delete(self, key: Key) -> None:
+        """Drop ``key`` (everywhere the cache keeps copies)."""
+
+    def acquire(self, key: Key) -> str | None:
+        """Ask to compute ``key``'s value.
+
+        Returns a token if this caller should compute, ``None`` if another
+        process holds the lease (then `wait` for its value).
+        """
+
+    def wait(self, key: Key) -> Any:
+        """Wait for another process's value for ``key``; `MISSING` when its lease lapsed."""
+
+    def release(self, key: Key, token: str) -> None:
+        """Give back a lease taken with `acquire` (only its owner's token releases it)."""
+
+    async def aget(self, key: Key) -> Any:
+        """`get` for async callers."""
+
+    async def aset(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...]) -> None:
+        """`set` for async callers."""
+
+    async def adelete(self, key: Key) -> None:
+        """`delete` for async callers."""
+
+    async def aacquire(self, key: Key) -> str | None:
+        """`acquire` for async callers."""
+
+    async def await_value(self, key: Key) -> Any:
+        """`wait` for async callers."""
+
+    async def arelease(self, key: Key, token: str) -> None:
+        """`release` for async callers."""
+
+    def clear(self) -> None:
+        """Drop every entry of this function (and only this function's)."""
+
+    async def aclear(self) -> None:
+        """`clear` for async callers."""
+
+
+class SharedCache(Protocol):
+    """What `cached(cache=...)` accepts: `MemoryCache`, `RedisCache`, `TieredCache`."""
+
+    def bind(self, name: str, returns: Any) -> CacheView:
+        """The view a function named ``name`` returning ``returns`` uses for its entries."""
+
+    def clear(self) -> None:
+        """Drop every entry of this cache (only this cache's namespace in Redis)."""
+
+    async def aclear(self) -> None:
+        """`clear` for async callers."""
+
+    def invalidate_tags(self, *tags: str) -> None:
+        """Drop every entry written with any of ``tags``."""
+
+    async def ainvalidate_tags(self, *tags: str) -> None:
+        """`invalidate_tags` for async callers."""
+
+    def counts(self) -> tuple[int | None, int | None]:
+        """``(size, evictions)`` as far as the cache can tell cheaply."""

@@ -1,0 +1,681 @@
+"""The `cached` decorator: canonical keys, single-flight misses, lock-free hits."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+import random
+import threading
+import time
+import typing
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
+
+from buttress.caching._backend import MISSING, CacheListener, CacheStats, CacheView, SharedCache
+from buttress.caching._flight import AsyncFlights, Flights
+from buttress.caching._keys import KeyMaker, unhashable
+from buttress.caching._memory import FOREVER, SAMPLE, MemoryCache
+from buttress.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
+
+    from buttress.caching._backend import Key
+
+__all__ = ["Cached", "cached"]
+
+logger = logging.getLogger("buttress.caching")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_LEASE_ROUNDS: Final = 3
+"""How many times a caller waits for another process's lease before computing anyway."""
+
+
+class Cached(Protocol[P, R]):
+    """A function decorated with `cached`: call it as before, plus cache controls.
+
+    For an ``async def``, ``R`` is the coroutine type, so awaiting a call
+    gives the function's own result.
+    """
+
+    __wrapped__: Callable[P, R]
+    name: str
+    """The name entries are stored under (``module.qualname`` unless given)."""
+    cache: SharedCache
+    """The cache the entries live in."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return the cached value for these arguments, computing it on a miss."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Drop the entry these arguments map to (keyed exactly as a call would be)."""
+        ...
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """`invalidate`, for async callers."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every entry of this function (other functions sharing the cache keep theirs)."""
+        ...
+
+    async def aclear(self) -> None:
+        """`clear`, for async callers."""
+        ...
+
+    def invalidate_tags(self, *tags: str) -> None:
+        """Drop every entry of the cache stored with any of ``tags``."""
+        ...
+
+    async def ainvalidate_tags(self, *tags: str) -> None:
+        """`invalidate_tags`, for async callers."""
+        ...
+
+    def stats(self) -> CacheStats:
+        """Hits and misses of this function, size and evictions of its cache."""
+        ...
+
+
+class _Identity:
+    """The first item of every key of one decorated function: unique per decoration."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<cached {self.name}>"
+
+
+_VIEW_METHODS: Final = (
+    "get",
+    "peek",
+    "set",
+    "delete",
+    "acquire",
+    "wait",
+    "release",
+    "aget",
+    "aset",
+    "adelete",
+    "aacquire",
+    "await_value",
+    "arelease",
+    "clear",
+    "aclear",
+)
+
+
+class _LazyView:
+    """Binds a function to a cache on first use, when its return annotation resolves.
+
+    Annotations may name classes defined after the function (a method returning
+    its own class); the serialiser of a store outside the process needs the real
+    type, so binding waits for the first call. After that, every method is the
+    real view's own.
+    """
+
+    local = False
+    shared = True
+
+    def __init__(self, cache: SharedCache, name: str, function: Callable[..., Any]) -> None:
+        self._cache = cache
+        self._name = name
+        self._function = function
+        self._lock = threading.Lock()
+        self._view: CacheView | None = None
+
+    def bind(self) -> CacheView:
+        with self._lock:
+            if self._view is None:
+                try:
+                    hints = typing.get_type_hints(self._function)
+                except (NameError, TypeError) as error:
+                    raise ConfigurationError(
+                        f"cannot resolve the return annotation of {self._name}: {error}. "
+                        "A cache outside the process decodes values to that type: make the "
+                        "annotation resolvable at module level"
+                    ) from error
+                view = self._cache.bind(self._name, hints.get("return", Any))
+                for method in _VIEW_METHODS:
+                    if hasattr(view, method):
+                        setattr(self, method, getattr(view, method))
+                self._view = view
+            return self._view
+
+    def __getattr__(self, method: str) -> Any:
+        if method not in _VIEW_METHODS:
+            raise AttributeError(method)
+        return getattr(self.bind(), method)
+
+
+def _check(  # noqa: PLR0917 - one check over every argument of cached
+    ttl: object,
+    maxsize: object,
+    cache: object,
+    key: object,
+    ttl_jitter: object,
+    negative_ttl: object,
+    tags: object,
+    listeners: Sequence[object],
+) -> list[str]:
+    problems = []
+    for label, seconds in (("ttl", ttl), ("negative_ttl", negative_ttl)):
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds < math.inf
+        ):
+            problems.append(
+                f"{label} must be a positive number of seconds or None (no expiry), got {seconds!r}"
+            )
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        problems.append(f"maxsize must be a positive integer, got {maxsize!r}")
+    elif cache is not None and maxsize != 1024:  # noqa: PLR2004 - the documented default
+        problems.append(
+            "maxsize sizes the memory cache cached makes when no cache is given; "
+            "size the cache you pass instead (MemoryCache(maxsize=...))"
+        )
+    if cache is not None and not callable(getattr(cache, "bind", None)):
+        problems.append(f"cache must be a MemoryCache, RedisCache or TieredCache, got {cache!r}")
+    if key is not None and not callable(key):
+        problems.append(f"key must be a callable taking the function's arguments, got {key!r}")
+    if (
+        isinstance(ttl_jitter, bool)
+        or not isinstance(ttl_jitter, int | float)
+        or not 0 <= ttl_jitter < 1
+    ):
+        problems.append(f"ttl_jitter must be a fraction of ttl in [0, 1), got {ttl_jitter!r}")
+    if not callable(tags) and (
+        isinstance(tags, str)
+        or not isinstance(tags, Iterable)
+        or not all(isinstance(tag, str) for tag in tags)
+    ):
+        problems.append(
+            f"tags must be a sequence of strings or a callable returning one, got {tags!r}"
+        )
+    problems.extend(
+        f"listeners must be CacheListener instances, got {listener!r}"
+        for listener in listeners
+        if not isinstance(listener, CacheListener)
+    )
+    return problems
+
+
+def cached(
+    ttl: float | None = None,
+    maxsize: int = 1024,
+    *,
+    cache: SharedCache | None = None,
+    key: Callable[..., Any] | None = None,
+    ttl_jitter: float = 0.0,
+    cache_none: bool = True,
+    negative_ttl: float | None = None,
+    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
+    single_flight: bool = True,
+    listeners: Sequence[CacheListener] = (),
+    name: str | None = None,
+) -> Callable[[Callable[P, R]], Cached[P, R]]:
+    """Cache a function's results, for ``def`` and ``async def``.
+
+    Calls are keyed by their arguments bound to the signature with defaults
+    applied: ``f(1)``, ``f(x=1)`` and ``f(1, y=<default>)`` share one entry, while
+    ``f(1)`` and ``f("1")`` (or ``f(True)``) do not. A hit takes no lock.
+    Concurrent misses on one key run the function once (threads and asyncio
+    tasks alike; through Redis, processes too) and every caller gets the same
+    value or the same exception. Exceptions are never cached.
+
+    A method (first parameter ``self``) caches per instance: entries are keyed by
+    a token of the instance, never by its ``id()`` or ``repr()``, and the cache
+    does not keep the instance alive. With a cache shared between processes, a
+    method needs ``key=`` (instances have no identity across processes).
+
+    Args:
+        ttl: Seconds an entry lives; ``None`` keeps it until evicted or invalidated.
+        maxsize: Size of the `MemoryCache` made for this function when ``cache``
+            is not given.
+        cache: Where entries live: a `MemoryCache` (possibly shared by several
+            functions), a `RedisCache` or a `TieredCache`.
+        key: Computes the key from the call's arguments instead of binding them
+            (it receives them exactly as the function does).
+        ttl_jitter: Up to this fraction of ``ttl`` is added at random to each
+            entry, so entries written together do not expire together.
+        cache_none: Whether a ``None`` result is cached.
+        negative_ttl: Lifetime of a cached ``None`` result, when it should differ
+            from ``ttl``.
+        tags: Tags stored with every entry, or a callable computing them from the
+            call's arguments; `Cached.invalidate_tags` drops them together.
+        single_flight: Whether concurrent misses on one key share one run.
+        listeners: Told of each hit and miss (`CacheListener`).
+        name: The name entries are stored under in a shared cache and reported to
+            listeners; ``module.qualname`` by default. Give a stable one when the
+            function may move.
+
+    Returns:
+        A decorator. The decorated function keeps its signature and gains
+        ``invalidate``, ``clear``, ``invalidate_tags``, ``stats`` and ``cache``
+        (see `Cached`).
+
+    Raises:
+        ConfigurationError: An argument is invalid (checked here, at decoration).
+        CacheKeyError: At call time, an argument cannot be part of a key.
+
+    Example:
+        ```python
+        from buttress.caching import cached
+
+        calls = []
+
+        @cached(ttl=60)
+        def area(width: int, height: int = 1) -> int:
+            calls.append((width, height))
+            return width * height
+
+        assert area(3) == area(width=3) == area(3, height=1) == 3
+        assert calls == [(3, 1)]
+        area.invalidate(3)
+        assert area(3) == 3 and len(calls) == 2
+        assert area.stats().hits == 2
+        ```
+    """
+    problems = _check(ttl, maxsize, cache, key, ttl_jitter, negative_ttl, tags, listeners)
+    if problems:
+        raise ConfigurationError.from_problems("cached got invalid arguments", problems)
+    store: SharedCache = cache if cache is not None else MemoryCache(maxsize)
+    tag_of: Callable[..., Iterable[str]] | None = tags if callable(tags) else None
+    fixed_tags = () if callable(tags) else tuple(tags)
+    hooks = tuple(listeners)
+
+    def decorate(function: Callable[P, R]) -> Cached[P, R]:
+        if not callable(function):
+            raise ConfigurationError(
+                f"cached decorates functions, got {function!r}; with @classmethod or "
+                "@staticmethod, put @cached below it"
+            )
+        label = name or f"{function.__module__}.{function.__qualname__}"
+        identity = _Identity(label)
+        params = list(inspect.signature(function).parameters)
+        method = key is None and bool(params) and params[0] == "self"
+        memory = isinstance(store, MemoryCache)
+        if method and not memory:
+            raise ConfigurationError(
+                f"{label} is a method and its cache is shared between processes, where "
+                "an instance has no identity: pass key= to say how calls are keyed, "
+                "such as key=lambda self, order_id: order_id"
+            )
+        view: CacheView = store.bind(label, Any) if memory else _LazyView(store, label, function)
+        single = False
+        if key is None:
+            maker = KeyMaker(function, identity, method=method)
+            make_key = maker.build()
+            single = maker.single
+        else:
+            custom = key
+
+            def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
+                value = custom(*args, **kwargs)
+                return (identity, value, type(value))
+
+        machinery: _Machinery[R] = _Machinery(
+            function=function,
+            name=label,
+            identity=identity,
+            view=view,
+            make_key=make_key,
+            single=single,
+            ttl=ttl,
+            ttl_jitter=ttl_jitter,
+            cache_none=cache_none,
+            negative_ttl=negative_ttl,
+            fixed_tags=fixed_tags,
+            tag_of=tag_of,
+            single_flight=single_flight,
+            listeners=hooks,
+            store=store,
+        )
+        if inspect.iscoroutinefunction(function):
+            wrapper: Any = machinery.async_wrapper()
+        else:
+            wrapper = machinery.sync_wrapper()
+        functools.update_wrapper(wrapper, function)
+        wrapper.name = label
+        wrapper.cache = store
+        wrapper.invalidate = machinery.invalidate
+        wrapper.ainvalidate = machinery.ainvalidate
+        wrapper.clear = machinery.clear
+        wrapper.aclear = machinery.aclear
+        wrapper.invalidate_tags = store.invalidate_tags
+        wrapper.ainvalidate_tags = store.ainvalidate_tags
+        wrapper.stats = machinery.stats
+        return cast("Cached[P, R]", wrapper)
+
+    return decorate
+
+
+class _Machinery(Generic[R]):
+    """Everything one decorated function needs, and its sync or async wrapper."""
+
+    def __init__(
+        self,
+        *,
+        function: Callable[..., Any],
+        name: str,
+        identity: _Identity,
+        view: CacheView,
+        make_key: Callable[[tuple[Any, ...], dict[str, Any]], Key],
+        single: bool,
+        ttl: float | None,
+        ttl_jitter: float,
+        cache_none: bool,
+        negative_ttl: float | None,
+        fixed_tags: tuple[str, ...],
+        tag_of: Callable[..., Iterable[str]] | None,
+        single_flight: bool,
+        listeners: tuple[CacheListener, ...],
+        store: SharedCache,
+    ) -> None:
+        self.function = function
+        self.name = name
+        self.identity = identity
+        self.view = view
+        self.make_key = make_key
+        self.single = single
+        self.ttl = ttl
+        self.ttl_jitter = ttl_jitter
+        self.cache_none = cache_none
+        self.negative_ttl = negative_ttl
+        self.fixed_tags = fixed_tags
+        self.tag_of = tag_of
+        self.single_flight = single_flight
+        self.listeners = listeners
+        self.store = store
+        self.hit_count: Callable[[], int] = lambda: 0
+        self.misses = 0
+
+    # -- what every path shares ---------------------------------------------------
+
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
+        """The canonical key, with a clear error for unhashable arguments."""
+        key = self.make_key(args, kwargs)
+        try:
+            hash(key)
+        except TypeError:
+            raise unhashable(args, kwargs, self.name) from None
+        return key
+
+    def refusal(self, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
+        """The error for a lookup that raised TypeError: unhashable arguments, or a bug."""
+        try:
+            hash(key)
+        except TypeError:
+            return unhashable(args, kwargs, self.name)
+        return TypeError(f"looking up {self.name} in its cache failed on key {key!r}")
+
+    def lifetime(self, value: Any) -> tuple[bool, float | None]:
+        """Whether to store ``value``, and for how long."""
+        ttl = self.ttl
+        if value is None:
+            if not self.cache_none:
+                return False, None
+            if self.negative_ttl is not None:
+                ttl = self.negative_ttl
+        if ttl is not None and self.ttl_jitter:
+            ttl *= 1.0 + self.ttl_jitter * random.random()  # noqa: S311 - spreading, not secrecy
+        return True, ttl
+
+    def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        """The tags of an entry: the fixed ones, or what the tag function says."""
+        if self.tag_of is None:
+            return self.fixed_tags
+        computed = self.tag_of(*args, **kwargs)
+        if isinstance(computed, str):
+            return (computed,)
+        return tuple(computed)
+
+    def notify(self, event: str, key: Key) -> None:
+        """Tell each listener of a hit or miss; a failing listener is logged, not raised."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(self.name, key)
+            except Exception:
+                logger.exception("cache listener %r failed in %s", listener, event)
+
+    def stats(self) -> CacheStats:
+        """Hits and misses of this function, size and evictions of its cache."""
+        size, evictions = self.store.counts()
+        return CacheStats(self.hit_count(), self.misses, size, evictions)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the entry these arguments map to."""
+        self.view.delete(self.key(args, kwargs))
+
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> None:
+        """`invalidate`, for async callers."""
+        await self.view.adelete(self.key(args, kwargs))
+
+    def clear(self) -> None:
+        """Drop every entry of this function."""
+        if isinstance(self.store, MemoryCache):
+            identity = self.identity
+            self.store.clear_where(lambda key: key[0] is identity)  # type: ignore[index]
+        else:
+            self.view.clear()
+
+    async def aclear(self) -> None:
+        """`clear`, for async callers."""
+        if isinstance(self.store, MemoryCache):
+            self.clear()
+        else:
+            await self.view.aclear()
+
+    # -- def ----------------------------------------------------------------------------
+
+    def load(self, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Compute and store the value of a missed key (once per key across callers)."""
+        view = self.view
+        value = view.get(key)  # someone may have stored it since our lookup
+        if value is not MISSING:
+            return value
+        token = view.acquire(key)
+        rounds = 0
+        while token is None and rounds < _LEASE_ROUNDS:
+            value = view.wait(key)  # another process is computing it
+            if value is not MISSING:
+                return value
+            token = view.acquire(key)
+            rounds += 1
+        try:
+            value = self.function(*args, **kwargs)
+            keep, ttl = self.lifetime(value)
+            if keep:
+                view.set(key, value, ttl, self.tags(args, kwargs))
+            return value
+        finally:
+            if token:
+                view.release(key, token)
+
+    def sync_wrapper(self) -> Callable[..., Any]:  # noqa: PLR0915 - one wrapper per hit path
+        """The wrapper of a ``def``: chosen once, with the fastest hit path that fits."""
+        make_key = self.make_key
+        load = self.load
+        flights: Flights[Any] | None = Flights() if self.single_flight else None
+        machinery = self
+        notify = self.notify if self.listeners else None
+        name = self.name
+        hits = 0
+        self.hit_count = lambda: hits
+
+        def miss(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            machinery.misses += 1
+            if notify is not None:
+                notify("on_miss", key)
+            if flights is None:
+                return load(key, args, kwargs)
+            return flights.run(key, lambda: load(key, args, kwargs))
+
+        store = self.store
+        if isinstance(store, MemoryCache) and notify is None:
+            entries_get = store.entries.get
+            touch = store.touch if store.samples else None
+            monotonic = time.monotonic
+            identity = self.identity
+
+            if self.single:
+
+                def single_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    nonlocal hits
+                    if not kwargs and len(args) == 1:
+                        value = args[0]
+                        key = (identity, value, type(value))
+                    else:
+                        key = make_key(args, kwargs)
+                    try:
+                        entry = entries_get(key)
+                    except TypeError:
+                        raise unhashable(args, kwargs, name) from None
+                    if entry is not None:
+                        expires = entry[1]
+                        if expires is FOREVER or expires > monotonic():
+                            hits += 1
+                            if touch is not None and not hits & SAMPLE:
+                                touch(key)
+                            return entry[0]
+                    return miss(key, args, kwargs)
+
+                return single_wrapper
+
+            def memory_wrapper(*args: Any, **kwargs: Any) -> Any:
+                nonlocal hits
+                key = make_key(args, kwargs)
+                try:
+                    entry = entries_get(key)
+                except TypeError:
+                    raise unhashable(args, kwargs, name) from None
+                if entry is not None:
+                    expires = entry[1]
+                    if expires is FOREVER or expires > monotonic():
+                        hits += 1
+                        if touch is not None and not hits & SAMPLE:
+                            touch(key)
+                        return entry[0]
+                return miss(key, args, kwargs)
+
+            return memory_wrapper
+
+        view = self.view
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hits
+            key = make_key(args, kwargs)
+            try:
+                value = view.get(key)
+            except TypeError:
+                raise machinery.refusal(key, args, kwargs) from None
+            if value is not MISSING:
+                hits += 1
+                if notify is not None:
+                    notify("on_hit", key)
+                return value
+            return miss(key, args, kwargs)
+
+        return wrapper
+
+    # -- async def ----------------------------------------------------------------------
+
+    async def aload(self, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`load` for an ``async def``: the shared computation of a missed key."""
+        view = self.view
+        local = view.local
+        value = view.get(key) if local else await view.aget(key)
+        if value is not MISSING:
+            return value
+        token = view.acquire(key) if local else await view.aacquire(key)
+        rounds = 0
+        while token is None and rounds < _LEASE_ROUNDS:
+            value = await view.await_value(key)
+            if value is not MISSING:
+                return value
+            token = await view.aacquire(key)
+            rounds += 1
+        try:
+            value = await self.function(*args, **kwargs)
+            keep, ttl = self.lifetime(value)
+            if keep:
+                tags = self.tags(args, kwargs)
+                if local:
+                    view.set(key, value, ttl, tags)
+                else:
+                    await view.aset(key, value, ttl, tags)
+            return value
+        finally:
+            if token:
+                await view.arelease(key, token)
+
+    def async_wrapper(self) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """The wrapper of an ``async def``: a hit from memory never suspends."""
+        make_key = self.make_key
+        aload = self.aload
+        flights = AsyncFlights() if self.single_flight else None
+        machinery = self
+        notify = self.notify if self.listeners else None
+        name = self.name
+        hits = 0
+        self.hit_count = lambda: hits
+
+        async def miss(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            machinery.misses += 1
+            if notify is not None:
+                notify("on_miss", key)
+            if flights is None:
+                return await aload(key, args, kwargs)
+            return await flights.run(key, lambda: aload(key, args, kwargs))
+
+        store = self.store
+        if isinstance(store, MemoryCache) and notify is None:
+            entries_get = store.entries.get
+            touch = store.touch if store.samples else None
+            monotonic = time.monotonic
+
+            async def memory_wrapper(*args: Any, **kwargs: Any) -> Any:
+                nonlocal hits
+                key = make_key(args, kwargs)
+                try:
+                    entry = entries_get(key)
+                except TypeError:
+                    raise unhashable(args, kwargs, name) from None
+                if entry is not None:
+                    expires = entry[1]
+                    if expires is FOREVER or expires > monotonic():
+                        hits += 1
+                        if touch is not None and not hits & SAMPLE:
+                            touch(key)
+                        return entry[0]
+                return await miss(key, args, kwargs)
+
+            return memory_wrapper
+
+        view = self.view
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hits
+            key = make_key(args, kwargs)
+            try:
+                value = view.peek(key)
+            except TypeError:
+                raise machinery.refusal(key, args, kwargs) from None
+            if value is MISSING and not view.local:
+                value = await view.aget(key)
+            if value is not MISSING:
+                hits += 1
+                if notify is not None:
+                    notify("on_hit", key)
+                return value
+            return await miss(key, args, kwargs)
+
+        return wrapper

@@ -1,0 +1,272 @@
+"""Canonical cache keys: one key per distinct call, however the arguments were spelled.
+
+Arguments are bound to the function's signature with defaults applied, so
+``f(1)``, ``f(x=1)`` and ``f(1, y=2)`` (``y`` defaulting to 2) are one key. The
+key is a tuple: the function's identity in this process, every parameter's value
+in signature order (``*args`` as a tuple, ``**kwargs`` as sorted ``(name,
+value)`` pairs), then the type of each value, so ``f(1)``, ``f(1.0)`` and
+``f(True)`` stay apart although they compare equal.
+
+A method (a function whose first parameter is ``self``) is keyed by an instance
+token instead of the instance: a fresh token per live instance, never reused, held
+in a side table with a weak reference. An entry written for an object is never
+served to another object that happens to get the same address later, and the
+cache does not keep instances alive.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Final, final
+
+from buttress.errors import CacheKeyError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from buttress.caching._backend import Key
+
+__all__ = ["InstanceToken", "KeyMaker", "unhashable"]
+
+_NO: Final = object()
+
+_POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+@final
+class InstanceToken:
+    """Stands for one instance in method keys; equal only to itself."""
+
+    __slots__ = ("__weakref__", "number")
+
+    _numbers = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.number = next(self._numbers)
+
+    def __repr__(self) -> str:
+        return f"<instance {self.number}>"
+
+
+class _Tokens:
+    """Instance -> token, without holding the instance or requiring it to be hashable."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[weakref.ref[Any], InstanceToken]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, instance: object) -> InstanceToken:
+        found = self._by_id.get(id(instance))
+        if found is not None and found[0]() is instance:
+            return found[1]
+        return self._new(instance)
+
+    def _new(self, instance: object) -> InstanceToken:
+        ident = id(instance)
+        with self._lock:
+            found = self._by_id.get(ident)
+            if found is not None and found[0]() is instance:
+                return found[1]
+            try:
+                ref = weakref.ref(instance, self._forget(ident))
+            except TypeError:
+                raise CacheKeyError(
+                    f"cannot cache a method per instance of {type(instance).__qualname__}: its "
+                    "instances cannot be weakly referenced (it uses __slots__ without "
+                    "'__weakref__'). Add '__weakref__' to its __slots__, or pass key= to cached "
+                    "to say how calls are keyed"
+                ) from None
+            token = InstanceToken()
+            self._by_id[ident] = (ref, token)
+            return token
+
+    def _forget(self, ident: int) -> Callable[[weakref.ref[Any]], None]:
+        def forget(ref: weakref.ref[Any]) -> None:
+            with self._lock:
+                found = self._by_id.get(ident)
+                if found is not None and found[0] is ref:
+                    del self._by_id[ident]
+
+        return forget
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+tokens: Final = _Tokens()
+
+
+def unhashable(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> CacheKeyError:
+    """The error for a call whose arguments cannot be hashed, naming the culprits."""
+    culprits = [
+        f"{where} ({type(value).__qualname__})"
+        for where, value in [
+            *((f"argument {i + 1}", value) for i, value in enumerate(args)),
+            *((f"argument {key!r}", value) for key, value in kwargs.items()),
+        ]
+        if not _hashable(value)
+    ]
+    what = ", ".join(culprits) or "an argument"
+    return CacheKeyError(
+        f"cannot cache the call to {name}: {what} is not hashable. Pass hashable values "
+        "(a tuple instead of a list, a frozenset instead of a set), or pass key= to cached "
+        "to say how calls are keyed"
+    )
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class KeyMaker:
+    """Builds the canonical key of a call to one function.
+
+    Args:
+        function: The decorated function.
+        identity: The first item of every key: the function's identity in this process.
+        method: Whether the first argument is an instance to key by token.
+    """
+
+    def __init__(self, function: Callable[..., Any], identity: object, *, method: bool) -> None:
+        self.identity = identity
+        self.method = method
+        self.signature = inspect.signature(function)
+        params = list(self.signature.parameters.values())
+        kinds = {param.kind for param in params}
+        self.variadic = bool(
+            kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+        )
+        positional = [param for param in params if param.kind in _POSITIONAL]
+        self.positional = tuple(param.name for param in positional)
+        self.keyword_only = tuple(
+            param.name for param in params if param.kind is inspect.Parameter.KEYWORD_ONLY
+        )
+        self.positional_only = frozenset(
+            param.name for param in params if param.kind is inspect.Parameter.POSITIONAL_ONLY
+        )
+        self.defaults = {
+            param.name: param.default
+            for param in params
+            if param.default is not inspect.Parameter.empty
+        }
+        # Defaults of trailing positional parameters, so ``f(1)`` fills them in one slice.
+        tail: list[Any] = []
+        for param in reversed(positional):
+            if param.default is inspect.Parameter.empty:
+                break
+            tail.append(param.default)
+        self.tail_defaults = tuple(reversed(tail))
+        self.required = len(positional) - len(self.tail_defaults)
+        self.keyword_defaults = tuple(self.defaults.get(name, _NO) for name in self.keyword_only)
+        self.fast = not self.variadic and _NO not in self.keyword_defaults
+
+    def build(self) -> Callable[[tuple[Any, ...], dict[str, Any]], Key]:
+        """The key function ``(args, kwargs) -> key``, specialised for this signature.
+
+        For a signature without ``*args``/``**kwargs`` and without required
+        keyword-only parameters, the all-positional calls (the common case) get a
+        generated function: one branch per accepted argument count, unpacking the
+        arguments into locals and filling defaults from constants. The source is
+        built from argument counts only, never from names or values. Every other
+        call goes through `general`, which yields the same key.
+        """
+        if not self.fast:
+            return self.general
+        count = len(self.positional)
+        constants: dict[str, Any] = {
+            "identity": self.identity,
+            "general": self.general,
+            "token": tokens,
+            "Token": InstanceToken,
+        }
+        defaults = [*([_NO] * self.required), *self.tail_defaults]
+        for i, default in enumerate(defaults):
+            constants[f"d{i}"], constants[f"t{i}"] = default, type(default)
+        for j, default in enumerate(self.keyword_defaults):
+            constants[f"k{j}"], constants[f"u{j}"] = default, type(default)
+        keyword_values = [f"k{j}" for j in range(len(self.keyword_defaults))]
+        keyword_types = [f"u{j}" for j in range(len(self.keyword_defaults))]
+        lines = ["def key(args, kwargs):", "    if not kwargs:", "        n = len(args)"]
+        for n in range(count, max(self.required, 1 if self.method else 0) - 1, -1):
+            given = [f"a{i}" for i in range(n)]
+            values = [*given, *(f"d{i}" for i in range(n, count)), *keyword_values]
+            types = [
+                *(f"type({name})" for name in given),
+                *(f"t{i}" for i in range(n, count)),
+                *keyword_types,
+            ]
+            if self.method:
+                values[0], types[0] = "token(a0)", "Token"
+            lines.append(f"        if n == {n}:")
+            if given:
+                lines.append(f"            {', '.join(given)}, = args")
+            lines.append(f"            return ({', '.join(['identity', *values, *types])},)")
+        lines.append("    return general(args, kwargs)")
+        namespace: dict[str, Any] = {}
+        exec(  # noqa: S102 - the source is built from argument counts only
+            compile("\n".join(lines), f"<cache key of {self.identity!r}>", "exec"),
+            constants,
+            namespace,
+        )
+        function: Callable[[tuple[Any, ...], dict[str, Any]], Key] = namespace["key"]
+        return function
+
+    @property
+    def single(self) -> bool:
+        """Whether the function takes exactly one positional argument and nothing else.
+
+        Such functions get a wrapper that builds the key of a one-argument call
+        inline.
+        """
+        return self.fast and not self.method and len(self.positional) == 1 and not self.keyword_only
+
+    def general(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
+        """Bind any call: keywords, defaults, ``*args`` and ``**kwargs``."""
+        if self.variadic:
+            bound = self.signature.bind(*args, **kwargs)  # raises the TypeError a call would
+            bound.apply_defaults()
+            values: list[Any] = []
+            for name, value in bound.arguments.items():
+                kind = self.signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    values.append(tuple(sorted(value.items())))
+                else:
+                    values.append(value)
+        else:
+            values = self._bind(args, kwargs)
+        if self.method and values:
+            values[0] = tokens(values[0])
+        return (self.identity, *values, *map(type, values))
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        positional = self.positional
+        if len(args) > len(positional):
+            raise self._refusal(args, kwargs)
+        values = list(args)
+        used = 0
+        for name in itertools.chain(positional[len(args) :], self.keyword_only):
+            if name in kwargs and name not in self.positional_only:
+                values.append(kwargs[name])
+                used += 1
+            elif name in self.defaults:
+                values.append(self.defaults[name])
+            else:
+                raise self._refusal(args, kwargs)
+        if used != len(kwargs):
+            raise self._refusal(args, kwargs)  # unknown or repeated keyword
+        return values
+
+    def _refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TypeError:
+        """The TypeError calling the function with these arguments would raise."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as error:
+            return error
+        return TypeError(f"arguments {args!r}, {kwargs!r} do not fit {self.signature}")
