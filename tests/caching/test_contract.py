@@ -14,9 +14,9 @@ from typing import Any
 
 import pydantic
 import pytest
-from conftest import Flavour
 
 from buttress.caching import CacheStats, cached
+from conftest import Flavour
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +137,7 @@ def test_clear_drops_one_function_and_tags_cut_across_functions(
         calls.seen.append(("avatar", user_id))
         return f"avatar {user_id}"
 
-    cached_user = cached(cache=cache, tags=lambda user_id: [f"user:{user_id}"])(
-        flavour.twin(user)
-    )
+    cached_user = cached(cache=cache, tags=lambda user_id: [f"user:{user_id}"])(flavour.twin(user))
     cached_avatar = cached(cache=cache, tags=lambda user_id: [f"user:{user_id}"])(
         flavour.twin(avatar)
     )

@@ -293,7 +293,7 @@ def cached(
     hooks = tuple(listeners)
 
     def decorate(function: Callable[P, R]) -> Cached[P, R]:
-        if not callable(function):
+        if not callable(function) or isinstance(function, staticmethod | classmethod):
             raise ConfigurationError(
                 f"cached decorates functions, got {function!r}; with @classmethod or "
                 "@staticmethod, put @cached below it"

@@ -1,0 +1,245 @@
+"""Canonical keys: one key per distinct call, however spelled; never one for two calls."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import weakref
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from buttress.caching import MemoryCache, cached
+from buttress.caching._keys import KeyMaker, tokens
+from buttress.errors import CacheKeyError
+
+VALUES = st.one_of(
+    st.integers(-3, 3),
+    st.booleans(),
+    st.sampled_from([0.0, 1.0, -1.0, 2.5]),
+    st.sampled_from(["", "a", "1"]),
+    st.none(),
+    st.tuples(st.integers(0, 2)),
+)
+
+
+@st.composite
+def signatures(draw: st.DrawFn) -> inspect.Signature:
+    """A signature of positional-only, ordinary and keyword-only parameters, with defaults."""
+    kinds = [inspect.Parameter.POSITIONAL_ONLY] * draw(st.integers(0, 2)) + [
+        inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ] * draw(st.integers(0, 3))
+    positional_defaults = draw(st.integers(0, len(kinds)))
+    parameters = []
+    for i, kind in enumerate(kinds):
+        default = draw(VALUES) if i >= len(kinds) - positional_defaults else inspect.Parameter.empty
+        parameters.append(inspect.Parameter(f"p{i}", kind, default=default))
+    for j in range(draw(st.integers(0, 2))):
+        default = draw(st.one_of(st.just(inspect.Parameter.empty), VALUES))
+        parameters.append(
+            inspect.Parameter(f"k{j}", inspect.Parameter.KEYWORD_ONLY, default=default)
+        )
+    if draw(st.booleans()):
+        parameters.append(inspect.Parameter("rest", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(parameters)
+
+
+def function_with(signature: inspect.Signature) -> Any:
+    def function(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    function.__signature__ = signature  # type: ignore[attr-defined]
+    return function
+
+
+@st.composite
+def calls(draw: st.DrawFn, signature: inspect.Signature) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One way to spell a call: a positional prefix, then keywords, defaults sometimes omitted."""
+    params = list(signature.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    values = {
+        p.name: p.default if p.default is not p.empty and draw(st.booleans()) else draw(VALUES)
+        for p in params
+        if p.kind is not p.VAR_KEYWORD
+    }
+    only = sum(p.kind is p.POSITIONAL_ONLY for p in positional)
+    prefix = draw(st.integers(only, len(positional)))
+    args = [values[p.name] for p in positional[:prefix]]
+    kwargs = {p.name: values[p.name] for p in positional[prefix:]}
+    for p in params:
+        if p.kind is p.KEYWORD_ONLY:
+            kwargs[p.name] = values[p.name]
+        if p.kind is p.VAR_KEYWORD and draw(st.booleans()):
+            kwargs["extra"] = draw(VALUES)
+    # drop keywords equal to their default (same type) at random: the key must not change
+    for name in list(kwargs):
+        default = signature.parameters[name].default if name in signature.parameters else None
+        same = default is not inspect.Parameter.empty and type(default) is type(kwargs[name])
+        if same and default == kwargs[name] and draw(st.booleans()):
+            del kwargs[name]
+    return tuple(args), kwargs
+
+
+def expected_key(
+    identity: object, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    values = [
+        tuple(sorted(value.items()))
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD
+        else value
+        for name, value in bound.arguments.items()
+    ]
+    return (identity, *values, *map(type, values))
+
+
+@given(data=st.data(), signature=signatures())
+def test_keys_are_the_bound_arguments_with_defaults_and_types(
+    data: st.DataObject, signature: inspect.Signature
+) -> None:
+    identity = object()
+    make_key = KeyMaker(function_with(signature), identity, method=False).build()
+    args, kwargs = data.draw(calls(signature))
+    try:
+        expected = expected_key(identity, signature, args, kwargs)
+    except TypeError:
+        with pytest.raises(TypeError):
+            make_key(args, kwargs)
+        return
+    assert make_key(args, kwargs) == expected
+    # the same call spelled all-positionally (where it can be) gives the same key
+    bound = signature.bind(*args, **kwargs)
+    assert make_key(bound.args, bound.kwargs) == expected
+
+
+@given(signature=signatures(), data=st.data())
+def test_different_calls_never_share_a_key(
+    signature: inspect.Signature, data: st.DataObject
+) -> None:
+    make_key = KeyMaker(function_with(signature), "f", method=False).build()
+    first, second = data.draw(calls(signature)), data.draw(calls(signature))
+    try:
+        a = expected_key("f", signature, *first)
+        b = expected_key("f", signature, *second)
+    except TypeError:
+        return
+    assert (make_key(*first) == make_key(*second)) == (a == b)
+
+
+def test_arguments_that_do_not_fit_raise_a_type_error_as_the_call_would() -> None:
+    @cached()
+    def f(x: int, /, y: int = 1, *, z: int) -> int:
+        return x + y + z
+
+    for args, kwargs in [
+        ((), {"z": 1}),
+        ((1, 2, 3), {"z": 1}),
+        ((1,), {"x": 1, "z": 1}),
+        ((1,), {}),
+    ]:
+        with pytest.raises(TypeError) as raised:
+            f(*args, **kwargs)
+        with pytest.raises(TypeError):
+            f.__wrapped__(*args, **kwargs)
+        assert not isinstance(raised.value, CacheKeyError)  # the call is wrong, not its key
+
+
+def test_unhashable_arguments_are_a_clear_error_never_a_silent_miss() -> None:
+    @cached()
+    def total(items: Any, *, scale: Any = 1) -> int:
+        return len(items) * 2
+
+    with pytest.raises(CacheKeyError, match=r"argument 1 \(list\) is not hashable") as raised:
+        total([1, 2])
+    assert isinstance(raised.value, TypeError)
+    with pytest.raises(CacheKeyError, match=r"argument 'scale' \(dict\)"):
+        total((1,), scale={})
+    assert total((1, 2)) == 4
+
+
+def test_a_freed_objects_entry_is_never_served_to_a_new_object() -> None:
+    calls: list[int] = []
+
+    class Box:
+        def __init__(self, content: int) -> None:
+            self.content = content
+
+        @cached()
+        def read(self) -> int:
+            calls.append(self.content)
+            return self.content
+
+    seen = set()
+    for content in range(200):  # addresses are reused quickly by objects of one size
+        box = Box(content)
+        seen.add(id(box))
+        assert box.read() == content
+        assert box.read() == content
+        del box
+    assert calls == list(range(200))
+    assert len(seen) < 200  # some address was reused, and still no stale value came back
+    assert len(tokens) < 10  # tokens of dead instances are forgotten
+
+
+def test_a_method_call_has_one_key_however_spelled() -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Grid:
+        @cached()
+        def cell(self, row: int, column: int = 0) -> int:
+            calls.append((row, column))
+            return row * 10 + column
+
+    grid = Grid()
+    assert grid.cell(1) == grid.cell(row=1) == grid.cell(1, 0) == grid.cell(1, column=0) == 10
+    assert Grid.cell(grid, 1) == 10
+    assert calls == [(1, 0)]
+    Grid.cell.invalidate(grid, row=1)
+    assert grid.cell(1, 0) == 10
+    assert calls == [(1, 0), (1, 0)]
+
+
+def test_methods_do_not_keep_their_instances_alive() -> None:
+    class Service:
+        @cached()
+        def lookup(self, key: str) -> str:
+            return key.upper()
+
+    service = Service()
+    assert service.lookup("a") == "A"
+    alive = weakref.ref(service)
+    del service
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_method_of_a_class_without_weakrefs_asks_for_a_key() -> None:
+    class Slotted:
+        __slots__ = ("n",)
+
+        def __init__(self) -> None:
+            self.n = 1
+
+        @cached()
+        def get(self) -> int:
+            return self.n
+
+    with pytest.raises(CacheKeyError, match="pass key="):
+        Slotted().get()
+
+
+def test_a_custom_key_replaces_binding() -> None:
+    cache = MemoryCache()
+
+    @cached(cache=cache, key=lambda user, **_: user["id"])
+    def name(user: dict[str, Any], *, loud: bool = False) -> str:
+        return str(user["name"])
+
+    assert name({"id": 1, "name": "ada"}) == "ada"
+    assert name({"id": 1, "name": "changed"}) == "ada"
+    assert name.stats().hits == 1
+    name.invalidate({"id": 1})
+    assert name({"id": 1, "name": "changed"}) == "changed"
