@@ -34,3 +34,11 @@ def test_importing_resilience_imports_no_heavy_dependency(heavy: str) -> None:
     imported = imported_by("buttress.resilience")
     assert "buttress" in imported  # the probe sees what was imported
     assert heavy not in imported
+
+
+@pytest.mark.parametrize("heavy", HEAVY)
+def test_importing_caching_imports_no_heavy_dependency(heavy: str) -> None:
+    """redis loads when a RedisCache is made; the other blocks' engines never."""
+    imported = imported_by("buttress.caching")
+    assert "cachetools" in imported  # the probe sees what was imported
+    assert heavy not in imported
