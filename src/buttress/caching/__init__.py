@@ -9,6 +9,8 @@ into the caller. Importing this package does not import redis.
 from buttress.caching._backend import MISSING, CacheListener, CacheStats, CacheView, SharedCache
 from buttress.caching._cached import Cached, cached
 from buttress.caching._memory import MemoryCache
+from buttress.caching._redis import RedisCache
+from buttress.caching._tiered import TieredCache
 
 __all__ = [
     "MISSING",
@@ -17,6 +19,8 @@ __all__ = [
     "CacheView",
     "Cached",
     "MemoryCache",
+    "RedisCache",
     "SharedCache",
+    "TieredCache",
     "cached",
 ]

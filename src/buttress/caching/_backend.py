@@ -13,6 +13,8 @@ function's name instead.
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, final
 
 if TYPE_CHECKING:
@@ -21,6 +23,22 @@ if TYPE_CHECKING:
 __all__ = ["MISSING", "CacheListener", "CacheStats", "CacheView", "Key", "SharedCache"]
 
 logger = logging.getLogger("buttress.caching")
+
+FORK_AWARE: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
+"""Caches whose ``after_fork`` runs in a child process after ``os.fork``.
+
+A lock held by another thread of the parent at the fork would never be released
+in the child; each cache replaces its locks there.
+"""
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(FORK_AWARE):
+        cache.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 Key = tuple[Any, ...]
 """A cache key: the function's identity in this process, then the canonical arguments."""
@@ -133,10 +151,11 @@ class CacheView(Protocol):
 
         No I/O and no lock: async callers try it before awaiting `aget`. A
         memory cache answers as `get` does, a tiered cache from its memory tier,
-        a Redis cache always with `MISSING`.
+        a Redis cache always with `MISSING`. Like `get`, it raises
+        `CacheKeyError` for a key it cannot store.
         """
 
-    def set(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...]) -> None:
+    def set(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...] = ()) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (forever if ``None``)."""
 
     def delete(self, key: Key) -> None:
@@ -146,7 +165,9 @@ class CacheView(Protocol):
         """Ask to compute ``key``'s value.
 
         Returns a token if this caller should compute, ``None`` if another
-        process holds the lease (then `wait` for its value).
+        process holds the lease (then `wait` for its value). An empty token means
+        "compute here, there is nothing to release" (a memory cache, or Redis
+        unreachable).
         """
 
     def wait(self, key: Key) -> Any:
@@ -200,3 +221,9 @@ class SharedCache(Protocol):
 
     def counts(self) -> tuple[int | None, int | None]:
         """``(size, evictions)`` as far as the cache can tell cheaply."""
+
+    def close(self) -> None:
+        """Release connections and background listeners (nothing for a memory cache)."""
+
+    async def aclose(self) -> None:
+        """`close` for async callers."""

@@ -17,7 +17,7 @@ from buttress.caching._backend import MISSING, CacheListener, CacheStats, CacheV
 from buttress.caching._flight import AsyncFlights, Flights
 from buttress.caching._keys import KeyMaker, unhashable
 from buttress.caching._memory import FOREVER, SAMPLE, MemoryCache
-from buttress.errors import ConfigurationError
+from buttress.errors import CacheKeyError, ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -153,6 +153,11 @@ class _LazyView:
         if method not in _VIEW_METHODS:
             raise AttributeError(method)
         return getattr(self.bind(), method)
+
+
+def _decoratable(function: object) -> bool:
+    """Whether ``function`` is something to call (a staticmethod object is not, here)."""
+    return callable(function) and not isinstance(function, staticmethod | classmethod)
 
 
 def _check(  # noqa: PLR0917 - one check over every argument of cached
@@ -293,7 +298,7 @@ def cached(
     hooks = tuple(listeners)
 
     def decorate(function: Callable[P, R]) -> Cached[P, R]:
-        if not callable(function) or isinstance(function, staticmethod | classmethod):
+        if not _decoratable(function):
             raise ConfigurationError(
                 f"cached decorates functions, got {function!r}; with @classmethod or "
                 "@staticmethod, put @cached below it"
@@ -409,8 +414,12 @@ class _Machinery(Generic[R]):
             raise unhashable(args, kwargs, self.name) from None
         return key
 
-    def refusal(self, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
-        """The error for a lookup that raised TypeError: unhashable arguments, or a bug."""
+    def refusal(
+        self, error: TypeError, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Exception:
+        """The error for a lookup that raised ``error``: unhashable arguments, or a bug."""
+        if isinstance(error, CacheKeyError):
+            return error  # the cache already said which argument it cannot key
         try:
             hash(key)
         except TypeError:
@@ -575,8 +584,8 @@ class _Machinery(Generic[R]):
             key = make_key(args, kwargs)
             try:
                 value = view.get(key)
-            except TypeError:
-                raise machinery.refusal(key, args, kwargs) from None
+            except TypeError as error:
+                raise machinery.refusal(error, key, args, kwargs) from None
             if value is not MISSING:
                 hits += 1
                 if notify is not None:
@@ -617,7 +626,7 @@ class _Machinery(Generic[R]):
             if token:
                 await view.arelease(key, token)
 
-    def async_wrapper(self) -> Callable[..., Coroutine[Any, Any, Any]]:
+    def async_wrapper(self) -> Callable[..., Coroutine[Any, Any, Any]]:  # noqa: PLR0915 - one wrapper per hit path
         """The wrapper of an ``async def``: a hit from memory never suspends."""
         make_key = self.make_key
         aload = self.aload
@@ -641,6 +650,32 @@ class _Machinery(Generic[R]):
             entries_get = store.entries.get
             touch = store.touch if store.samples else None
             monotonic = time.monotonic
+
+            identity = self.identity
+
+            if self.single:
+
+                async def single_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    nonlocal hits
+                    if not kwargs and len(args) == 1:
+                        value = args[0]
+                        key = (identity, value, type(value))
+                    else:
+                        key = make_key(args, kwargs)
+                    try:
+                        entry = entries_get(key)
+                    except TypeError:
+                        raise unhashable(args, kwargs, name) from None
+                    if entry is not None:
+                        expires = entry[1]
+                        if expires is FOREVER or expires > monotonic():
+                            hits += 1
+                            if touch is not None and not hits & SAMPLE:
+                                touch(key)
+                            return entry[0]
+                    return await miss(key, args, kwargs)
+
+                return single_wrapper
 
             async def memory_wrapper(*args: Any, **kwargs: Any) -> Any:
                 nonlocal hits
@@ -667,8 +702,8 @@ class _Machinery(Generic[R]):
             key = make_key(args, kwargs)
             try:
                 value = view.peek(key)
-            except TypeError:
-                raise machinery.refusal(key, args, kwargs) from None
+            except TypeError as error:
+                raise machinery.refusal(error, key, args, kwargs) from None
             if value is MISSING and not view.local:
                 value = await view.aget(key)
             if value is not MISSING:

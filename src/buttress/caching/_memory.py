@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import cachetools
 
-from buttress.caching._backend import MISSING, CacheListener, logger
+from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, logger
 from buttress.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -167,6 +167,7 @@ class MemoryCache:
         self._tags_of: dict[Hashable, tuple[str, ...]] = {}
         self.policy = _policy_cache(policy, maxsize, self._evicted, self._expired)
         """The cachetools cache that decides evictions (values are expiry times)."""
+        FORK_AWARE.add(self)
         self.samples = policy in ("lru", "lfu")
         """Whether hits tell the policy about themselves (recency and frequency do)."""
 
@@ -341,6 +342,16 @@ class MemoryCache:
     def counts(self) -> tuple[int | None, int | None]:
         """Return ``(size, evictions)``: entries held and entries evicted to make room."""
         return len(self.entries), self.evictions
+
+    def close(self) -> None:
+        """Do nothing: a memory cache holds no connection (kept for symmetry)."""
+
+    async def aclose(self) -> None:
+        """`close`, for async callers."""
+
+    def after_fork(self) -> None:
+        """In a forked child, a lock held by another parent thread would never be released."""
+        self._lock = threading.Lock()
 
     def keys(self) -> Iterable[Hashable]:
         """A snapshot of the keys held (expired entries not yet dropped included)."""
