@@ -12,7 +12,10 @@ median to the median of the group's baseline (the benchmark with
 ``extra_info["baseline"]`` true), so the baseline reads 1.00 and a row at 3.00
 takes three times as long (ratios are printed with a multiplication sign).
 Rows are sorted by that ratio. A group with no baseline, or with more than
-one, is reported with a note, sorted by median, and without ratios.
+one, is reported with a note, sorted by median, and without ratios. Any other
+``extra_info`` entry with a number or text value (``benchmark.extra_info["body_runs"]
+= 1``, say) becomes a column of its group's table, after the ratio, named by
+its key; rows without it show a dash.
 
 Pure standard library, so it runs anywhere the JSON file can be copied.
 """
@@ -23,7 +26,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +52,9 @@ NO_GROUP = "(no group)"
 TIMES = "\N{MULTIPLICATION SIGN}"
 """Suffix of a ratio, as in 1.00 followed by this sign."""
 
+_ROLE_KEYS = frozenset({"role", "baseline"})
+"""``extra_info`` keys the report reads itself; every other scalar entry is a column."""
+
 _DURATION_UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
 
 
@@ -66,6 +72,8 @@ class BenchmarkRow:
     baseline: bool
     median: float
     """Median time of one call, in seconds."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Other ``extra_info`` entries with a number or text value, formatted for a column."""
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -136,6 +144,7 @@ def rows(data: Mapping[str, Any]) -> list[BenchmarkRow]:
                 role=role if isinstance(role, str) and role else "—",
                 baseline=extra.get("baseline") is True,
                 median=float(median),
+                extra=_extra_columns(extra),
             )
         )
     return result
@@ -260,9 +269,11 @@ def _group_table(group: str, members: list[BenchmarkRow]) -> list[str]:
             )
         lines.append("")
         ordered = sorted(members, key=lambda row: (row.median, row.name))
+    extras = sorted({key for row in members for key in row.extra})
     lines += [
-        "| Benchmark | Role | Median | ops/s (1/median) | Ratio to baseline |",
-        "|:--|:--|--:|--:|--:|",
+        "| Benchmark | Role | Median | ops/s (1/median) | Ratio to baseline |"
+        + "".join(f" {_cell(key)} |" for key in extras),
+        "|:--|:--|--:|--:|--:|" + "--:|" * len(extras),
     ]
     for row in ordered:
         ratio = "—" if base is None else format_ratio(row.median / base.median)
@@ -270,6 +281,7 @@ def _group_table(group: str, members: list[BenchmarkRow]) -> list[str]:
         lines.append(
             f"| {name} | {_cell(row.role)} | {format_duration(row.median)} "
             f"| {format_ops(row.median)} | {ratio} |"
+            + "".join(f" {_cell(row.extra.get(key, '—'))} |" for key in extras)
         )
     lines.append("")
     return lines
@@ -336,6 +348,21 @@ def _list(data: Mapping[str, Any], key: str) -> list[Any]:
     if not isinstance(value, list):
         raise ReportError(f'expected a "{key}" list')
     return value
+
+
+def _extra_columns(extra: Mapping[str, Any]) -> dict[str, str]:
+    """The ``extra_info`` entries shown as columns: numbers and text, by key."""
+    columns: dict[str, str] = {}
+    for key, value in extra.items():
+        if key in _ROLE_KEYS or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            columns[key] = str(value)
+        elif isinstance(value, float):
+            columns[key] = f"{value:g}"
+        elif isinstance(value, str):
+            columns[key] = value
+    return columns
 
 
 def _text(value: object) -> str:

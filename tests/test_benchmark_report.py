@@ -207,6 +207,32 @@ def test_the_baseline_is_the_extra_info_flag_not_the_role(report: Any) -> None:
     ]
 
 
+def test_other_extra_info_entries_become_columns_of_their_group_only(report: Any) -> None:
+    stampede = [
+        bench("test_base", 2e-2, group="caching.stampede", role="baseline"),
+        bench("test_ours", 2e-2, group="caching.stampede", role="buttress"),
+        bench("test_peer", 3e-2, group="caching.stampede"),
+        bench("test_reference", 1e-2, group="caching.stampede", role="reference"),
+    ]
+    stampede[0]["extra_info"]["body_runs"] = 32
+    stampede[1]["extra_info"] |= {"body_runs": 1, "callers": "32 threads"}
+    stampede[2]["extra_info"] |= {"body_runs": 1, "share": 0.25, "flag": True, "list": [1]}
+    markdown = report.render(results(*stampede, bench("test_x", 1e-6, role="baseline")))
+
+    section = markdown.split("## caching.stampede\n", 1)[1]
+    assert (
+        "| Benchmark | Role | Median | ops/s (1/median) | Ratio to baseline "
+        "| body_runs | callers | share |\n|:--|:--|--:|--:|--:|--:|--:|--:|\n"
+    ) in section
+    assert table(markdown, "caching.stampede") == [
+        ["test_reference", "reference", "10.0 ms", "100", f"0.50{X}", "—", "—", "—"],
+        ["**test_base**", "baseline", "20.0 ms", "50.0", f"1.00{X}", "32", "—", "—"],
+        ["test_ours", "buttress", "20.0 ms", "50.0", f"1.00{X}", "1", "32 threads", "—"],
+        ["test_peer", "peer", "30.0 ms", "33.3", f"1.50{X}", "1", "—", "0.25"],
+    ]
+    assert "| **test_x** | baseline | 1.00 µs | 1,000,000 | 1.00" + X + " |\n" in markdown
+
+
 def test_benchmarks_without_a_group_come_last(report: Any) -> None:
     markdown = report.render(results(bench("test_loose", 1e-6, group=None), bench("test_x", 1e-6)))
 
