@@ -10,6 +10,7 @@ import buttress.errors as errors_module
 from buttress.errors import (
     BulkheadFullError,
     ButtressError,
+    CacheKeyError,
     CircuitOpenError,
     ConcurrencyError,
     ConfigurationError,
@@ -32,6 +33,7 @@ EXAMPLES: list[ButtressError] = [
     RetryError("deadline passed before the first attempt", attempts=0),
     DeadlineExceededError("lookup", 0.5, 0.75),
     DecodeError("cursor was tampered with"),
+    CacheKeyError("cannot cache the call to f: argument 1 (list) is not hashable"),
     ConfigurationError.from_problems("invalid settings", ["A: bad", "B: worse"]),
     MissingDependencyError("redis", "redis", "RedisCache"),
 ]
@@ -41,6 +43,7 @@ def test_the_documented_tree_and_stdlib_bases() -> None:
     assert issubclass(NotFoundError, LookupError)
     assert issubclass(ConfigurationError, ValueError)
     assert issubclass(DecodeError, ValueError)
+    assert issubclass(CacheKeyError, TypeError)
     assert issubclass(MissingDependencyError, ImportError)
     assert issubclass(DeadlineExceededError, TimeoutError)
     assert issubclass(CircuitOpenError, UnavailableError)
