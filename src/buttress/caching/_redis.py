@@ -39,7 +39,14 @@ from buttress.caching._serial import (
 from buttress.errors import ConfigurationError, DecodeError, MissingDependencyError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+    from collections.abc import (
+        AsyncGenerator,
+        Awaitable,
+        Callable,
+        Iterable,
+        Mapping,
+        Sequence,
+    )
 
     from pydantic import SecretStr
     from redis import Redis
@@ -135,6 +142,15 @@ redis.call('UNLINK', KEYS[1])
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """)
 """Delete a key and announce it on the invalidation channel."""
+
+
+class _Failed:
+    """The type of `_FAILED`: a command skipped (Redis left alone) or failed (logged)."""
+
+    __slots__ = ()
+
+
+_FAILED: Final = _Failed()
 
 
 class _Undecodable:
@@ -908,84 +924,102 @@ class RedisView:
     def _failed(self, error: BaseException, doing: str) -> None:
         self._health.failed(error, doing)
 
+    def read(self, raw: Any) -> tuple[Any, bool]:
+        """``(value, corrupt)`` of what a read returned.
+
+        A read that was skipped or failed is a miss; a value that cannot be
+        decoded is a miss the driver must delete.
+        """
+        if raw is _FAILED:
+            return MISSING, False
+        value = self.decode(raw)
+        if value is _BAD:
+            return MISSING, True
+        return value, False
+
+    def set_command(
+        self, text: str, data: bytes, ttl: float | None, tags: tuple[str, ...]
+    ) -> tuple[_Script | None, list[str], list[Any]]:
+        """What a write runs: the tagging script with its keys and arguments, or a plain SET."""
+        if tags:
+            keys = [text, *(self.cache.tag_key(tag) for tag in tags)]
+            return _SET_TAGGED, keys, [data, self.ttl_ms(ttl)]
+        return None, [text], [data, None if ttl is None else _milliseconds(ttl)]
+
+    def lease_command(self, text: str) -> tuple[str, str]:
+        """The lease key of ``text`` and a fresh token to take it with."""
+        return text + LEASE_SUFFIX, secrets.token_hex(16)
+
+    def polled(self, found: Any, deadline: float) -> tuple[Any, bool, bool]:
+        """Decide after one poll of a lease: ``(value, corrupt, done)``."""
+        if found is _FAILED:
+            return MISSING, False, True
+        held, raw, _ = found
+        value, corrupt = self.read(raw)
+        if corrupt or value is not MISSING:
+            return value, corrupt, True
+        return MISSING, False, not held or deadline <= time.monotonic()
+
     # -- sync driver, by Redis key text -----------------------------------------------
+
+    def _call(self, doing: str, command: Callable[[], Any]) -> Any:
+        """Run ``command`` unless Redis is being left alone; `_FAILED` when skipped or failed."""
+        if self._health.skip():
+            return _FAILED
+        try:
+            result = command()
+        except self._errors as error:
+            self._failed(error, doing)
+            return _FAILED
+        self._health.succeeded()
+        return result
 
     def get_text(self, text: str) -> Any:
         """`get` by Redis key."""
-        if self._health.skip():
-            return MISSING
-        try:
-            raw = self.cache.sync_client().get(text)
-        except self._errors as error:
-            self._failed(error, "reading")
-            return MISSING
-        self._health.succeeded()
-        value = self.decode(raw)
-        if value is _BAD:
+        value, corrupt = self.read(
+            self._call("reading", lambda: self.cache.sync_client().get(text))
+        )
+        if corrupt:
             self.delete_text(text)
-            return MISSING
         return value
 
     def fetch_text(self, text: str) -> tuple[Any, float | None]:
         """The value under ``text`` and the seconds it has left (``None``: no expiry)."""
-        if self._health.skip():
+        found = self._call("reading", lambda: self.cache.run(_FETCH, [text]))
+        if found is _FAILED:
             return MISSING, None
-        try:
-            raw, pttl = self.cache.run(_FETCH, [text])
-        except self._errors as error:
-            self._failed(error, "reading")
-            return MISSING, None
-        self._health.succeeded()
-        value = self.decode(raw)
-        if value is _BAD:
+        value, corrupt = self.read(found[0])
+        if corrupt:
             self.delete_text(text)
-            return MISSING, None
-        return value, _remaining(pttl)
+        return value, _remaining(found[1]) if value is not MISSING else None
 
     def set_text(self, text: str, value: Any, ttl: float | None, tags: tuple[str, ...]) -> None:
         """`set` by Redis key."""
         data = self.encode(value)
-        if data is None or self._health.skip():
+        if data is None:
             return
-        try:
-            if tags:
-                tag_keys = [self.cache.tag_key(tag) for tag in tags]
-                self.cache.run(_SET_TAGGED, [text, *tag_keys], [data, self.ttl_ms(ttl)])
-            else:
-                px = None if ttl is None else _milliseconds(ttl)
-                self.cache.sync_client().set(text, data, px=px)
-        except self._errors as error:
-            self._failed(error, "writing")
-            return
-        self._health.succeeded()
+        script, keys, args = self.set_command(text, data, ttl, tags)
+        if script is not None:
+            self._call("writing", lambda: self.cache.run(script, keys, args))
+        else:
+            self._call("writing", lambda: self.cache.sync_client().set(text, data, px=args[1]))
 
     def delete_text(self, text: str, announce: tuple[str, bytes] | None = None) -> None:
         """`delete` by Redis key; with ``announce``, also PUBLISH ``(channel, message)``."""
-        if self._health.skip():
-            return
-        try:
-            if announce is None:
-                self.cache.sync_client().unlink(text)
-            else:
-                self.cache.run(_DELETE_AND_PUBLISH, [text], announce)
-        except self._errors as error:
-            self._failed(error, "deleting")
-            return
-        self._health.succeeded()
+        if announce is None:
+            self._call("deleting", lambda: self.cache.sync_client().unlink(text))
+        else:
+            self._call("deleting", lambda: self.cache.run(_DELETE_AND_PUBLISH, [text], announce))
 
     def acquire_text(self, text: str) -> str | None:
-        """`acquire` by Redis key."""
-        if self._health.skip():
-            return ""  # compute locally; nothing to release
-        token = secrets.token_hex(16)
-        try:
-            taken = self.cache.sync_client().set(
-                text + LEASE_SUFFIX, token, nx=True, px=self._lease_ms
-            )
-        except self._errors as error:
-            self._failed(error, "taking a lease")
+        """`acquire` by Redis key: ``""`` (compute here, nothing to release) if Redis fails."""
+        lease, token = self.lease_command(text)
+        taken = self._call(
+            "taking a lease",
+            lambda: self.cache.sync_client().set(lease, token, nx=True, px=self._lease_ms),
+        )
+        if taken is _FAILED:
             return ""
-        self._health.succeeded()
         return token if taken else None
 
     def wait_text(self, text: str) -> tuple[Any, float | None]:
@@ -993,117 +1027,90 @@ class RedisView:
         deadline = time.monotonic() + self.cache.lease_ttl
         delay = _FIRST_POLL
         while True:
-            if self._health.skip():
-                return MISSING, None
-            try:
-                held, raw, pttl = self.cache.run(_POLL, [text, text + LEASE_SUFFIX])
-            except self._errors as error:
-                self._failed(error, "waiting for a value")
-                return MISSING, None
-            self._health.succeeded()
-            value = self.decode(raw)
-            if value is _BAD:
+            found = self._call(
+                "waiting for a value", lambda: self.cache.run(_POLL, [text, text + LEASE_SUFFIX])
+            )
+            value, corrupt, done = self.polled(found, deadline)
+            if corrupt:
                 self.delete_text(text)
-                return MISSING, None
-            if value is not MISSING:
-                return value, _remaining(pttl)
-            left = deadline - time.monotonic()
-            if not held or left <= 0:
-                return MISSING, None
-            time.sleep(min(delay, left))
+            if done:
+                return value, _remaining(found[2]) if value is not MISSING else None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _LAST_POLL)
 
     def release_text(self, text: str, token: str) -> None:
         """`release` by Redis key."""
-        if not token or self._health.skip():
-            return
-        try:
-            self.cache.run(_RELEASE, [text + LEASE_SUFFIX], [token])
-        except self._errors as error:
-            self._failed(error, "releasing a lease")
-            return
-        self._health.succeeded()
+        if token:
+            self._call(
+                "releasing a lease",
+                lambda: self.cache.run(_RELEASE, [text + LEASE_SUFFIX], [token]),
+            )
 
     # -- async driver, by Redis key text ----------------------------------------------
 
+    async def _acall(self, doing: str, command: Callable[[], Awaitable[Any]]) -> Any:
+        """`_call` for async callers."""
+        if self._health.skip():
+            return _FAILED
+        try:
+            result = await command()
+        except self._errors as error:
+            self._failed(error, doing)
+            return _FAILED
+        self._health.succeeded()
+        return result
+
     async def aget_text(self, text: str) -> Any:
         """`aget` by Redis key."""
-        if self._health.skip():
-            return MISSING
-        try:
-            raw = await self.cache.async_client().get(text)
-        except self._errors as error:
-            self._failed(error, "reading")
-            return MISSING
-        self._health.succeeded()
-        value = self.decode(raw)
-        if value is _BAD:
+        raw = await self._acall("reading", lambda: self.cache.async_client().get(text))
+        value, corrupt = self.read(raw)
+        if corrupt:
             await self.adelete_text(text)
-            return MISSING
         return value
 
     async def afetch_text(self, text: str) -> tuple[Any, float | None]:
         """`fetch_text` for async callers."""
-        if self._health.skip():
+        found = await self._acall("reading", lambda: self.cache.arun(_FETCH, [text]))
+        if found is _FAILED:
             return MISSING, None
-        try:
-            raw, pttl = await self.cache.arun(_FETCH, [text])
-        except self._errors as error:
-            self._failed(error, "reading")
-            return MISSING, None
-        self._health.succeeded()
-        value = self.decode(raw)
-        if value is _BAD:
+        value, corrupt = self.read(found[0])
+        if corrupt:
             await self.adelete_text(text)
-            return MISSING, None
-        return value, _remaining(pttl)
+        return value, _remaining(found[1]) if value is not MISSING else None
 
     async def aset_text(
         self, text: str, value: Any, ttl: float | None, tags: tuple[str, ...]
     ) -> None:
         """`aset` by Redis key."""
         data = self.encode(value)
-        if data is None or self._health.skip():
+        if data is None:
             return
-        try:
-            if tags:
-                tag_keys = [self.cache.tag_key(tag) for tag in tags]
-                await self.cache.arun(_SET_TAGGED, [text, *tag_keys], [data, self.ttl_ms(ttl)])
-            else:
-                px = None if ttl is None else _milliseconds(ttl)
-                await self.cache.async_client().set(text, data, px=px)
-        except self._errors as error:
-            self._failed(error, "writing")
-            return
-        self._health.succeeded()
+        script, keys, args = self.set_command(text, data, ttl, tags)
+        if script is not None:
+            await self._acall("writing", lambda: self.cache.arun(script, keys, args))
+        else:
+            await self._acall(
+                "writing", lambda: self.cache.async_client().set(text, data, px=args[1])
+            )
 
     async def adelete_text(self, text: str, announce: tuple[str, bytes] | None = None) -> None:
         """`adelete` by Redis key; with ``announce``, also PUBLISH ``(channel, message)``."""
-        if self._health.skip():
-            return
-        try:
-            if announce is None:
-                await self.cache.async_client().unlink(text)
-            else:
-                await self.cache.arun(_DELETE_AND_PUBLISH, [text], announce)
-        except self._errors as error:
-            self._failed(error, "deleting")
-            return
-        self._health.succeeded()
+        if announce is None:
+            await self._acall("deleting", lambda: self.cache.async_client().unlink(text))
+        else:
+            await self._acall(
+                "deleting", lambda: self.cache.arun(_DELETE_AND_PUBLISH, [text], announce)
+            )
 
     async def aacquire_text(self, text: str) -> str | None:
         """`aacquire` by Redis key."""
-        if self._health.skip():
+        lease, token = self.lease_command(text)
+        taken = await self._acall(
+            "taking a lease",
+            lambda: self.cache.async_client().set(lease, token, nx=True, px=self._lease_ms),
+        )
+        if taken is _FAILED:
             return ""
-        token = secrets.token_hex(16)
-        try:
-            taken = await self.cache.async_client().set(
-                text + LEASE_SUFFIX, token, nx=True, px=self._lease_ms
-            )
-        except self._errors as error:
-            self._failed(error, "taking a lease")
-            return ""
-        self._health.succeeded()
         return token if taken else None
 
     async def await_text(self, text: str) -> tuple[Any, float | None]:
@@ -1111,36 +1118,24 @@ class RedisView:
         deadline = time.monotonic() + self.cache.lease_ttl
         delay = _FIRST_POLL
         while True:
-            if self._health.skip():
-                return MISSING, None
-            try:
-                held, raw, pttl = await self.cache.arun(_POLL, [text, text + LEASE_SUFFIX])
-            except self._errors as error:
-                self._failed(error, "waiting for a value")
-                return MISSING, None
-            self._health.succeeded()
-            value = self.decode(raw)
-            if value is _BAD:
+            found = await self._acall(
+                "waiting for a value", lambda: self.cache.arun(_POLL, [text, text + LEASE_SUFFIX])
+            )
+            value, corrupt, done = self.polled(found, deadline)
+            if corrupt:
                 await self.adelete_text(text)
-                return MISSING, None
-            if value is not MISSING:
-                return value, _remaining(pttl)
-            left = deadline - time.monotonic()
-            if not held or left <= 0:
-                return MISSING, None
-            await asyncio.sleep(min(delay, left))
+            if done:
+                return value, _remaining(found[2]) if value is not MISSING else None
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _LAST_POLL)
 
     async def arelease_text(self, text: str, token: str) -> None:
         """`arelease` by Redis key."""
-        if not token or self._health.skip():
-            return
-        try:
-            await self.cache.arun(_RELEASE, [text + LEASE_SUFFIX], [token])
-        except self._errors as error:
-            self._failed(error, "releasing a lease")
-            return
-        self._health.succeeded()
+        if token:
+            await self._acall(
+                "releasing a lease",
+                lambda: self.cache.arun(_RELEASE, [text + LEASE_SUFFIX], [token]),
+            )
 
     # -- CacheView ----------------------------------------------------------------------
 
