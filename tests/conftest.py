@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from service_check import POSTGRES_URL, REDIS_URL, in_ci, reachable, require_service
@@ -66,3 +67,15 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     sqlite = sa.create_engine(f"sqlite+pysqlite:///{path}")
     request.addfinalizer(sqlite.dispose)  # noqa: PT021 - the other branch returns a shared engine
     return sqlite
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    name = f"buttress-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

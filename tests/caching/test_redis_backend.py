@@ -114,17 +114,6 @@ def _loud(word: str) -> Loud:
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    name = f"test-redis-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
 def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client

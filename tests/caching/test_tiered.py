@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from buttress.caching._redis import RedisCache
 from buttress.caching._tiered import TieredCache
 from buttress.errors import ConfigurationError
 from fault_proxy import FaultProxy
+from peers import Peer
 
 PEER = Path(__file__).with_name("cache_peer.py")
 LOGGER = "buttress.caching"
@@ -47,46 +45,6 @@ class Proxy(FaultProxy):
         super().cut()
 
 
-class Peer:
-    """The other process, with its own TieredCache: one command in, one answer out."""
-
-    def __init__(self, url: str, namespace: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(PEER), url, namespace],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.ask() == "ready"
-
-    def ask(self, command: str | None = None) -> str:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None
-        assert stdout is not None
-        if command is not None:
-            stdin.write(command + "\n")
-            stdin.flush()
-        return stdout.readline().strip()
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-@pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    name = f"test-tiered-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.fixture
 def make(redis_url: str, namespace: str) -> Iterator[Callable[..., TieredCache]]:
     made: list[TieredCache] = []
@@ -106,7 +64,7 @@ def make(redis_url: str, namespace: str) -> Iterator[Callable[..., TieredCache]]
 
 @pytest.fixture
 def peer(redis_url: str, namespace: str) -> Iterator[Peer]:
-    other = Peer(redis_url, namespace)
+    other = Peer(PEER, redis_url, namespace)
     yield other
     other.stop()
 

@@ -6,11 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-import subprocess
-import sys
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,48 +19,9 @@ from redis.retry import Retry
 from buttress.errors import CircuitOpenError
 from buttress.resilience import CircuitBreaker, CircuitState
 from fault_proxy import FaultProxy
+from peers import Peer
 
 PEER = Path(__file__).with_name("breaker_peer.py")
-
-
-class Peer:
-    """The other process: one command in, one answer out."""
-
-    def __init__(self, url: str, namespace: str, sync_interval: float) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(PEER), url, namespace, str(sync_interval)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.ask() == "ready"
-
-    def ask(self, command: str | None = None) -> str:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None
-        assert stdout is not None
-        if command is not None:
-            stdin.write(command + "\n")
-            stdin.flush()
-        return stdout.readline().strip()
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-@pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    name = f"buttress-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def shared_breaker(redis_url: str, namespace: str) -> CircuitBreaker:
@@ -84,7 +41,7 @@ def test_one_process_trips_the_breaker_the_other_sees_it_within_the_interval(
     redis_url: str, namespace: str
 ) -> None:
     here = shared_breaker(redis_url, namespace)
-    peer = Peer(redis_url, namespace, sync_interval=5.0)
+    peer = Peer(PEER, redis_url, namespace, "5.0")
     try:
         assert peer.ask("call") == "ok"  # the peer has read the shared state
         for _ in range(3):
@@ -106,7 +63,7 @@ def test_failures_add_up_across_processes_and_a_new_one_resets_nothing(
     here = shared_breaker(redis_url, namespace)
     with pytest.raises(ConnectionError):
         here.call(broken)
-    peer = Peer(redis_url, namespace, sync_interval=0)  # a process starting later
+    peer = Peer(PEER, redis_url, namespace, "0")  # a process starting later
     try:
         assert peer.ask("state") == "closed 1"  # it joined the count, not reset it
         assert peer.ask("fail") == "failed"
