@@ -18,26 +18,24 @@ async def alookup(user_id: int) -> str:
     return str(user_id)
 
 
-assert_type(lookup(1), dict[str, int])
-assert_type(lookup(1, verbose=True), dict[str, int])
+def check() -> None:
+    assert_type(lookup(1), dict[str, int])
+    assert_type(lookup(1, verbose=True), dict[str, int])
+    assert_type(lookup.stats(), CacheStats)
+    assert_type(lookup.cache, SharedCache)
+    lookup.invalidate(1, verbose=False)
+    lookup.clear()
+    lookup.invalidate_tags("users")
+    lookup("1")  # type: ignore[arg-type]
+    lookup.invalidate(user="x")  # type: ignore[call-arg]
 
 
 def calling_gives_a_coroutine() -> Coroutine[Any, Any, str]:
     return alookup(1)
 
 
-assert_type(lookup.stats(), CacheStats)
-assert_type(lookup.cache, SharedCache)
-lookup.invalidate(1, verbose=False)
-lookup.clear()
-lookup.invalidate_tags("users")
-
-
-async def use() -> None:
+async def acheck() -> None:
     assert_type(await alookup(2), str)
     await alookup.ainvalidate(2)
     await alookup.aclear()
-
-
-lookup("1")  # type: ignore[arg-type]
-lookup.invalidate(user="x")  # type: ignore[call-arg]
+    await alookup("2")  # type: ignore[arg-type]
