@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import weakref
@@ -127,6 +128,64 @@ def test_different_calls_never_share_a_key(
     except TypeError:
         return
     assert (make_key(*first) == make_key(*second)) == (a == b)
+
+
+@given(data=st.data(), signature=signatures(), asynchronous=st.booleans())
+def test_a_cached_call_is_stored_under_its_canonical_key(
+    data: st.DataObject, signature: inspect.Signature, asynchronous: bool
+) -> None:
+    """The wrapper binds calls itself; its keys must be the ones `invalidate` computes."""
+    body = function_with(signature)
+    if asynchronous:
+
+        async def body(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        body.__signature__ = signature  # type: ignore[attr-defined]
+    cache = MemoryCache()
+    f = cached(cache=cache)(body)
+    args, kwargs = data.draw(calls(signature))
+    try:
+        expected = expected_key("f", signature, args, kwargs)
+    except TypeError:
+        with pytest.raises(TypeError):
+            asyncio.run(f(*args, **kwargs)) if asynchronous else f(*args, **kwargs)
+        return
+    _ = asyncio.run(f(*args, **kwargs)) if asynchronous else f(*args, **kwargs)
+    [stored] = cache.entries
+    assert stored[1:] == expected[1:]
+    f.invalidate(*signature.bind(*args, **kwargs).args, **signature.bind(*args, **kwargs).kwargs)
+    assert not cache.entries
+
+
+def test_any_parameter_list_is_bound_as_the_function_binds_it() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    @cached()
+    def f(
+        type: Any,  # noqa: A002
+        _c_key: Any = 1,
+        /,
+        *tuple: Any,  # noqa: A002
+        sorted: Any = 2,  # noqa: A002
+        _c_hits: Any,
+        **identity: Any,
+    ) -> tuple[Any, ...]:
+        seen.append((type, _c_key, tuple, sorted, _c_hits, identity))
+        return seen[-1]
+
+    expected = ("t", 1, (), 2, "h", {})
+    assert f("t", _c_hits="h") == expected
+    assert f("t", 1, sorted=2, _c_hits="h") == expected
+    assert len(seen) == 1
+    assert f("t", 1, 9, _c_hits="h", type="x") == ("t", 1, (9,), 2, "h", {"type": "x"})
+    assert f("t", 1, 9, type="x", _c_hits="h") == ("t", 1, (9,), 2, "h", {"type": "x"})
+    assert len(seen) == 2
+    f.invalidate("t", _c_hits="h")
+    assert f("t", _c_hits="h") == expected
+    assert len(seen) == 3
+    with pytest.raises(TypeError, match=r"f\(\) missing 1 required keyword-only argument"):
+        f("t")
 
 
 def test_arguments_that_do_not_fit_raise_a_type_error_as_the_call_would() -> None:

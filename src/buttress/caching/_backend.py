@@ -18,9 +18,17 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, final
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
 
-__all__ = ["MISSING", "CacheListener", "CacheStats", "CacheView", "Key", "SharedCache"]
+__all__ = [
+    "MISSING",
+    "CacheListener",
+    "CacheStats",
+    "CacheView",
+    "Key",
+    "LocalTier",
+    "SharedCache",
+]
 
 logger = logging.getLogger("buttress.caching")
 
@@ -80,6 +88,25 @@ class CacheStats(NamedTuple):
     """Entries held by the cache."""
     evictions: int | None
     """Entries the cache dropped to stay within its size."""
+
+
+class LocalTier(NamedTuple):
+    """A cache's memory tier, lent to `cached` so that its hits are served inline.
+
+    A cache with a memory tier in front (`TieredCache`) offers one through a
+    ``local_tier(name)`` method; the memory slot of a canonical key ``key`` is
+    ``(texts_get(key) or text_of(key),)``, and ``get`` returns that slot's
+    ``(value, expires)`` entry (``expires`` from `time.monotonic`), or None.
+    """
+
+    get: Callable[[Hashable], tuple[Any, float] | None]
+    """Looks a slot up in memory."""
+    record: Callable[[Hashable], None] | None
+    """Records a hit on a slot for the memory tier's policy (None: no recency to keep)."""
+    texts_get: Callable[[Key], str | None]
+    """Looks up the remembered text of a canonical key."""
+    text_of: Callable[[Key], str]
+    """Computes (and remembers) the text of a canonical key."""
 
 
 class CacheListener:

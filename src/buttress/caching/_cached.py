@@ -13,9 +13,16 @@ import typing
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
 
-from buttress.caching._backend import MISSING, CacheListener, CacheStats, CacheView, SharedCache
+from buttress.caching._backend import (
+    MISSING,
+    CacheListener,
+    CacheStats,
+    CacheView,
+    LocalTier,
+    SharedCache,
+)
 from buttress.caching._flight import AsyncFlights, Flights
-from buttress.caching._keys import KeyMaker, unhashable
+from buttress.caching._keys import Binding, KeyMaker, unhashable
 from buttress.caching._memory import FOREVER, SAMPLE, MemoryCache
 from buttress.errors import CacheKeyError, ConfigurationError
 
@@ -33,6 +40,14 @@ R = TypeVar("R")
 
 _LEASE_ROUNDS: Final = 3
 """How many times a caller waits for another process's lease before computing anyway."""
+
+
+def _prefix(params: Sequence[str]) -> str:
+    """A start for generated names that no parameter name starts with."""
+    prefix = "_c_"
+    while any(name.startswith(prefix) for name in params):
+        prefix = f"_{prefix}"
+    return prefix
 
 
 class Cached(Protocol[P, R]):
@@ -315,11 +330,11 @@ def cached(
                 "such as key=lambda self, order_id: order_id"
             )
         view: CacheView = store.bind(label, Any) if memory else _LazyView(store, label, function)
-        single = False
+        binding = None
         if key is None:
             maker = KeyMaker(function, identity, method=method)
             make_key = maker.build()
-            single = maker.single
+            binding = maker.binding(_prefix(params))
         else:
             custom = key
 
@@ -333,7 +348,7 @@ def cached(
             identity=identity,
             view=view,
             make_key=make_key,
-            single=single,
+            binding=binding,
             ttl=ttl,
             ttl_jitter=ttl_jitter,
             cache_none=cache_none,
@@ -374,7 +389,7 @@ class _Machinery(Generic[R]):
         identity: _Identity,
         view: CacheView,
         make_key: Callable[[tuple[Any, ...], dict[str, Any]], Key],
-        single: bool,
+        binding: Binding | None,
         ttl: float | None,
         ttl_jitter: float,
         cache_none: bool,
@@ -390,7 +405,7 @@ class _Machinery(Generic[R]):
         self.identity = identity
         self.view = view
         self.make_key = make_key
-        self.single = single
+        self.binding = binding
         self.ttl = ttl
         self.ttl_jitter = ttl_jitter
         self.cache_none = cache_none
@@ -400,7 +415,10 @@ class _Machinery(Generic[R]):
         self.single_flight = single_flight
         self.listeners = listeners
         self.store = store
-        self.hit_count: Callable[[], int] = lambda: 0
+        self.inline_hits: Callable[[], int] = lambda: 0
+        """Hits the generated wrapper served from memory itself."""
+        self.fetched = 0
+        """Hits the cache's view served."""
         self.misses = 0
 
     # -- what every path shares ---------------------------------------------------
@@ -458,7 +476,7 @@ class _Machinery(Generic[R]):
     def stats(self) -> CacheStats:
         """Hits and misses of this function, size and evictions of its cache."""
         size, evictions = self.store.counts()
-        return CacheStats(self.hit_count(), self.misses, size, evictions)
+        return CacheStats(self.inline_hits() + self.fetched, self.misses, size, evictions)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         """Drop the entry these arguments map to."""
@@ -509,91 +527,36 @@ class _Machinery(Generic[R]):
             if token:
                 view.release(key, token)
 
-    def sync_wrapper(self) -> Callable[..., Any]:  # noqa: PLR0915 - one wrapper per hit path
-        """The wrapper of a ``def``: chosen once, with the fastest hit path that fits."""
-        make_key = self.make_key
+    def sync_wrapper(self) -> Callable[..., Any]:
+        """The wrapper of a ``def`` (see `generate`)."""
         load = self.load
         flights: Flights[Any] | None = Flights() if self.single_flight else None
-        machinery = self
         notify = self.notify if self.listeners else None
-        name = self.name
-        hits = 0
-        self.hit_count = lambda: hits
+        view = self.view
 
         def miss(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            machinery.misses += 1
+            self.misses += 1
             if notify is not None:
                 notify("on_miss", key)
             if flights is None:
                 return load(key, args, kwargs)
             return flights.run(key, lambda: load(key, args, kwargs))
 
-        store = self.store
-        if isinstance(store, MemoryCache) and notify is None:
-            entries_get = store.entries.get
-            touch = store.touch if store.samples else None
-            monotonic = time.monotonic
-            identity = self.identity
-
-            if self.single:
-
-                def single_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    nonlocal hits
-                    if not kwargs and len(args) == 1:
-                        value = args[0]
-                        key = (identity, value, type(value))
-                    else:
-                        key = make_key(args, kwargs)
-                    try:
-                        entry = entries_get(key)
-                    except TypeError:
-                        raise unhashable(args, kwargs, name) from None
-                    if entry is not None:
-                        expires = entry[1]
-                        if expires is FOREVER or expires > monotonic():
-                            hits += 1
-                            if touch is not None and not hits & SAMPLE:
-                                touch(key)
-                            return entry[0]
-                    return miss(key, args, kwargs)
-
-                return single_wrapper
-
-            def memory_wrapper(*args: Any, **kwargs: Any) -> Any:
-                nonlocal hits
-                key = make_key(args, kwargs)
-                try:
-                    entry = entries_get(key)
-                except TypeError:
-                    raise unhashable(args, kwargs, name) from None
-                if entry is not None:
-                    expires = entry[1]
-                    if expires is FOREVER or expires > monotonic():
-                        hits += 1
-                        if touch is not None and not hits & SAMPLE:
-                            touch(key)
-                        return entry[0]
-                return miss(key, args, kwargs)
-
-            return memory_wrapper
-
-        view = self.view
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            nonlocal hits
-            key = make_key(args, kwargs)
+        def fetch(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
                 value = view.get(key)
             except TypeError as error:
-                raise machinery.refusal(error, key, args, kwargs) from None
+                raise self.refusal(error, key, args, kwargs) from None
             if value is not MISSING:
-                hits += 1
+                self.fetched += 1
                 if notify is not None:
                     notify("on_hit", key)
                 return value
             return miss(key, args, kwargs)
 
-        return wrapper
+        return self.generate(
+            miss if isinstance(self.store, MemoryCache) else fetch, asynchronous=False
+        )
 
     # -- async def ----------------------------------------------------------------------
 
@@ -626,91 +589,141 @@ class _Machinery(Generic[R]):
             if token:
                 await view.arelease(key, token)
 
-    def async_wrapper(self) -> Callable[..., Coroutine[Any, Any, Any]]:  # noqa: PLR0915 - one wrapper per hit path
-        """The wrapper of an ``async def``: a hit from memory never suspends."""
-        make_key = self.make_key
+    def async_wrapper(self) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """The wrapper of an ``async def`` (see `generate`): a hit from memory never suspends."""
         aload = self.aload
         flights = AsyncFlights() if self.single_flight else None
-        machinery = self
         notify = self.notify if self.listeners else None
-        name = self.name
-        hits = 0
-        self.hit_count = lambda: hits
+        view = self.view
 
         async def miss(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            machinery.misses += 1
+            self.misses += 1
             if notify is not None:
                 notify("on_miss", key)
             if flights is None:
                 return await aload(key, args, kwargs)
             return await flights.run(key, lambda: aload(key, args, kwargs))
 
-        store = self.store
-        if isinstance(store, MemoryCache) and notify is None:
-            entries_get = store.entries.get
-            touch = store.touch if store.samples else None
-            monotonic = time.monotonic
-
-            identity = self.identity
-
-            if self.single:
-
-                async def single_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    nonlocal hits
-                    if not kwargs and len(args) == 1:
-                        value = args[0]
-                        key = (identity, value, type(value))
-                    else:
-                        key = make_key(args, kwargs)
-                    try:
-                        entry = entries_get(key)
-                    except TypeError:
-                        raise unhashable(args, kwargs, name) from None
-                    if entry is not None:
-                        expires = entry[1]
-                        if expires is FOREVER or expires > monotonic():
-                            hits += 1
-                            if touch is not None and not hits & SAMPLE:
-                                touch(key)
-                            return entry[0]
-                    return await miss(key, args, kwargs)
-
-                return single_wrapper
-
-            async def memory_wrapper(*args: Any, **kwargs: Any) -> Any:
-                nonlocal hits
-                key = make_key(args, kwargs)
-                try:
-                    entry = entries_get(key)
-                except TypeError:
-                    raise unhashable(args, kwargs, name) from None
-                if entry is not None:
-                    expires = entry[1]
-                    if expires is FOREVER or expires > monotonic():
-                        hits += 1
-                        if touch is not None and not hits & SAMPLE:
-                            touch(key)
-                        return entry[0]
-                return await miss(key, args, kwargs)
-
-            return memory_wrapper
-
-        view = self.view
-
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            nonlocal hits
-            key = make_key(args, kwargs)
+        async def fetch(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
                 value = view.peek(key)
             except TypeError as error:
-                raise machinery.refusal(error, key, args, kwargs) from None
+                raise self.refusal(error, key, args, kwargs) from None
             if value is MISSING and not view.local:
                 value = await view.aget(key)
             if value is not MISSING:
-                hits += 1
+                self.fetched += 1
                 if notify is not None:
                     notify("on_hit", key)
                 return value
             return await miss(key, args, kwargs)
 
-        return wrapper
+        return self.generate(
+            miss if isinstance(self.store, MemoryCache) else fetch, asynchronous=True
+        )
+
+    # -- the wrapper ----------------------------------------------------------------------
+
+    def generate(self, slow: Callable[..., Any], *, asynchronous: bool) -> Callable[..., Any]:
+        """The wrapper of this function, written out for it and compiled once.
+
+        The wrapper takes the function's own parameters (see `Binding`), so the
+        interpreter binds each call, and builds the key from its locals in one
+        expression. Where the cache keeps entries in this process (a
+        `MemoryCache`, or a cache with a memory tier such as `TieredCache`), the
+        hit is served inline: one dict lookup, no lock, no expiry check when no
+        entry can expire, one hit in 32 recorded for the policy only where it
+        keeps recency or frequency, a listener call only with listeners. Anything else goes to
+        ``slow(key, args, kwargs)``: the miss, or the view's own lookup.
+        """
+        binding = self.binding
+        prefix = binding.prefix if binding else "_c_"  # the fallback's parameters are prefixed
+        if binding is None:
+            binding = Binding(
+                prefix=prefix,
+                parameters=f"*{prefix}args, **{prefix}kwargs",
+                key=f"{prefix}make_key({prefix}args, {prefix}kwargs)",
+                args=f"{prefix}args",
+                kwargs=f"{prefix}kwargs",
+                constants={f"{prefix}make_key": self.make_key},
+            )
+        names: dict[str, Any] = {
+            **binding.constants,
+            f"{prefix}monotonic": time.monotonic,
+            f"{prefix}forever": FOREVER,
+            f"{prefix}notify": self.notify,
+            f"{prefix}slow": slow,
+            f"{prefix}refusal": self.refusal,
+        }
+        arguments = f"{prefix}key, {binding.args}, {binding.kwargs}"
+        lookup = self.lookup(prefix, names)
+        if lookup:
+            hit = [f"{prefix}hits += 1"]
+            if names[f"{prefix}record"] is not None:
+                hit.append(f"if not {prefix}hits & {SAMPLE}: {prefix}record({prefix}slot)")
+            if self.listeners:
+                hit.append(f"{prefix}notify('on_hit', {prefix}key)")
+            lookup = f"""\
+        try:
+            {prefix}slot = {lookup}
+            {prefix}entry = {prefix}get({prefix}slot)
+        except TypeError as {prefix}error:
+            raise {prefix}refusal({prefix}error, {arguments}) from None
+        if {prefix}entry is not None:
+            {prefix}value, {prefix}expires = {prefix}entry
+            if {self.fresh(prefix)}:
+{"".join(f"                {line}{chr(10)}" for line in hit)}\
+                return {prefix}value
+"""
+        source = f"""\
+def {prefix}factory({", ".join(names)}):
+    {prefix}hits = 0
+    {"async " if asynchronous else ""}def {prefix}wrapper({binding.parameters}):
+        nonlocal {prefix}hits
+        {prefix}key = {binding.key}
+{lookup}\
+        return {"await " if asynchronous else ""}{prefix}slow({arguments})
+    def {prefix}count():
+        return {prefix}hits
+    return {prefix}wrapper, {prefix}count
+"""
+        namespace: dict[str, Any] = {}
+        exec(  # noqa: S102 - parameter names come from the signature, checked by Binding
+            compile(source, f"<cached {self.name}>", "exec"), {}, namespace
+        )
+        wrapper, self.inline_hits = namespace[f"{prefix}factory"](**names)
+        function = self.function
+        wrapper.__code__ = wrapper.__code__.replace(
+            co_name=getattr(function, "__name__", "wrapper"),
+            co_qualname=getattr(function, "__qualname__", "wrapper"),
+        )
+        return cast("Callable[..., Any]", wrapper)
+
+    def lookup(self, prefix: str, names: dict[str, Any]) -> str:
+        """The expression of the memory slot a hit is served from ("" if none).
+
+        Adds the names it uses (``get``, ``record``) to ``names``.
+        """
+        store = self.store
+        if isinstance(store, MemoryCache):
+            names[f"{prefix}get"] = store.entries.get
+            names[f"{prefix}record"] = store.record if store.samples else None
+            return f"{prefix}key"
+        tier: LocalTier | None = getattr(store, "local_tier", lambda _: None)(self.name)
+        if tier is None:
+            return ""
+        names[f"{prefix}get"] = tier.get
+        names[f"{prefix}record"] = tier.record
+        names[f"{prefix}texts_get"] = tier.texts_get
+        names[f"{prefix}text_of"] = tier.text_of
+        return f"({prefix}texts_get({prefix}key) or {prefix}text_of({prefix}key),)"
+
+    def fresh(self, prefix: str) -> str:
+        """The condition an entry found in memory is fresh on, for this function's settings."""
+        if not isinstance(self.store, MemoryCache):
+            return f"{prefix}expires > {prefix}monotonic()"  # a memory tier always expires
+        if self.ttl is None and self.negative_ttl is None:
+            return "True"  # every entry of this function lives until evicted
+        if self.ttl is None:  # None values may get negative_ttl, the rest live on
+            return f"{prefix}expires is {prefix}forever or {prefix}expires > {prefix}monotonic()"
+        return f"{prefix}expires > {prefix}monotonic()"

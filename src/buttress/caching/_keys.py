@@ -16,8 +16,10 @@ cache does not keep instances alive.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
+import keyword
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final, final
@@ -29,9 +31,14 @@ if TYPE_CHECKING:
 
     from buttress.caching._backend import Key
 
-__all__ = ["InstanceToken", "KeyMaker", "unhashable"]
+__all__ = ["Binding", "InstanceToken", "KeyMaker", "unhashable"]
 
 _NO: Final = object()
+
+_STARS: Final[dict[inspect._ParameterKind, str]] = {
+    inspect.Parameter.VAR_POSITIONAL: "*",
+    inspect.Parameter.VAR_KEYWORD: "**",
+}
 
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -123,6 +130,31 @@ def _hashable(value: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """Source fragments of a wrapper that takes a function's own parameters.
+
+    A wrapper generated with these fragments lets the interpreter bind each call
+    (keywords, defaults, errors for calls that do not fit), then builds the
+    canonical key from its locals: the same key `KeyMaker.general` gives.
+
+    Attributes:
+        prefix: The start of every name the fragments define besides parameters.
+        parameters: The parameter list, defaults taken from `constants`.
+        key: An expression of the call's key.
+        args: An expression of the positional arguments to call the function with.
+        kwargs: An expression of the keyword arguments to call the function with.
+        constants: Names the fragments use, to define around the wrapper.
+    """
+
+    prefix: str
+    parameters: str
+    key: str
+    args: str
+    kwargs: str
+    constants: dict[str, Any]
 
 
 class KeyMaker:
@@ -218,14 +250,79 @@ class KeyMaker:
         function: Callable[[tuple[Any, ...], dict[str, Any]], Key] = namespace["key"]
         return function
 
-    @property
-    def single(self) -> bool:
-        """Whether the function takes exactly one positional argument and nothing else.
+    def binding(self, prefix: str) -> Binding | None:
+        """Source fragments for a wrapper with the function's own parameter list.
 
-        Such functions get a wrapper that builds the key of a one-argument call
-        inline.
+        Every name the fragments define besides the parameters starts with
+        ``prefix``, which no parameter name may start with. Parameter names come
+        from the signature, where `inspect.Parameter` has checked each is an
+        identifier; a name that is not (or is a keyword) gives None, and the
+        caller falls back to ``*args, **kwargs``.
+
+        Args:
+            prefix: The start of every name the fragments define.
+
+        Returns:
+            The fragments, or None where the signature cannot be written out.
         """
-        return self.fast and not self.method and len(self.positional) == 1 and not self.keyword_only
+        params = list(self.signature.parameters.values())
+        names = [param.name for param in params]
+        if any(not name.isidentifier() or keyword.iskeyword(name) for name in names):
+            return None
+        if any(name.startswith(prefix) for name in names):
+            raise ValueError(f"a parameter name starts with {prefix!r}")
+        constants: dict[str, Any] = {
+            f"{prefix}identity": self.identity,
+            f"{prefix}token": tokens,
+            f"{prefix}Token": InstanceToken,
+            f"{prefix}type": type,
+            f"{prefix}tuple": tuple,
+            f"{prefix}sorted": sorted,
+        }
+        kind = inspect.Parameter
+        written: list[str] = []  # the parameter list
+        values: list[str] = []  # the key's values, then
+        types: list[str] = []  # their types
+        positional: list[str] = []  # the call's positional arguments
+        keywords: list[str] = []  # the call's keyword arguments
+        kinds = [param.kind for param in params]
+        slash = max((i for i, k in enumerate(kinds) if k is kind.POSITIONAL_ONLY), default=-1)
+        star = kinds.index(kind.KEYWORD_ONLY) if kind.KEYWORD_ONLY in kinds else -1
+        if kind.VAR_POSITIONAL in kinds:
+            star = -1  # *args already ends the positional parameters
+        for i, param in enumerate(params):
+            name = param.name
+            if i == star:
+                written.append("*")
+            default = "" if param.default is kind.empty else f"={prefix}d{i}"
+            constants[f"{prefix}d{i}"] = param.default
+            stars = _STARS.get(param.kind, "")
+            written.append(f"{stars}{name}{default}")
+            if i == slash:
+                written.append("/")
+            if param.kind is kind.KEYWORD_ONLY:
+                keywords.append(f"{name!r}: {name}")
+            elif param.kind is kind.VAR_KEYWORD:
+                keywords.append(f"**{name}")
+            else:
+                positional.append(f"{stars}{name}")
+            if param.kind is kind.VAR_KEYWORD:
+                values.append(f"{prefix}tuple({prefix}sorted({name}.items()))")
+                types.append(f"{prefix}tuple")
+            elif i == 0 and self.method:
+                values.append(f"{prefix}token({name})")
+                types.append(f"{prefix}Token")
+            else:
+                values.append(name)
+                types.append(f"{prefix}type({name})")
+        return Binding(
+            prefix=prefix,
+            parameters=", ".join(written),
+            key=f"({', '.join([f'{prefix}identity', *values, *types])},)",
+            args=f"({', '.join(positional)},)" if positional else "()",
+            kwargs=f"{{{', '.join(keywords)}}}",
+            constants=constants,
+        )
 
     def general(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
         """Bind any call: keywords, defaults, ``*args`` and ``**kwargs``."""

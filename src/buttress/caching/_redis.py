@@ -429,6 +429,12 @@ class RedisCache:
         self._pickler = pickler
         self._lock = threading.Lock()
         self.health = _Health(f"{namespace}:{version}", self.retry_after_failure)
+        self.texts: dict[Key, str] = {}
+        """Canonical key -> Redis key, for keys seen lately (encoding costs more than a hit).
+
+        One table for every function of the cache: a canonical key starts with
+        its function's identity, so functions never share an entry.
+        """
         """The cache's trouble tracker (shared by every view and a tiered front)."""
         FORK_AWARE.add(self)
 
@@ -602,6 +608,33 @@ class RedisCache:
             ConfigurationError: ``name`` is empty, or JSON cannot hold ``returns``.
         """
         return RedisView(self, name, self.serializer_for(returns))
+
+    def text_of(self, name: str) -> Callable[[Key], str]:
+        """The Redis key of a canonical key of the function named ``name``.
+
+        The identity (the canonical key's first item) is left out of the text;
+        texts are remembered in `texts`, which is bounded by clearing it.
+
+        Args:
+            name: The function's stable name (part of its keys).
+
+        Returns:
+            A function from canonical key to Redis key; it raises
+            `CacheKeyError` for an argument that has no stable text form.
+        """
+        prefix = f"{self.prefix}{name}:"
+        texts = self.texts
+
+        def text(key: Key) -> str:
+            found = texts.get(key)
+            if found is None:
+                found = prefix + encode_key(key[1:])
+                if len(texts) >= _TEXTS_KEPT:
+                    texts.clear()  # bounded: hot keys come back at once
+                texts[key] = found
+            return found
+
+        return text
 
     def serializer_for(self, returns: Any) -> Serializer:
         """The serializer of a function returning ``returns``."""
@@ -830,8 +863,8 @@ def _check_clients(
     return raw
 
 
-_TEXTS_KEPT: Final = 4096
-"""How many recent canonical keys a view remembers the Redis key of."""
+_TEXTS_KEPT: Final = 8192
+"""How many recent canonical keys a cache remembers the Redis key of."""
 
 
 class RedisView:
@@ -858,8 +891,8 @@ class RedisView:
         """What every key of this function starts with."""
         self.pattern = _glob_escape(self.prefix) + "[(#]*"
         """The SCAN pattern of this function's keys (and their leases), and no other's."""
-        self.texts: dict[Key, str] = {}
-        """Canonical key -> Redis key, for keys seen lately (encoding costs more than a hit)."""
+        self.text: Callable[[Key], str] = cache.text_of(name)
+        """The Redis key of a canonical key (see `RedisCache.text_of`)."""
         self._health = cache.health
         self._errors = cache.errors
         self._lease_ms = _milliseconds(cache.lease_ttl)
@@ -868,20 +901,6 @@ class RedisView:
 
     def __repr__(self) -> str:
         return f"<RedisView {self.name} of {self.cache!r}>"
-
-    def text(self, key: Key) -> str:
-        """The Redis key of a canonical key (its first item, the identity, is left out).
-
-        Raises:
-            CacheKeyError: An argument has no stable text form.
-        """
-        text = self.texts.get(key)
-        if text is None:
-            text = self.prefix + encode_key(key[1:])
-            if len(self.texts) >= _TEXTS_KEPT:
-                self.texts.clear()  # bounded: hot keys come back at once
-            self.texts[key] = text
-        return text
 
     # -- decisions shared by the sync and async drivers ----------------------------------
 

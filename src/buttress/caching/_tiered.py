@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from buttress.caching._backend import FORK_AWARE, MISSING, logger
+from buttress.caching._backend import FORK_AWARE, MISSING, LocalTier, logger
 from buttress.caching._memory import MemoryCache
 from buttress.caching._redis import RedisCache, RedisView
 from buttress.errors import ConfigurationError
@@ -159,6 +159,23 @@ class TieredCache:
             The view.
         """
         return TieredView(self, self.redis.bind(name, returns))
+
+    def local_tier(self, name: str) -> LocalTier:
+        """The memory tier, for `cached` to serve the hits of the function ``name`` inline.
+
+        Args:
+            name: The function's stable name (part of its keys).
+
+        Returns:
+            The lookups a hit needs: its slot in memory is ``(redis key,)``.
+        """
+        memory = self.memory
+        return LocalTier(
+            get=memory.entries.get,
+            record=memory.record if memory.samples else None,
+            texts_get=self.redis.texts.get,
+            text_of=self.redis.text_of(name),
+        )
 
     def clear(self) -> None:
         """Drop every entry of this namespace and version, in Redis and every memory tier."""
@@ -454,7 +471,7 @@ class TieredView:
         self.name = shared.name
         self._memory_get = tiered.memory.get
         self._entries_get = tiered.memory.entries.get
-        self._texts_get = shared.texts.get
+        self._texts_get = shared.cache.texts.get
 
     def __repr__(self) -> str:
         return f"<TieredView {self.name} of {self.tiered!r}>"
