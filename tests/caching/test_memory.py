@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from buttress.caching import CacheListener, MemoryCache, cached
+from buttress.caching._memory import READS_KEPT
 from buttress.errors import ConfigurationError
 
 
@@ -65,6 +66,25 @@ def test_lru_keeps_what_is_read_often() -> None:
         for _ in range(64):  # enough hits that sampled recency sees key 0 again
             ident(0)
         ident(x)
+    assert calls.count(0) == 1
+
+
+def test_lfu_keeps_what_is_read_most() -> None:
+    cache = MemoryCache(maxsize=4, policy="lfu")
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    def ident(x: int) -> int:
+        calls.append(x)
+        return x
+
+    ident(0)
+    for _ in range(32 * 8):  # sampled hits: eight of them reach the policy
+        ident(0)
+    for x in range(1, 40):
+        ident(x)
+        ident(x)
+    ident(0)
     assert calls.count(0) == 1
 
 
@@ -150,13 +170,23 @@ def test_many_threads_reading_and_writing_keep_the_cache_consistent() -> None:
     assert set(cache.keys()) == set(cache.policy.keys())
 
 
-def test_touch_gives_way_when_the_lock_is_held() -> None:
-    cache = MemoryCache()
-    cache.set(("k",), 1, None)
-    with cache._lock:
-        done = threading.Event()
-        threading.Thread(target=lambda: (cache.touch(("k",)), done.set())).start()
-        assert done.wait(timeout=5)  # a hit never waits for a writer
+def test_hits_never_wait_for_a_writer_and_their_record_stays_bounded() -> None:
+    cache = MemoryCache(maxsize=8)
+
+    @cached(cache=cache)
+    def ident(x: int) -> int:
+        return x
+
+    ident(1)
+    done = threading.Event()
+    with cache._lock:  # a writer holds the lock for as long as the hits take
+        threading.Thread(
+            target=lambda: (all(ident(1) == 1 for _ in range(10 * 32 * READS_KEPT)), done.set())
+        ).start()
+        assert done.wait(timeout=10)
+    assert 0 < len(cache._reads) <= READS_KEPT  # recorded, bounded, waiting for a write
+    ident(2)
+    assert not cache._reads  # the write told the policy
 
 
 @pytest.mark.parametrize(

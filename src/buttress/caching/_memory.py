@@ -11,14 +11,19 @@ read under the caller's lock. That makes a hit cost a lock and a policy update.
   what to evict on writes (its ``popitem``) and drops expired entries (its
   ``expire``), and the dict follows.
 
-A hit tells the policy about itself only on a sampled fraction of hits (one in
-32, when the lock is free): recency and frequency are approximate, as in Redis's
-own LRU and LFU. Writes, deletes and evictions are exact and happen under one
-lock.
+A hit never takes the lock. One hit in 32 appends its key to a short read
+buffer (a ``deque`` append is atomic); the next write replays the buffer into
+the policy under the lock it takes anyway, before it can evict. Evictions happen
+only on writes, so that is the moment recency and frequency must be current;
+they are approximate (sampled, and the buffer keeps only the latest reads), as
+in Redis's own LRU and LFU. Writes, deletes and evictions are exact and happen
+under one lock.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import threading
 import time
@@ -48,7 +53,10 @@ _POLICIES: Final[dict[str, type[cachetools.Cache[Any, Any]]]] = {
 }
 
 SAMPLE: Final = 31
-"""A hit touches the policy when ``hits & SAMPLE == 0``: one hit in 32."""
+"""A hit is recorded for the policy when ``hits & SAMPLE == 0``: one hit in 32."""
+
+READS_KEPT: Final = 32
+"""How many recorded hits wait for the next write; older ones are dropped."""
 
 
 def _expiry(_key: object, expires: float, _now: float) -> float:
@@ -170,6 +178,9 @@ class MemoryCache:
         FORK_AWARE.add(self)
         self.samples = policy in ("lru", "lfu")
         """Whether hits tell the policy about themselves (recency and frequency do)."""
+        self._reads: collections.deque[Hashable] = collections.deque(maxlen=READS_KEPT)
+        self.record: Callable[[Hashable], None] = self._reads.append
+        """Record a hit on a key, for the policy to learn of at the next write (no lock)."""
 
     def __repr__(self) -> str:
         return (
@@ -213,16 +224,6 @@ class MemoryCache:
 
     peek = get
 
-    def touch(self, key: Hashable) -> None:
-        """Tell the policy ``key`` was read, if nobody holds the lock right now."""
-        if self._lock.acquire(blocking=False):
-            try:
-                self.policy[key]  # moves it up the recency or frequency order
-            except KeyError:
-                pass  # gone or expired since the hit
-            finally:
-                self._lock.release()
-
     def set(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...] = ()) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds, evicting if full.
 
@@ -234,6 +235,7 @@ class MemoryCache:
         """
         expires = FOREVER if ttl is None else time.monotonic() + ttl
         with self._lock:
+            self._replay()
             self.policy[key] = expires
             if key not in self.policy:  # already expired (a zero ttl): keep nothing
                 self._drop(key)
@@ -358,6 +360,14 @@ class MemoryCache:
         return list(self.entries)
 
     # -- bookkeeping, always under the lock -------------------------------------------
+
+    def _replay(self) -> None:
+        """Tell the policy of the hits recorded since the last write, oldest first."""
+        reads = self._reads
+        policy = self.policy
+        while reads:
+            with contextlib.suppress(KeyError):  # gone or expired since the hit
+                policy[reads.popleft()]  # moves it up the recency or frequency order
 
     def _drop(self, key: Hashable) -> None:
         self.entries.pop(key, None)
