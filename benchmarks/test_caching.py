@@ -12,7 +12,8 @@ smoke run (``--benchmark-disable``) is a test of the benchmark itself.
   are references. The row "design: hits through the cachetools policy" is the
   design Buttress did not ship: the same inline key as ours, but every hit is a
   ``TLRUCache`` lookup under a lock (so recency is exact), beside `MemoryCache`'s
-  plain-dict hit that touches the policy on one hit in 32.
+  plain-dict hit that records one hit in 32 for the policy to learn of at the
+  next write.
 - ``caching.hit-async``: the same on an ``async def``. As in
   ``test_resilience.py``, pytest-benchmark cannot await, so a row times one
   ``loop.run_until_complete`` of `BATCH` awaits (medians are per batch); the
