@@ -168,10 +168,12 @@ def test_any_parameter_list_is_bound_as_the_function_binds_it() -> None:
         /,
         *tuple: Any,  # noqa: A002
         sorted: Any = 2,  # noqa: A002
+        TypeError: Any = 3,  # noqa: A002, N803
         _c_hits: Any,
         **identity: Any,
     ) -> tuple[Any, ...]:
         seen.append((type, _c_key, tuple, sorted, _c_hits, identity))
+        assert TypeError == 3
         return seen[-1]
 
     expected = ("t", 1, (), 2, "h", {})
@@ -186,6 +188,19 @@ def test_any_parameter_list_is_bound_as_the_function_binds_it() -> None:
     assert len(seen) == 3
     with pytest.raises(TypeError, match=r"f\(\) missing 1 required keyword-only argument"):
         f("t")
+    with pytest.raises(CacheKeyError, match="argument 1 \\(list\\) is not hashable"):
+        f([], _c_hits="h")
+
+
+def test_a_traceback_through_the_wrapper_shows_its_source() -> None:
+    @cached()
+    def fail(x: int) -> int:
+        raise ValueError(x)
+
+    with pytest.raises(ValueError, match="3") as raised:
+        fail(3)
+    lines = [entry.statement for entry in raised.traceback if entry.frame.code.name == "fail"]
+    assert any("_c_slow(" in str(line) for line in lines)  # the wrapper's own line
 
 
 def test_arguments_that_do_not_fit_raise_a_type_error_as_the_call_would() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -236,3 +237,15 @@ def test_bad_memory_cache_arguments_are_refused(kwargs: dict[str, Any], message:
 def test_decorating_something_not_callable_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="put @cached below it"):
         cached()(staticmethod(len))  # type: ignore[arg-type]
+
+
+def test_decorating_a_generator_function_is_refused() -> None:
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+
+    for function in (numbers, stream):
+        with pytest.raises(ConfigurationError, match="Return a list or a tuple instead"):
+            cached()(function)  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import linecache
 import logging
 import math
 import random
@@ -40,6 +42,10 @@ R = TypeVar("R")
 
 _LEASE_ROUNDS: Final = 3
 """How many times a caller waits for another process's lease before computing anyway."""
+
+
+_generated: Final = itertools.count(1)
+"""Numbers the generated wrappers' file names, so each keeps its own source lines."""
 
 
 def _prefix(params: Sequence[str]) -> str:
@@ -317,6 +323,12 @@ def cached(
             raise ConfigurationError(
                 f"cached decorates functions, got {function!r}; with @classmethod or "
                 "@staticmethod, put @cached below it"
+            )
+        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+            raise ConfigurationError(
+                f"cached cannot store what {function.__qualname__} returns: a generator "
+                "runs once, so a cached one would be empty on every hit. Return a list "
+                "or a tuple instead"
             )
         label = name or f"{function.__module__}.{function.__qualname__}"
         identity = _Identity(label)
@@ -654,6 +666,7 @@ class _Machinery(Generic[R]):
             f"{prefix}notify": self.notify,
             f"{prefix}slow": slow,
             f"{prefix}refusal": self.refusal,
+            f"{prefix}TypeError": TypeError,
         }
         arguments = f"{prefix}key, {binding.args}, {binding.kwargs}"
         lookup = self.lookup(prefix, names)
@@ -667,7 +680,7 @@ class _Machinery(Generic[R]):
         try:
             {prefix}slot = {lookup}
             {prefix}entry = {prefix}get({prefix}slot)
-        except TypeError as {prefix}error:
+        except {prefix}TypeError as {prefix}error:
             raise {prefix}refusal({prefix}error, {arguments}) from None
         if {prefix}entry is not None:
             {prefix}value, {prefix}expires = {prefix}entry
@@ -688,9 +701,12 @@ def {prefix}factory({", ".join(names)}):
     return {prefix}wrapper, {prefix}count
 """
         namespace: dict[str, Any] = {}
+        filename = f"<cached {self.name} {next(_generated)}>"
         exec(  # noqa: S102 - parameter names come from the signature, checked by Binding
-            compile(source, f"<cached {self.name}>", "exec"), {}, namespace
+            compile(source, filename, "exec"), {}, namespace
         )
+        # Tracebacks through the wrapper show its source, as they would for written code.
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         wrapper, self.inline_hits = namespace[f"{prefix}factory"](**names)
         function = self.function
         wrapper.__code__ = wrapper.__code__.replace(
