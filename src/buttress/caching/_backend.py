@@ -78,6 +78,10 @@ class CacheStats(NamedTuple):
     ``size`` and ``evictions`` describe the cache the function writes to (shared
     with other functions using the same cache); they are ``None`` where the
     cache cannot tell without a scan (Redis).
+
+    The hit and miss counters are plain integers bumped without a lock (a hit
+    takes none), so threads hitting at the same instant may undercount them by
+    a few: they are for metrics, not for accounting.
     """
 
     hits: int
