@@ -19,6 +19,7 @@ from buttress.errors import (
     DecodeError,
     MissingDependencyError,
     NotFoundError,
+    QueryError,
     RetryError,
     UnavailableError,
 )
@@ -34,6 +35,7 @@ EXAMPLES: list[ButtressError] = [
     DeadlineExceededError("lookup", 0.5, 0.75),
     DecodeError("cursor was tampered with"),
     CacheKeyError("cannot cache the call to f: argument 1 (list) is not hashable"),
+    QueryError("Order has no field 'colour'; its fields are: id, total"),
     ConfigurationError.from_problems("invalid settings", ["A: bad", "B: worse"]),
     MissingDependencyError("redis", "redis", "RedisCache"),
 ]
@@ -44,6 +46,7 @@ def test_the_documented_tree_and_stdlib_bases() -> None:
     assert issubclass(ConfigurationError, ValueError)
     assert issubclass(DecodeError, ValueError)
     assert issubclass(CacheKeyError, TypeError)
+    assert issubclass(QueryError, ValueError)
     assert issubclass(MissingDependencyError, ImportError)
     assert issubclass(DeadlineExceededError, TimeoutError)
     assert issubclass(CircuitOpenError, UnavailableError)

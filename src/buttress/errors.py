@@ -17,6 +17,7 @@ Exception
     ├── RetryError                             retrying stopped with no exception to re-raise
     ├── DecodeError             (ValueError)   stored or received data cannot be decoded
     ├── CacheKeyError           (TypeError)    an argument cannot be part of a cache key
+    ├── QueryError              (ValueError)   a query names an unknown field or a bad limit
     ├── ConfigurationError      (ValueError)   a setting, argument or wiring is invalid
     └── MissingDependencyError  (ImportError)  an optional extra is not installed
 ```
@@ -43,6 +44,7 @@ __all__ = [
     "DecodeError",
     "MissingDependencyError",
     "NotFoundError",
+    "QueryError",
     "RetryError",
     "UnavailableError",
 ]
@@ -276,6 +278,18 @@ class CacheKeyError(ButtressError, TypeError):
 
     Args:
         message: Which argument could not be keyed and what to do.
+    """
+
+
+class QueryError(ButtressError, ValueError):
+    """A query cannot be run as asked; nothing was read or written.
+
+    Raised for a filter or sort field the model does not have (the message
+    lists the valid ones), a comparison no backend defines the same way (with
+    ``None`` or NaN), and a negative limit, offset or page size.
+
+    Args:
+        message: What was wrong with the query and how to ask instead.
     """
 
 

@@ -1,0 +1,271 @@
+"""Specifications and sort orders, compiled to SQLAlchemy for one mapped model.
+
+Everything here reads the model's mapper: a field is a column attribute it maps,
+checked before any SQL is built; values are bound parameters. Where databases
+disagree with Python, the compiled SQL says what Python means, so a
+specification selects the same rows from memory, SQLite and PostgreSQL:
+
+- ``contains`` and ``startswith`` are case-sensitive and treat ``%`` and ``_``
+  as plain characters (``instr``/``strpos`` and ``substr``, never ``LIKE``);
+- text is ordered by code point (``COLLATE "C"`` on PostgreSQL, ``BINARY`` on
+  SQLite), as Python orders ``str``, whatever the database's collation;
+- missing values (``NULL``) sort first in ascending order and last in
+  descending order, on every backend.
+"""
+
+from __future__ import annotations
+
+import decimal
+import operator
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from buttress.domain._spec import (
+    And,
+    Compare,
+    Contains,
+    In,
+    IsNone,
+    Not,
+    Or,
+    Specification,
+    StartsWith,
+    check_field_name,
+    unknown_fields,
+)
+from buttress.errors import QueryError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sqlalchemy.orm import Mapper
+    from sqlalchemy.sql.compiler import SQLCompiler
+    from sqlalchemy.sql.elements import ColumnElement
+
+__all__ = ["column_names", "order_by_clauses", "parse_order", "sort_in_python", "where"]
+
+
+def mapper_of(model: type[Any]) -> Mapper[Any]:
+    """The mapper of ``model``, or a `QueryError` saying it is not mapped."""
+    try:
+        mapper: Mapper[Any] = sa.inspect(model)
+    except sa.exc.NoInspectionAvailable:
+        raise QueryError(
+            f"{model!r} is not a mapped class: map it with SQLAlchemy (declaratively or "
+            "with registry.map_imperatively) before querying it"
+        ) from None
+    return mapper
+
+
+def column_names(model: type[Any]) -> tuple[str, ...]:
+    """The attribute names of the model's mapped columns, the only fields a query may use."""
+    return tuple(mapper_of(model).column_attrs.keys())
+
+
+def _column(model: type[Any], name: str) -> Any:
+    """The mapped attribute ``name`` of ``model``; `QueryError` for anything else."""
+    check_field_name(name)
+    attrs = mapper_of(model).column_attrs
+    if name not in attrs:
+        raise QueryError(unknown_fields([name], attrs.keys(), model.__name__))
+    return getattr(model, name)
+
+
+def _is_text(column: Any) -> bool:
+    return isinstance(column.type, sa.String)
+
+
+_NUMBERS: Final = (int, float, decimal.Decimal)
+
+
+def _check_value(column: Any, field: str, value: object) -> None:
+    """Refuse a value of another type than the column's: backends disagree on those."""
+    try:
+        expected = column.type.python_type
+    except NotImplementedError:
+        return  # a custom type: the database decides
+    if isinstance(value, bool) != (expected is bool):
+        fits = False
+    elif expected in _NUMBERS:
+        fits = isinstance(value, _NUMBERS)
+    else:
+        fits = isinstance(value, expected)
+    if not fits:
+        raise QueryError(
+            f"cannot compare {field!r} ({expected.__name__}) with {value!r} "
+            f"({type(value).__name__}): compare with a value of the field's type"
+        )
+
+
+class _CodePointText(FunctionElement[str]):
+    """A text column compared and sorted by code point, whatever its collation."""
+
+    name = "code_point_text"
+    inherit_cache = True
+
+
+@compiles(_CodePointText)
+def _code_point_text(element: _CodePointText, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_CodePointText, "postgresql")
+def _code_point_text_postgresql(element: _CodePointText, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.clauses, **kw)} COLLATE "C")'
+
+
+@compiles(_CodePointText, "sqlite")
+def _code_point_text_sqlite(element: _CodePointText, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)} COLLATE BINARY)"
+
+
+class _TextContains(FunctionElement[bool]):
+    """``needle`` occurs in ``haystack``, case-sensitively and without wildcards."""
+
+    name = "text_contains"
+    type = sa.Boolean()
+    inherit_cache = True
+
+
+@compiles(_TextContains)
+def _text_contains(_element: _TextContains, compiler: SQLCompiler, **_kw: Any) -> str:
+    raise QueryError(
+        f"contains() is defined for SQLite and PostgreSQL, not for {compiler.dialect.name}"
+    )
+
+
+@compiles(_TextContains, "postgresql")
+def _text_contains_postgresql(element: _TextContains, compiler: SQLCompiler, **kw: Any) -> str:
+    haystack, needle = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(strpos({haystack}, {needle}) > 0)"
+
+
+@compiles(_TextContains, "sqlite")
+def _text_contains_sqlite(element: _TextContains, compiler: SQLCompiler, **kw: Any) -> str:
+    haystack, needle = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(instr({haystack}, {needle}) > 0)"
+
+
+_ORDERING: Final = frozenset({"<", "<=", ">", ">="})
+
+
+def where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:
+    """Compile ``spec`` into a where-clause over ``model``'s columns.
+
+    Args:
+        spec: The specification.
+        model: The mapped class it filters.
+
+    Returns:
+        The clause; every value in it is a bound parameter.
+
+    Raises:
+        QueryError: The specification reads a field the model does not map.
+    """
+    if not isinstance(spec, Specification):
+        raise QueryError(
+            f"a filter must be a Specification, such as F('total') > 100; got {spec!r}"
+        )
+    spec.check_fields(column_names(model), model=model.__name__)
+    return _where(spec, model)
+
+
+def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noqa: PLR0911 - one branch per node
+    match spec:
+        case Compare(field=field, op=op, value=value):
+            column = _column(model, field)
+            _check_value(column, field, value)
+            if op in _ORDERING and _is_text(column):
+                column = _CodePointText(column)
+            clause: ColumnElement[bool] = {
+                "==": column.__eq__,
+                "!=": column.__ne__,
+                "<": column.__lt__,
+                "<=": column.__le__,
+                ">": column.__gt__,
+                ">=": column.__ge__,
+            }[op](sa.bindparam(None, value, type_=column.type))
+            return clause
+        case In(field=field, values=values):
+            column = _column(model, field)
+            for value in values:
+                if value is not None:
+                    _check_value(column, field, value)
+            if not values:
+                return sa.false()
+            return column.in_(values)  # type: ignore[no-any-return]
+        case IsNone(field=field):
+            return _column(model, field).is_(None)  # type: ignore[no-any-return]
+        case Contains(field=field, text=text):
+            column = _column(model, field)
+            _check_value(column, field, text)
+            return _TextContains(column, sa.literal(text, sa.String()))
+        case StartsWith(field=field, text=text):
+            column = _column(model, field)
+            _check_value(column, field, text)
+            return sa.func.substr(column, 1, len(text)) == sa.literal(text, sa.String())
+        case And(parts=parts):
+            return sa.and_(*(_where(part, model) for part in parts))
+        case Or(parts=parts):
+            return sa.or_(*(_where(part, model) for part in parts))
+        case Not(part=part):
+            return sa.not_(_where(part, model))
+    raise QueryError(f"cannot compile {spec!r}: build specifications with F")  # pragma: no cover
+
+
+def parse_order(order_by: str | Sequence[str], model: type[Any]) -> tuple[tuple[str, bool], ...]:
+    """Check an ``order_by`` and return its ``(field, descending)`` pairs.
+
+    Args:
+        order_by: A field name or a sequence of them; ``-`` in front sorts descending.
+        model: The mapped class.
+
+    Returns:
+        The pairs, in order, without repeats.
+
+    Raises:
+        QueryError: An unknown field, an empty name, or a field named twice.
+    """
+    names = [order_by] if isinstance(order_by, str) else list(order_by)
+    pairs: list[tuple[str, bool]] = []
+    for raw in names:
+        if not isinstance(raw, str):
+            raise QueryError(f"order_by takes field names, got {raw!r}")
+        descending = raw.startswith("-")
+        name = raw[1:] if descending else raw
+        _column(model, name)
+        if any(name == seen for seen, _ in pairs):
+            raise QueryError(f"order_by names {name!r} twice: name each field once")
+        pairs.append((name, descending))
+    return tuple(pairs)
+
+
+def order_by_clauses(pairs: Sequence[tuple[str, bool]], model: type[Any]) -> list[Any]:
+    """ORDER BY clauses for checked pairs: code-point text, NULLs first ascending."""
+    clauses = []
+    for name, descending in pairs:
+        column = _column(model, name)
+        if _is_text(column):
+            column = _CodePointText(column)
+        clauses.append(column.desc().nulls_last() if descending else column.asc().nulls_first())
+    return clauses
+
+
+def sort_in_python(items: list[Any], pairs: Sequence[tuple[str, bool]]) -> None:
+    """Sort ``items`` in place as `order_by_clauses` sorts rows (for the in-memory twins).
+
+    Args:
+        items: Objects with the named attributes.
+        pairs: Checked ``(field, descending)`` pairs; later pairs break ties.
+    """
+    for name, descending in reversed(pairs):  # stable sorts: the last key first
+        read = operator.attrgetter(name)
+
+        def key(item: Any, read: Callable[[Any], Any] = read) -> tuple[bool, Any]:
+            value = read(item)
+            return (value is not None, value)  # a missing value before any other
+
+        items.sort(key=key, reverse=descending)
