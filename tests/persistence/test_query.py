@@ -14,6 +14,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 from buttress.domain import F, Specification
 from buttress.errors import QueryError
 from buttress.persistence._query import (
+    after_clause,
+    after_in_python,
     column_names,
     order_by_clauses,
     parse_order,
@@ -150,6 +152,38 @@ def test_an_order_sorts_the_same_in_python_and_sql(
         expected = list(rows)
         sort_in_python(expected, pairs)
         assert list(ordered) == [row.id for row in expected]
+
+
+@SLOW
+@given(rows=ROWS, order=ORDERS, size=st.integers(1, 4))
+def test_walking_keyset_pages_visits_every_row_once_in_order(
+    table: sa.Engine, rows: list[Plain], order: list[str], size: int
+) -> None:
+    """Page after page, each starting after the last row of the one before, in SQL and Python."""
+    load(table, rows)
+    pairs = (*parse_order(order, Row), ("id", False))
+    names = [name for name, _ in pairs]
+    expected = list(rows)
+    sort_in_python(expected, pairs)
+    sql_walk: list[int] = []
+    python_walk: list[int] = []
+    last: list[Any] | None = None
+    with table.connect() as connection:
+        for _ in range(len(rows) + 1):
+            query = sa.select(Row).order_by(*order_by_clauses(pairs, Row)).limit(size)
+            if last is not None:
+                query = query.where(after_clause(pairs, last, Row))
+            page = list(connection.execute(query))  # rows with an attribute per column
+            remaining = [
+                row for row in expected if last is None or after_in_python(row, pairs, last)
+            ]
+            assert [row.id for row in page] == [row.id for row in remaining[:size]]
+            sql_walk += [row.id for row in page]
+            python_walk += [row.id for row in remaining[:size]]
+            if len(page) < size:
+                break
+            last = [getattr(page[-1], name) for name in names]
+    assert sql_walk == python_walk == [row.id for row in expected]
 
 
 def test_unknown_fields_are_refused_before_any_sql_naming_the_valid_ones() -> None:

@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import SQLCompiler
     from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["column_names", "order_by_clauses", "parse_order", "sort_in_python", "where"]
+__all__ = [
+    "after_clause",
+    "after_in_python",
+    "column_names",
+    "order_by_clauses",
+    "parse_order",
+    "sort_in_python",
+    "where",
+]
 
 
 def mapper_of(model: type[Any]) -> Mapper[Any]:
@@ -269,3 +277,59 @@ def sort_in_python(items: list[Any], pairs: Sequence[tuple[str, bool]]) -> None:
             return (value is not None, value)  # a missing value before any other
 
         items.sort(key=key, reverse=descending)
+
+
+def after_clause(
+    pairs: Sequence[tuple[str, bool]], values: Sequence[Any], model: type[Any]
+) -> ColumnElement[bool]:
+    """The rows that come after ``values`` in the order of ``pairs`` (keyset pagination).
+
+    ``pairs`` must end with the primary key, so no two rows tie and every row
+    comes either before or after the last one of a page. The clause is the
+    lexicographic "greater than" of `order_by_clauses`' order: for each field, the
+    earlier fields equal and this one past its value, where a missing value sorts
+    first ascending and last descending.
+
+    Args:
+        pairs: Checked ``(field, descending)`` pairs, ending with the primary key.
+        values: The last row's value of each field.
+        model: The mapped class.
+
+    Returns:
+        The where-clause.
+    """
+    columns = [_column(model, name) for name, _ in pairs]
+    branches = []
+    for i, (_, descending) in enumerate(pairs):
+        same = [_same(columns[j], values[j]) for j in range(i)]
+        branches.append(sa.and_(*same, _past(columns[i], values[i], descending=descending)))
+    return sa.or_(*branches)
+
+
+def _same(column: Any, value: Any) -> ColumnElement[bool]:
+    if value is None:
+        return column.is_(None)  # type: ignore[no-any-return]
+    return column == sa.bindparam(None, value, type_=column.type)  # type: ignore[no-any-return]
+
+
+def _past(column: Any, value: Any, *, descending: bool) -> ColumnElement[bool]:
+    if value is None:
+        # a missing value sorts first ascending (all values come after it), last descending
+        return sa.false() if descending else column.is_not(None)
+    bound = sa.bindparam(None, value, type_=column.type)
+    compared = _CodePointText(column) if _is_text(column) else column
+    if descending:
+        return sa.or_(compared < bound, column.is_(None))
+    return compared > bound
+
+
+def after_in_python(item: Any, pairs: Sequence[tuple[str, bool]], values: Sequence[Any]) -> bool:
+    """Whether ``item`` comes after ``values`` in the order of ``pairs`` (as `after_clause`)."""
+    for (name, descending), value in zip(pairs, values, strict=True):
+        found = getattr(item, name)
+        if found == value and (found is None) == (value is None):
+            continue  # equal on this field: the next one decides
+        if descending:
+            return value is not None and (found is None or found < value)
+        return found is not None and (value is None or found > value)
+    return False  # the same row
