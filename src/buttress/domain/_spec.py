@@ -18,6 +18,7 @@ is built: ordering against ``None``, and NaN anywhere.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import keyword
 import math
 import operator
@@ -84,7 +85,9 @@ def check_field_name(name: object) -> str:
 
 def _plain(value: object, field: str) -> None:
     """Refuse values no backend compares the same way."""
-    if isinstance(value, float) and math.isnan(value):
+    if (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, decimal.Decimal) and value.is_nan()
+    ):
         raise QueryError(
             f"cannot compare {field!r} with NaN: SQLite stores NaN as NULL and PostgreSQL "
             "orders it above every number. Filter on a real number or on is_none()"
@@ -427,8 +430,13 @@ class F:
 
     __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
+    name: str
+
     def __init__(self, name: str) -> None:
-        self.name = check_field_name(name)
+        object.__setattr__(self, "name", check_field_name(name))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"F is immutable: build F({value!r}) instead")
 
     def __repr__(self) -> str:
         return f"F({self.name!r})"
