@@ -164,6 +164,38 @@ class Specification:
         )
 
 
+class _OnField(Specification):
+    """A condition on one field (the subclass declares ``field``)."""
+
+    __slots__ = ()
+    field: str
+
+    def _fields(self) -> Iterator[str]:
+        yield self.field
+
+
+class _Junction(Specification):
+    """``&`` or ``|`` of parts (the subclass declares ``parts``)."""
+
+    __slots__ = ()
+    parts: tuple[Specification, ...]
+
+    def _kleene(self, candidate: object, *, decisive: bool) -> bool | None:
+        """Kleene logic: a part evaluating to ``decisive`` decides, then unknown, then not."""
+        result: bool | None = not decisive
+        for part in self.parts:
+            value = part.evaluate(candidate)
+            if value is decisive:
+                return decisive
+            if value is None:
+                result = None
+        return result
+
+    def _fields(self) -> Iterator[str]:
+        for part in self.parts:
+            yield from part._fields()
+
+
 def unknown_fields(unknown: Iterable[str], valid: Iterable[str], model: str) -> str:
     """The message for fields a model does not map."""
     names = ", ".join(repr(name) for name in unknown)
@@ -186,7 +218,7 @@ def _parts(spec: Specification, kind: type[And | Or]) -> tuple[Specification, ..
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class Compare(Specification):
+class Compare(_OnField):
     """``field <op> value``, with ``value`` not None (see `IsNone`)."""
 
     field: str
@@ -207,16 +239,13 @@ class Compare(Specification):
                 "of the field's type"
             ) from None
 
-    def _fields(self) -> Iterator[str]:
-        yield self.field
-
     def __repr__(self) -> str:
         return f"(F({self.field!r}) {self.op} {self.value!r})"
 
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class In(Specification):
+class In(_OnField):
     """``field IN values``: true for a listed value, unknown for a missing one.
 
     An empty ``values`` is false for every object, a missing value included (as
@@ -237,16 +266,13 @@ class In(Specification):
             return True
         return None if any(value is None for value in self.values) else False
 
-    def _fields(self) -> Iterator[str]:
-        yield self.field
-
     def __repr__(self) -> str:
         return f"F({self.field!r}).in_({list(self.values)!r})"
 
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class IsNone(Specification):
+class IsNone(_OnField):
     """``field IS NULL``: never unknown."""
 
     field: str
@@ -255,16 +281,13 @@ class IsNone(Specification):
         """See `Specification.evaluate`."""
         return getattr(candidate, self.field) is None
 
-    def _fields(self) -> Iterator[str]:
-        yield self.field
-
     def __repr__(self) -> str:
         return f"F({self.field!r}).is_none()"
 
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class Contains(Specification):
+class Contains(_OnField):
     """The text field holds ``text`` anywhere, case-sensitively (no wildcards)."""
 
     field: str
@@ -277,16 +300,13 @@ class Contains(Specification):
             return None
         return self.text in _text(found, self.field)
 
-    def _fields(self) -> Iterator[str]:
-        yield self.field
-
     def __repr__(self) -> str:
         return f"F({self.field!r}).contains({self.text!r})"
 
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class StartsWith(Specification):
+class StartsWith(_OnField):
     """The text field starts with ``text``, case-sensitively (no wildcards)."""
 
     field: str
@@ -298,9 +318,6 @@ class StartsWith(Specification):
         if found is None:
             return None
         return _text(found, self.field).startswith(self.text)
-
-    def _fields(self) -> Iterator[str]:
-        yield self.field
 
     def __repr__(self) -> str:
         return f"F({self.field!r}).startswith({self.text!r})"
@@ -317,25 +334,14 @@ def _text(found: object, field: str) -> str:
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class And(Specification):
+class And(_Junction):
     """Every part holds (Kleene logic: false wins, then unknown)."""
 
     parts: tuple[Specification, ...]
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
-        result: bool | None = True
-        for part in self.parts:
-            value = part.evaluate(candidate)
-            if value is False:
-                return False
-            if value is None:
-                result = None
-        return result
-
-    def _fields(self) -> Iterator[str]:
-        for part in self.parts:
-            yield from part._fields()
+        return self._kleene(candidate, decisive=False)
 
     def __repr__(self) -> str:
         return "(" + " & ".join(map(repr, self.parts)) + ")"
@@ -343,25 +349,14 @@ class And(Specification):
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True, eq=True)
-class Or(Specification):
+class Or(_Junction):
     """Some part holds (Kleene logic: true wins, then unknown)."""
 
     parts: tuple[Specification, ...]
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
-        result: bool | None = False
-        for part in self.parts:
-            value = part.evaluate(candidate)
-            if value is True:
-                return True
-            if value is None:
-                result = None
-        return result
-
-    def _fields(self) -> Iterator[str]:
-        for part in self.parts:
-            yield from part._fields()
+        return self._kleene(candidate, decisive=True)
 
     def __repr__(self) -> str:
         return "(" + " | ".join(map(repr, self.parts)) + ")"
