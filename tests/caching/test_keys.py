@@ -102,7 +102,7 @@ def test_keys_are_the_bound_arguments_with_defaults_and_types(
     data: st.DataObject, signature: inspect.Signature
 ) -> None:
     identity = object()
-    make_key = KeyMaker(function_with(signature), identity, method=False).build()
+    make_key = KeyMaker(function_with(signature), identity, method=False).general
     args, kwargs = data.draw(calls(signature))
     try:
         expected = expected_key(identity, signature, args, kwargs)
@@ -120,7 +120,7 @@ def test_keys_are_the_bound_arguments_with_defaults_and_types(
 def test_different_calls_never_share_a_key(
     signature: inspect.Signature, data: st.DataObject
 ) -> None:
-    make_key = KeyMaker(function_with(signature), "f", method=False).build()
+    make_key = KeyMaker(function_with(signature), "f", method=False).general
     first, second = data.draw(calls(signature)), data.draw(calls(signature))
     try:
         a = expected_key("f", signature, *first)

@@ -345,7 +345,7 @@ def cached(
         binding = None
         if key is None:
             maker = KeyMaker(function, identity, method=method)
-            make_key = maker.build()
+            make_key = maker.general
             binding = maker.binding(_prefix(params))
         else:
             custom = key

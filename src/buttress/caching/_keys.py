@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Binding", "InstanceToken", "KeyMaker", "unhashable"]
 
-_NO: Final = object()
-
 _STARS: Final[dict[inspect._ParameterKind, str]] = {
     inspect.Parameter.VAR_POSITIONAL: "*",
     inspect.Parameter.VAR_KEYWORD: "**",
@@ -188,67 +186,6 @@ class KeyMaker:
             for param in params
             if param.default is not inspect.Parameter.empty
         }
-        # Defaults of trailing positional parameters, so ``f(1)`` fills them in one slice.
-        tail: list[Any] = []
-        for param in reversed(positional):
-            if param.default is inspect.Parameter.empty:
-                break
-            tail.append(param.default)
-        self.tail_defaults = tuple(reversed(tail))
-        self.required = len(positional) - len(self.tail_defaults)
-        self.keyword_defaults = tuple(self.defaults.get(name, _NO) for name in self.keyword_only)
-        self.fast = not self.variadic and _NO not in self.keyword_defaults
-
-    def build(self) -> Callable[[tuple[Any, ...], dict[str, Any]], Key]:
-        """The key function ``(args, kwargs) -> key``, specialised for this signature.
-
-        For a signature without ``*args``/``**kwargs`` and without required
-        keyword-only parameters, the all-positional calls (the common case) get a
-        generated function: one branch per accepted argument count, unpacking the
-        arguments into locals and filling defaults from constants. The source is
-        built from argument counts only, never from names or values. Every other
-        call goes through `general`, which yields the same key.
-        """
-        if not self.fast:
-            return self.general
-        count = len(self.positional)
-        constants: dict[str, Any] = {
-            "identity": self.identity,
-            "general": self.general,
-            "token": tokens,
-            "Token": InstanceToken,
-        }
-        defaults = [*([_NO] * self.required), *self.tail_defaults]
-        for i, default in enumerate(defaults):
-            constants[f"d{i}"], constants[f"t{i}"] = default, type(default)
-        for j, default in enumerate(self.keyword_defaults):
-            constants[f"k{j}"], constants[f"u{j}"] = default, type(default)
-        keyword_values = [f"k{j}" for j in range(len(self.keyword_defaults))]
-        keyword_types = [f"u{j}" for j in range(len(self.keyword_defaults))]
-        lines = ["def key(args, kwargs):", "    if not kwargs:", "        n = len(args)"]
-        for n in range(count, max(self.required, 1 if self.method else 0) - 1, -1):
-            given = [f"a{i}" for i in range(n)]
-            values = [*given, *(f"d{i}" for i in range(n, count)), *keyword_values]
-            types = [
-                *(f"type({name})" for name in given),
-                *(f"t{i}" for i in range(n, count)),
-                *keyword_types,
-            ]
-            if self.method:
-                values[0], types[0] = "token(a0)", "Token"
-            lines.append(f"        if n == {n}:")
-            if given:
-                lines.append(f"            {', '.join(given)}, = args")
-            lines.append(f"            return ({', '.join(['identity', *values, *types])},)")
-        lines.append("    return general(args, kwargs)")
-        namespace: dict[str, Any] = {}
-        exec(  # noqa: S102 - the source is built from argument counts only
-            compile("\n".join(lines), f"<cache key of {self.identity!r}>", "exec"),
-            constants,
-            namespace,
-        )
-        function: Callable[[tuple[Any, ...], dict[str, Any]], Key] = namespace["key"]
-        return function
 
     def binding(self, prefix: str) -> Binding | None:
         """Source fragments for a wrapper with the function's own parameter list.
@@ -325,7 +262,7 @@ class KeyMaker:
         )
 
     def general(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
-        """Bind any call: keywords, defaults, ``*args`` and ``**kwargs``."""
+        """The key of any call, bound in Python (for `invalidate`; calls bind in the wrapper)."""
         if self.variadic:
             bound = self.signature.bind(*args, **kwargs)  # raises the TypeError a call would
             bound.apply_defaults()

@@ -471,7 +471,6 @@ class TieredView:
         self.name = shared.name
         self._memory_get = tiered.memory.get
         self._entries_get = tiered.memory.entries.get
-        self._texts_get = shared.cache.texts.get
 
     def __repr__(self) -> str:
         return f"<TieredView {self.name} of {self.tiered!r}>"
@@ -482,7 +481,7 @@ class TieredView:
         Raises:
             CacheKeyError: An argument has no stable text form.
         """
-        text = self._texts_get(key) or self.l2.text(key)
+        text = self.l2.text(key)
         entry = self._entries_get((text,))
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]
@@ -490,7 +489,7 @@ class TieredView:
 
     def get(self, key: Key) -> Any:
         """Return ``key``'s value from memory, else from Redis (copied into memory)."""
-        text = self._texts_get(key) or self.l2.text(key)
+        text = self.l2.text(key)
         entry = self._entries_get((text,))
         if entry is not None and entry[1] > time.monotonic():
             return entry[0]

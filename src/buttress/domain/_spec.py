@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
 
 __all__ = [
+    "OPERATORS",
     "And",
     "Compare",
     "Contains",
@@ -47,7 +48,7 @@ __all__ = [
 
 Operator = Literal["==", "!=", "<", "<=", ">", ">="]
 
-_OPERATORS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+OPERATORS: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "==": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,
@@ -180,8 +181,13 @@ class _Junction(Specification):
     __slots__ = ()
     parts: tuple[Specification, ...]
 
-    def _kleene(self, candidate: object, *, decisive: bool) -> bool | None:
-        """Kleene logic: a part evaluating to ``decisive`` decides, then unknown, then not."""
+    decisive: ClassVar[bool]
+    """The value that decides alone: False for ``&``, True for ``|``."""
+    symbol: ClassVar[str]
+
+    def evaluate(self, candidate: object) -> bool | None:
+        """Kleene logic: a part evaluating to `decisive` decides, then unknown, then not."""
+        decisive = self.decisive
         result: bool | None = not decisive
         for part in self.parts:
             value = part.evaluate(candidate)
@@ -194,6 +200,9 @@ class _Junction(Specification):
     def _fields(self) -> Iterator[str]:
         for part in self.parts:
             yield from part._fields()
+
+    def __repr__(self) -> str:
+        return "(" + f" {self.symbol} ".join(map(repr, self.parts)) + ")"
 
 
 def unknown_fields(unknown: Iterable[str], valid: Iterable[str], model: str) -> str:
@@ -231,7 +240,7 @@ class Compare(_OnField):
         if found is None:
             return None
         try:
-            return bool(_OPERATORS[self.op](found, self.value))
+            return bool(OPERATORS[self.op](found, self.value))
         except TypeError:
             raise QueryError(
                 f"cannot compare {self.field!r} ({type(found).__name__}) with "
@@ -333,33 +342,25 @@ def _text(found: object, field: str) -> str:
 
 
 @final
-@dataclasses.dataclass(frozen=True, slots=True, eq=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=True, repr=False)  # _Junction's repr
 class And(_Junction):
     """Every part holds (Kleene logic: false wins, then unknown)."""
 
     parts: tuple[Specification, ...]
 
-    def evaluate(self, candidate: object) -> bool | None:
-        """See `Specification.evaluate`."""
-        return self._kleene(candidate, decisive=False)
-
-    def __repr__(self) -> str:
-        return "(" + " & ".join(map(repr, self.parts)) + ")"
+    decisive: ClassVar[bool] = False
+    symbol: ClassVar[str] = "&"
 
 
 @final
-@dataclasses.dataclass(frozen=True, slots=True, eq=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=True, repr=False)  # _Junction's repr
 class Or(_Junction):
     """Some part holds (Kleene logic: true wins, then unknown)."""
 
     parts: tuple[Specification, ...]
 
-    def evaluate(self, candidate: object) -> bool | None:
-        """See `Specification.evaluate`."""
-        return self._kleene(candidate, decisive=True)
-
-    def __repr__(self) -> str:
-        return "(" + " | ".join(map(repr, self.parts)) + ")"
+    decisive: ClassVar[bool] = True
+    symbol: ClassVar[str] = "|"
 
 
 @final

@@ -24,6 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from buttress.domain._spec import (
+    OPERATORS,
     And,
     Compare,
     Contains,
@@ -188,14 +189,8 @@ def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noq
             _check_value(column, field, value)
             if op in _ORDERING and _is_text(column):
                 column = _CodePointText(column)
-            clause: ColumnElement[bool] = {
-                "==": column.__eq__,
-                "!=": column.__ne__,
-                "<": column.__lt__,
-                "<=": column.__le__,
-                ">": column.__gt__,
-                ">=": column.__ge__,
-            }[op](sa.bindparam(None, value, type_=column.type))
+            bound = sa.bindparam(None, value, type_=column.type)
+            clause: ColumnElement[bool] = OPERATORS[op](column, bound)  # column.__lt__ and so on
             return clause
         case In(field=field, values=values):
             column = _column(model, field)
