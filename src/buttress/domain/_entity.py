@@ -244,3 +244,14 @@ class AggregateRoot(Entity):
         pulled = list(events)
         events.clear()
         return pulled
+
+
+def discard_events_after(aggregate: AggregateRoot, count: int) -> None:
+    """Forget the events ``aggregate`` recorded after its first ``count`` pending ones.
+
+    A unit of work calls it when a savepoint rolls back: the events describe
+    changes that were undone.
+    """
+    events = aggregate._recorded()  # noqa: SLF001 - the unit of work owns this bookkeeping
+    if events is not None:
+        del events[count:]

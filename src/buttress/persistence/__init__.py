@@ -1,9 +1,42 @@
-"""Persistence: repositories and units of work over SQLAlchemy and in memory.
+"""Persistence: repositories and units of work over SQLAlchemy 2 and in memory.
 
-The query layer comes first: `buttress.domain.F` specifications and ``order_by``
-field lists compile here (``buttress.persistence._query``) into SQLAlchemy
-clauses checked against a model's mapped columns. The repository and unit of
-work protocols and their SQLAlchemy and in-memory implementations build on it.
+`Repository` / `AsyncRepository` and `UnitOfWork` / `AsyncUnitOfWork` are the
+protocols; `SqlAlchemyUnitOfWork` and `AsyncSqlAlchemyUnitOfWork` implement them
+over SQLAlchemy sessions (SQLite, PostgreSQL), and `InMemoryUnitOfWork` /
+`AsyncInMemoryUnitOfWork` in memory, proven to behave the same by the contract
+suite in `buttress.testing`. Filters are `buttress.domain.F` specifications;
+``order_by`` names mapped fields; `Page` is one page of keyset pagination.
 """
 
-__all__: list[str] = []
+from buttress.persistence._memory import InMemoryRepository, InMemoryUnitOfWork
+from buttress.persistence._memory_async import AsyncInMemoryRepository, AsyncInMemoryUnitOfWork
+from buttress.persistence._memory_core import InMemoryStore
+from buttress.persistence._protocols import (
+    AsyncRepository,
+    AsyncUnitOfWork,
+    Page,
+    Repository,
+    UnitOfWork,
+)
+from buttress.persistence._sqlalchemy import SqlAlchemyRepository, SqlAlchemyUnitOfWork
+from buttress.persistence._sqlalchemy_async import (
+    AsyncSqlAlchemyRepository,
+    AsyncSqlAlchemyUnitOfWork,
+)
+
+__all__ = [
+    "AsyncInMemoryRepository",
+    "AsyncInMemoryUnitOfWork",
+    "AsyncRepository",
+    "AsyncSqlAlchemyRepository",
+    "AsyncSqlAlchemyUnitOfWork",
+    "AsyncUnitOfWork",
+    "InMemoryRepository",
+    "InMemoryStore",
+    "InMemoryUnitOfWork",
+    "Page",
+    "Repository",
+    "SqlAlchemyRepository",
+    "SqlAlchemyUnitOfWork",
+    "UnitOfWork",
+]

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "after_clause",
     "after_in_python",
+    "check_value",
     "column_names",
     "order_by_clauses",
     "parse_order",
@@ -96,6 +97,17 @@ def _check_value(column: Any, field: str, value: object) -> None:
         expected = column.type.python_type
     except NotImplementedError:
         return  # a custom type: the database decides
+    check_value(expected, field, value)
+
+
+def check_value(expected: type[Any], field: str, value: object) -> None:
+    """Refuse ``value`` for a field of type ``expected`` (numbers are interchangeable).
+
+    Raises:
+        QueryError: ``value`` is of another type, or a bool where the field is not.
+    """
+    if expected is object:
+        return  # a custom type (SQLAlchemy 2.1 says object): the database decides
     if isinstance(value, bool) != (expected is bool):
         fits = False
     elif expected in _NUMBERS:

@@ -1,0 +1,282 @@
+# Generated from _memory_async.py by scripts/unasync.py: do not edit by hand.
+# Change the source and run `uv run python scripts/unasync.py`.
+"""The in-memory repository and unit of work for asyncio, twins of the SQLAlchemy ones.
+
+This module is the source of its sync twin, ``_memory.py``, which
+``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
+The work is done by ``_memory_core``; these classes give it the protocols' shape.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+
+from buttress.errors import ConfigurationError, NotFoundError
+from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
+from buttress.persistence._model import DEFAULT_PAGE_SIZE, Tracker, model_info, secret_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from types import TracebackType
+
+    from buttress.domain import DomainEvent, Specification
+    from buttress.persistence._protocols import Page
+
+__all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
+
+T = TypeVar("T")
+ID = TypeVar("ID")
+
+
+class InMemoryRepository(Generic[T, ID]):
+    """A repository that keeps entities in memory and behaves as the SQLAlchemy one does.
+
+    It enforces what the model's SQLAlchemy metadata declares (primary key,
+    generated keys, defaults, NOT NULL, unique constraints, the version
+    column) and raises the same errors, in the same calls, as
+    `SqlAlchemyRepository`; the contract suite in `buttress.testing`
+    runs both. Built alone it keeps its own store and transaction, which is
+    handy in a unit test; inside a unit of work its writes are kept on commit.
+
+    Args:
+        model: A mapped class (declarative, or a plain class mapped imperatively).
+        store: The store to read and write (default: a new one).
+        cursor_secret: Signs page cursors.
+
+    Raises:
+        ConfigurationError: The model maps relationships, which it cannot store.
+        QueryError: ``model`` is not mapped.
+    """
+
+    __slots__ = ("_info", "_transaction")
+
+    def __init__(
+        self,
+        model: type[T],
+        *,
+        store: InMemoryStore | None = None,
+        cursor_secret: bytes | str | None = None,
+        _transaction: Transaction | None = None,
+    ) -> None:
+        self._info = model_info(model)
+        if _transaction is None:
+            store = InMemoryStore() if store is None else store
+            _transaction = Transaction(store, Tracker(secret_bytes(cursor_secret)))
+        _transaction.store.table(model)
+        self._transaction = _transaction
+
+    @property
+    def model(self) -> type[T]:
+        """The mapped class this repository stores."""
+        return self._info.model
+
+    def add(self, entity: T) -> T:
+        """See `SqlAlchemyRepository.add`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        self._transaction.add(self._info, (entity,))
+        if self._info.aggregate:
+            tracker.see(entity)  # type: ignore[arg-type]
+        return entity
+
+    def add_many(self, entities: Iterable[T]) -> list[T]:
+        """See `SqlAlchemyRepository.add_many`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        items = list(entities)
+        self._transaction.add(self._info, items)
+        if self._info.aggregate:
+            tracker.see_all(items)  # type: ignore[arg-type]
+        return items
+
+    def get(self, key: ID) -> T:
+        """See `SqlAlchemyRepository.get`."""
+        entity = self.get_or_none(key)
+        if entity is None:
+            raise NotFoundError(entity=self._info.name, key=key)
+        return entity
+
+    def get_or_none(self, key: ID) -> T | None:
+        """See `SqlAlchemyRepository.get_or_none`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        entity: T | None = self._transaction.get(self._info, key)
+        if entity is not None and self._info.aggregate:
+            tracker.see(entity)  # type: ignore[arg-type]
+        return entity
+
+    def find(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[T]:
+        """See `SqlAlchemyRepository.find`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        items: list[T] = find_in(
+            self._transaction,
+            info=self._info,
+            spec=spec,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+        )
+        if self._info.aggregate:
+            tracker.see_all(items)  # type: ignore[arg-type]
+        return items
+
+    def first(
+        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+    ) -> T | None:
+        """See `SqlAlchemyRepository.first`."""
+        found = self.find(spec, order_by=order_by, limit=1)
+        return found[0] if found else None
+
+    def count(self, spec: Specification | None = None) -> int:
+        """See `SqlAlchemyRepository.count`."""
+        self._transaction.tracker.check()
+        self._transaction.check_spec(self._info, spec)
+        return self._transaction.count(self._info, spec)
+
+    def exists(self, spec: Specification | None = None) -> bool:
+        """See `SqlAlchemyRepository.exists`."""
+        return self.count(spec) > 0
+
+    def remove(self, entity: T) -> None:
+        """See `SqlAlchemyRepository.remove`."""
+        self._transaction.tracker.check()
+        self._transaction.remove(self._info, entity)
+
+    def page(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        size: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Page[T]:
+        """See `SqlAlchemyRepository.page`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        found: Page[T] = page_of(
+            self._transaction, info=self._info, spec=spec, order_by=order_by, size=size, after=after
+        )
+        if self._info.aggregate:
+            tracker.see_all(found.items)  # type: ignore[arg-type]
+        return found
+
+
+class InMemoryUnitOfWork:
+    """A unit of work over an `InMemoryStore`, the twin of `SqlAlchemyUnitOfWork`.
+
+    It needs no arguments: it learns each model from ``repository(Model)``.
+    Commit, rollback, savepoints, re-entry and events behave as they do over
+    SQL; pass the same ``store`` to several units of work to share data.
+
+    The persistence guide shows it at work.
+
+    Args:
+        store: The data to work on (default: a new, empty store).
+        cursor_secret: Signs page cursors.
+    """
+
+    def __init__(
+        self, *, store: InMemoryStore | None = None, cursor_secret: bytes | str | None = None
+    ) -> None:
+        self._store = InMemoryStore() if store is None else store
+        self._tracker = Tracker(secret_bytes(cursor_secret))
+        self._transaction: Transaction | None = None
+        self._repositories: dict[type[Any], InMemoryRepository[Any, Any]] = {}
+
+    @property
+    def store(self) -> InMemoryStore:
+        """The data this unit of work reads and writes; pass it to another to share it."""
+        return self._store
+
+    def _active(self) -> Transaction:
+        transaction = self._transaction
+        if transaction is None:
+            raise ConfigurationError(
+                "this unit of work is not in a transaction: use it inside `with uow:`"
+            )
+        return transaction
+
+    def __enter__(self) -> Self:
+        """Begin a transaction.
+
+        Raises:
+            ConfigurationError: The unit of work is already entered.
+        """
+        if self._transaction is not None:
+            raise ConfigurationError(
+                "this unit of work is already in a transaction: it cannot be entered twice at "
+                "once; use uow.savepoint() for a nested transaction, or another unit of work"
+            )
+        self._transaction = Transaction(self._store, self._tracker)
+        self._repositories = {}
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Roll back what was not committed and end the transaction."""
+        transaction = self._active()
+        self._transaction = None
+        self._repositories = {}
+        self._tracker.rolled_back()
+        transaction.close()
+
+    @overload
+    def repository(self, model: type[T]) -> InMemoryRepository[T, Any]: ...
+    @overload
+    def repository(self, model: type[T], key: type[ID]) -> InMemoryRepository[T, ID]: ...
+    def repository(self, model: type[T], key: type[ID] | None = None) -> InMemoryRepository[T, Any]:
+        """See `SqlAlchemyUnitOfWork.repository`."""
+        del key  # it only tells type checkers the type of the repository's keys
+        transaction = self._active()
+        found = self._repositories.get(model)
+        if found is None:
+            found = InMemoryRepository(model, _transaction=transaction)
+            self._repositories[model] = found
+        return found
+
+    def commit(self) -> None:
+        """See `SqlAlchemyUnitOfWork.commit`."""
+        transaction = self._active()
+        self._tracker.check()
+        transaction.commit()
+        self._tracker.committed()
+
+    def rollback(self) -> None:
+        """See `SqlAlchemyUnitOfWork.rollback`."""
+        transaction = self._active()
+        self._tracker.rolled_back()
+        transaction.rollback()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """See `SqlAlchemyUnitOfWork.savepoint`."""
+        transaction = self._active()
+        tracker = self._tracker
+        tracker.check()
+        transaction.begin_savepoint()
+        tracker.mark()
+        try:
+            yield
+            transaction.release_savepoint()
+        except BaseException:
+            transaction.rollback_savepoint()
+            tracker.undo()
+            raise
+        tracker.release()
+
+    def collect_events(self) -> Iterator[DomainEvent]:
+        """See `SqlAlchemyUnitOfWork.collect_events`."""
+        return self._tracker.collect()

@@ -1,0 +1,282 @@
+"""The in-memory repository and unit of work for asyncio, twins of the SQLAlchemy ones.
+
+This module is the source of its sync twin, ``_memory.py``, which
+``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
+The work is done by ``_memory_core``; these classes give it the protocols' shape.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+
+from buttress.errors import ConfigurationError, NotFoundError
+from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
+from buttress.persistence._model import DEFAULT_PAGE_SIZE, Tracker, model_info, secret_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+    from types import TracebackType
+
+    from buttress.domain import DomainEvent, Specification
+    from buttress.persistence._protocols import Page
+
+__all__ = ["AsyncInMemoryRepository", "AsyncInMemoryUnitOfWork"]
+
+T = TypeVar("T")
+ID = TypeVar("ID")
+
+
+class AsyncInMemoryRepository(Generic[T, ID]):
+    """A repository that keeps entities in memory and behaves as the SQLAlchemy one does.
+
+    It enforces what the model's SQLAlchemy metadata declares (primary key,
+    generated keys, defaults, NOT NULL, unique constraints, the version
+    column) and raises the same errors, in the same calls, as
+    `AsyncSqlAlchemyRepository`; the contract suite in `buttress.testing`
+    runs both. Built alone it keeps its own store and transaction, which is
+    handy in a unit test; inside a unit of work its writes are kept on commit.
+
+    Args:
+        model: A mapped class (declarative, or a plain class mapped imperatively).
+        store: The store to read and write (default: a new one).
+        cursor_secret: Signs page cursors.
+
+    Raises:
+        ConfigurationError: The model maps relationships, which it cannot store.
+        QueryError: ``model`` is not mapped.
+    """
+
+    __slots__ = ("_info", "_transaction")
+
+    def __init__(
+        self,
+        model: type[T],
+        *,
+        store: InMemoryStore | None = None,
+        cursor_secret: bytes | str | None = None,
+        _transaction: Transaction | None = None,
+    ) -> None:
+        self._info = model_info(model)
+        if _transaction is None:
+            store = InMemoryStore() if store is None else store
+            _transaction = Transaction(store, Tracker(secret_bytes(cursor_secret)))
+        _transaction.store.table(model)
+        self._transaction = _transaction
+
+    @property
+    def model(self) -> type[T]:
+        """The mapped class this repository stores."""
+        return self._info.model
+
+    async def add(self, entity: T) -> T:
+        """See `AsyncSqlAlchemyRepository.add`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        self._transaction.add(self._info, (entity,))
+        if self._info.aggregate:
+            tracker.see(entity)  # type: ignore[arg-type]
+        return entity
+
+    async def add_many(self, entities: Iterable[T]) -> list[T]:
+        """See `AsyncSqlAlchemyRepository.add_many`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        items = list(entities)
+        self._transaction.add(self._info, items)
+        if self._info.aggregate:
+            tracker.see_all(items)  # type: ignore[arg-type]
+        return items
+
+    async def get(self, key: ID) -> T:
+        """See `AsyncSqlAlchemyRepository.get`."""
+        entity = await self.get_or_none(key)
+        if entity is None:
+            raise NotFoundError(entity=self._info.name, key=key)
+        return entity
+
+    async def get_or_none(self, key: ID) -> T | None:
+        """See `AsyncSqlAlchemyRepository.get_or_none`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        entity: T | None = self._transaction.get(self._info, key)
+        if entity is not None and self._info.aggregate:
+            tracker.see(entity)  # type: ignore[arg-type]
+        return entity
+
+    async def find(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[T]:
+        """See `AsyncSqlAlchemyRepository.find`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        items: list[T] = find_in(
+            self._transaction,
+            info=self._info,
+            spec=spec,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+        )
+        if self._info.aggregate:
+            tracker.see_all(items)  # type: ignore[arg-type]
+        return items
+
+    async def first(
+        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+    ) -> T | None:
+        """See `AsyncSqlAlchemyRepository.first`."""
+        found = await self.find(spec, order_by=order_by, limit=1)
+        return found[0] if found else None
+
+    async def count(self, spec: Specification | None = None) -> int:
+        """See `AsyncSqlAlchemyRepository.count`."""
+        self._transaction.tracker.check()
+        self._transaction.check_spec(self._info, spec)
+        return self._transaction.count(self._info, spec)
+
+    async def exists(self, spec: Specification | None = None) -> bool:
+        """See `AsyncSqlAlchemyRepository.exists`."""
+        return await self.count(spec) > 0
+
+    async def remove(self, entity: T) -> None:
+        """See `AsyncSqlAlchemyRepository.remove`."""
+        self._transaction.tracker.check()
+        self._transaction.remove(self._info, entity)
+
+    async def page(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        size: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Page[T]:
+        """See `AsyncSqlAlchemyRepository.page`."""
+        tracker = self._transaction.tracker
+        tracker.check()
+        found: Page[T] = page_of(
+            self._transaction, info=self._info, spec=spec, order_by=order_by, size=size, after=after
+        )
+        if self._info.aggregate:
+            tracker.see_all(found.items)  # type: ignore[arg-type]
+        return found
+
+
+class AsyncInMemoryUnitOfWork:
+    """A unit of work over an `InMemoryStore`, the twin of `AsyncSqlAlchemyUnitOfWork`.
+
+    It needs no arguments: it learns each model from ``repository(Model)``.
+    Commit, rollback, savepoints, re-entry and events behave as they do over
+    SQL; pass the same ``store`` to several units of work to share data.
+
+    The persistence guide shows it at work.
+
+    Args:
+        store: The data to work on (default: a new, empty store).
+        cursor_secret: Signs page cursors.
+    """
+
+    def __init__(
+        self, *, store: InMemoryStore | None = None, cursor_secret: bytes | str | None = None
+    ) -> None:
+        self._store = InMemoryStore() if store is None else store
+        self._tracker = Tracker(secret_bytes(cursor_secret))
+        self._transaction: Transaction | None = None
+        self._repositories: dict[type[Any], AsyncInMemoryRepository[Any, Any]] = {}
+
+    @property
+    def store(self) -> InMemoryStore:
+        """The data this unit of work reads and writes; pass it to another to share it."""
+        return self._store
+
+    def _active(self) -> Transaction:
+        transaction = self._transaction
+        if transaction is None:
+            raise ConfigurationError(
+                "this unit of work is not in a transaction: use it inside `async with uow:`"
+            )
+        return transaction
+
+    async def __aenter__(self) -> Self:
+        """Begin a transaction.
+
+        Raises:
+            ConfigurationError: The unit of work is already entered.
+        """
+        if self._transaction is not None:
+            raise ConfigurationError(
+                "this unit of work is already in a transaction: it cannot be entered twice at "
+                "once; use uow.savepoint() for a nested transaction, or another unit of work"
+            )
+        self._transaction = Transaction(self._store, self._tracker)
+        self._repositories = {}
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Roll back what was not committed and end the transaction."""
+        transaction = self._active()
+        self._transaction = None
+        self._repositories = {}
+        self._tracker.rolled_back()
+        transaction.close()
+
+    @overload
+    def repository(self, model: type[T]) -> AsyncInMemoryRepository[T, Any]: ...
+    @overload
+    def repository(self, model: type[T], key: type[ID]) -> AsyncInMemoryRepository[T, ID]: ...
+    def repository(
+        self, model: type[T], key: type[ID] | None = None
+    ) -> AsyncInMemoryRepository[T, Any]:
+        """See `AsyncSqlAlchemyUnitOfWork.repository`."""
+        del key  # it only tells type checkers the type of the repository's keys
+        transaction = self._active()
+        found = self._repositories.get(model)
+        if found is None:
+            found = AsyncInMemoryRepository(model, _transaction=transaction)
+            self._repositories[model] = found
+        return found
+
+    async def commit(self) -> None:
+        """See `AsyncSqlAlchemyUnitOfWork.commit`."""
+        transaction = self._active()
+        self._tracker.check()
+        transaction.commit()
+        self._tracker.committed()
+
+    async def rollback(self) -> None:
+        """See `AsyncSqlAlchemyUnitOfWork.rollback`."""
+        transaction = self._active()
+        self._tracker.rolled_back()
+        transaction.rollback()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """See `AsyncSqlAlchemyUnitOfWork.savepoint`."""
+        transaction = self._active()
+        tracker = self._tracker
+        tracker.check()
+        transaction.begin_savepoint()
+        tracker.mark()
+        try:
+            yield
+            transaction.release_savepoint()
+        except BaseException:
+            transaction.rollback_savepoint()
+            tracker.undo()
+            raise
+        tracker.release()
+
+    def collect_events(self) -> Iterator[DomainEvent]:
+        """See `AsyncSqlAlchemyUnitOfWork.collect_events`."""
+        return self._tracker.collect()

@@ -1,0 +1,507 @@
+"""The in-memory store and its transactions: what the in-memory twins do, without I/O.
+
+The store keeps, per model, a table of rows: a row is a dict of the model's
+column values, never changed once stored (a change stores a new dict), so a
+snapshot of a table is a shallow copy and readers never see half a commit.
+
+A `Transaction` is one ``with uow:`` block. Like a SQLAlchemy session it keeps
+an identity map (one object per key) and "flushes" before every query: it
+compares each object it handed out with the row it last wrote, checks keys,
+unique constraints and versions, and writes the changes into its own overlay.
+`commit` checks the overlay against what other units committed meanwhile and
+applies it under the store's lock. It reads the model's SQLAlchemy metadata for
+everything it enforces, and raises `ConfigurationError` for what it cannot
+reproduce (server-side defaults, relationships) rather than differ from SQL.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.orm import attributes
+
+from buttress.errors import ConcurrencyError, ConfigurationError, ConflictError, QueryError
+from buttress.persistence._cursor import decode_cursor, encode_cursor
+from buttress.persistence._model import ModelInfo, Tracker, check_size, check_window, model_info
+from buttress.persistence._protocols import Page
+from buttress.persistence._query import after_in_python, sort_in_python, where
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from buttress.domain import Specification
+
+__all__ = ["InMemoryStore", "Transaction"]
+
+Row = dict[str, Any]
+_DELETED: Final[Any] = None  # an overlay entry of None: the row was deleted
+
+
+class _Table:
+    """How the store enforces one model's metadata."""
+
+    __slots__ = ("autoincrement", "defaults", "info", "mapper", "required", "uniques", "version")
+
+    def __init__(self, model: type[Any]) -> None:
+        info = model_info(model)
+        mapper = sa.inspect(model)
+        if mapper.relationships:
+            raise ConfigurationError(
+                f"the in-memory repositories store column attributes only, and {info.name} maps "
+                f"relationships ({', '.join(mapper.relationships.keys())}); test it against "
+                "SQLite instead (SqlAlchemyUnitOfWork on sqlite:///:memory:)"
+            )
+        self.info = info
+        self.mapper = mapper
+        self.version: str | None = info.version
+        if info.version is not None and mapper.version_id_generator is False:
+            raise ConfigurationError(
+                f"{info.name} has a version counter the database generates; the in-memory "
+                "repositories cannot reproduce it: use a Python-side version_id_generator"
+            )
+        self.defaults: dict[str, Any] = {}
+        self.required: list[str] = []
+        self.autoincrement: str | None = None
+        table = mapper.local_table
+        auto = getattr(table, "autoincrement_column", None)
+        for prop in mapper.column_attrs:
+            column = prop.columns[0]
+            if column is auto:
+                self.autoincrement = prop.key
+            elif column.default is not None:
+                self.defaults[prop.key] = column.default
+            elif column.server_default is not None:
+                self.defaults[prop.key] = None  # refused when the value is missing
+            if not column.nullable and prop.key != self.version:
+                self.required.append(prop.key)
+        by_column = {prop.columns[0].name: prop.key for prop in mapper.column_attrs}
+        groups = [
+            constraint.columns
+            for constraint in table.constraints
+            if isinstance(constraint, sa.UniqueConstraint)
+        ]
+        groups += [index.columns for index in table.indexes if index.unique]
+        self.uniques = [tuple(by_column[column.name] for column in group) for group in groups]
+
+    def fill(self, entity: Any, store: InMemoryStore) -> None:
+        """Give a new entity its generated key, defaults and first version, as an insert does."""
+        if self.autoincrement is not None and getattr(entity, self.autoincrement) is None:
+            setattr(entity, self.autoincrement, store.next_key(self.info.model))
+        for name, default in self.defaults.items():
+            if getattr(entity, name) is not None:
+                continue
+            if default is None or not (default.is_scalar or default.is_callable):
+                raise ConfigurationError(
+                    f"{self.info.name}.{name} is missing and its default is computed by the "
+                    "database, which the in-memory repositories cannot do: set it before add()"
+                )
+            setattr(entity, name, default.arg(None) if default.is_callable else default.arg)
+        if self.version is not None:
+            setattr(entity, self.version, self.mapper.version_id_generator(None))
+
+
+class InMemoryStore:
+    """The data several in-memory units of work share, as a database would hold it.
+
+    Pass one store to several `InMemoryUnitOfWork` (or async) instances to have
+    them see each other's commits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[type[Any], dict[Any, Row]] = {}
+        self._tables: dict[type[Any], _Table] = {}
+        self._sequences: dict[type[Any], int] = {}
+
+    def table(self, model: type[Any]) -> _Table:
+        """What the store enforces for ``model``, read from its metadata once."""
+        table = self._tables.get(model)
+        if table is None:
+            table = self._tables[model] = _Table(model)
+        return table
+
+    def rows(self, model: type[Any]) -> dict[Any, Row]:
+        """The committed rows of ``model`` (a table never changed in place)."""
+        return self._rows.get(model, {})
+
+    def next_key(self, model: type[Any]) -> int:
+        """The next generated key of ``model`` (never reused, like a sequence)."""
+        with self._lock:
+            taken = max((k for k in self.rows(model) if isinstance(k, int)), default=0)
+            key = max(self._sequences.get(model, 0), taken) + 1
+            self._sequences[model] = key
+            return key
+
+
+class _Change:
+    """One row a transaction wrote: the row it read first, the row now, the fields changed."""
+
+    __slots__ = ("base", "fields", "row")
+
+    def __init__(self, base: Row | None, row: Row | None, fields: frozenset[str]) -> None:
+        self.base = base
+        self.row = row
+        self.fields = fields
+
+
+class Transaction:
+    """One transaction of an in-memory unit of work (see the module docstring)."""
+
+    def __init__(self, store: InMemoryStore, tracker: Tracker) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.changes: dict[type[Any], dict[Any, _Change]] = {}
+        self.objects: dict[tuple[type[Any], Any], Any] = {}  # identity map
+        self.flushed: dict[int, Row] = {}  # id(object) -> the row last written or read
+        self.new: set[int] = set()  # objects added in this transaction
+        self.savepoints: list[tuple[Any, ...]] = []
+
+    # -- reading -----------------------------------------------------------------------
+
+    def current(self, model: type[Any]) -> dict[Any, Row]:
+        """The rows of ``model`` as this transaction sees them."""
+        rows = self.store.rows(model)
+        changes = self.changes.get(model)
+        if not changes:
+            return rows
+        merged = dict(rows)
+        for key, change in changes.items():
+            if change.row is _DELETED:
+                merged.pop(key, None)
+            else:
+                merged[key] = change.row
+        return merged
+
+    def _object(self, info: ModelInfo, key: Any, row: Row) -> Any:
+        found = self.objects.get((info.model, key))
+        if found is not None:
+            return found
+        entity = self.store.table(info.model).mapper.class_manager.new_instance()
+        for name, value in row.items():
+            attributes.set_committed_value(entity, name, value)
+        self.objects[info.model, key] = entity
+        self.flushed[id(entity)] = row
+        return entity
+
+    def get(self, info: ModelInfo, key: Any) -> Any:
+        """The entity with ``key``, from the identity map first."""
+        info.check_key(key)
+        found = self.objects.get((info.model, key))
+        if found is not None:
+            return found
+        self.flush()
+        row = self.current(info.model).get(key)
+        return None if row is None else self._object(info, key, row)
+
+    def select(
+        self,
+        info: ModelInfo,
+        spec: Specification | None,
+        pairs: Sequence[tuple[str, bool]],
+        after: Sequence[Any] | None = None,
+        window: slice = slice(None),
+    ) -> list[Any]:
+        """The entities satisfying ``spec``, sorted by ``pairs``, after ``after``, in ``window``."""
+        self.flush()
+        views = [_View(key, row) for key, row in self.current(info.model).items()]
+        if spec is not None:
+            views = [view for view in views if spec.is_satisfied_by(view)]
+        if after is not None:
+            views = [view for view in views if after_in_python(view, pairs, after)]
+        sort_in_python(views, pairs)
+        return [self._object(info, view.key_, view.row_) for view in views[window]]
+
+    def count(self, info: ModelInfo, spec: Specification | None) -> int:
+        """How many stored entities satisfy ``spec``."""
+        self.flush()
+        rows = self.current(info.model).items()
+        if spec is None:
+            return len(rows)
+        return sum(1 for key, row in rows if spec.is_satisfied_by(_View(key, row)))
+
+    def check_spec(self, info: ModelInfo, spec: Specification | None) -> None:
+        """Make the checks the SQL repositories make when they compile ``spec``."""
+        if spec is not None:
+            info.check_spec(spec)
+            where(spec, info.model)  # the same value checks as SQL, clause discarded
+
+    # -- writing -----------------------------------------------------------------------
+
+    def add(self, info: ModelInfo, entities: Iterable[Any]) -> None:
+        """Insert new entities (all checked first), as a flush of pending objects does."""
+        items = list(entities)
+        for entity in items:
+            info.check_entity(entity, "add")
+        table = self.store.table(info.model)
+        for entity in items:
+            if id(entity) in self.flushed:
+                continue  # added or loaded already: a no-op, as session.add is
+            table.fill(entity, self.store)
+            key = info.key_of(entity)
+            row = _row_of(table, entity)
+            self._check_required(table, row)
+            if key in self.current(info.model) or (info.model, key) in self.objects:
+                raise self.tracker.fail(ConflictError(entity=info.name, key=key))
+            self._check_unique(table, key, row)
+            self._write(info.model, key, row)
+            self.objects[info.model, key] = entity
+            self.flushed[id(entity)] = row
+            self.new.add(id(entity))
+        self.flush()
+
+    def remove(self, info: ModelInfo, entity: Any) -> None:
+        """Delete an entity of this transaction's identity map."""
+        info.check_entity(entity, "remove")
+        if id(entity) not in self.flushed:
+            raise QueryError(
+                f"cannot remove {entity!r}: it was not loaded or added through this unit of "
+                "work; load it with get() first"
+            )
+        self.flush()
+        table = self.store.table(info.model)
+        key = info.key_of(entity)
+        self._check_version(table, key, self.flushed[id(entity)])
+        self._write(info.model, key, _DELETED)
+        del self.objects[info.model, key]
+        del self.flushed[id(entity)]
+        self.new.discard(id(entity))
+
+    def flush(self) -> None:
+        """Write every changed object's row, checking versions and unique values."""
+        for (model, key), entity in list(self.objects.items()):
+            last = self.flushed[id(entity)]
+            table = self.store.table(model)
+            row = _row_of(table, entity)
+            if row == last:
+                continue
+            info = table.info
+            if info.key_of(entity) != key:
+                raise ConfigurationError(
+                    f"the key of {entity!r} was changed; the in-memory repositories cannot "
+                    "move an entity to another key: remove it and add a new one"
+                )
+            self._check_version(table, key, last)
+            if table.version is not None:
+                new_version = table.mapper.version_id_generator(last[table.version])
+                setattr(entity, table.version, new_version)
+                row[table.version] = new_version
+            self._check_required(table, row)
+            self._check_unique(table, key, row)
+            self._write(model, key, row)
+            self.flushed[id(entity)] = row
+
+    def _write(self, model: type[Any], key: Any, row: Row | None) -> None:
+        changes = self.changes.setdefault(model, {})
+        change = changes.get(key)
+        base = self.store.rows(model).get(key) if change is None else change.base
+        fields = change.fields if change is not None else frozenset()
+        if row is not None:
+            previous = self.current(model).get(key) or {}
+            fields |= {name for name, value in row.items() if previous.get(name, _UNSET) != value}
+        changes[key] = _Change(base, row, fields)
+
+    def _check_version(self, table: _Table, key: Any, last: Row) -> None:
+        """Refuse to write over a row another unit changed or removed since it was read."""
+        stored = self.current(table.info.model).get(key)
+        if stored is None or (
+            table.version is not None and stored[table.version] != last[table.version]
+        ):
+            raise self.tracker.fail(_stale(table.info, key))
+
+    def _check_required(self, table: _Table, row: Row) -> None:
+        for name in table.required:
+            if row.get(name) is None:
+                raise self.tracker.fail(
+                    ConflictError(
+                        f"writing {table.info.name} violates a constraint of the stored data: "
+                        f"{name} cannot be NULL; give it a value",
+                        entity=table.info.name,
+                    )
+                )
+
+    def _check_unique(
+        self, table: _Table, key: Any, row: Row, rows: dict[Any, Row] | None = None
+    ) -> None:
+        if not table.uniques:
+            return
+        current = self.current(table.info.model) if rows is None else rows
+        for names in table.uniques:
+            values = tuple(row[name] for name in names)
+            if None in values:
+                continue  # NULLs never clash, in SQL either
+            for other_key, other in current.items():
+                if other_key != key and tuple(other[name] for name in names) == values:
+                    raise self.tracker.fail(
+                        ConflictError(
+                            f"writing {table.info.name} violates a constraint of the stored "
+                            f"data: another {table.info.name} has {', '.join(names)} = "
+                            f"{values if len(values) > 1 else values[0]!r}; choose another value",
+                            entity=table.info.name,
+                            key=key,
+                        )
+                    )
+
+    # -- ending ------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Apply this transaction's changes to the store, all or none of them.
+
+        Raises:
+            ConflictError: Another unit committed a row with the same key or unique value.
+            ConcurrencyError: Another unit changed or removed a row this one changed.
+        """
+        self.flush()
+        store = self.store
+        with store._lock:  # noqa: SLF001 - the store and its transactions are one unit
+            tables = {
+                model: self._merged(store.table(model), dict(store.rows(model)), changes)
+                for model, changes in self.changes.items()
+            }
+            store._rows.update(tables)  # noqa: SLF001
+        self.changes.clear()
+        self.new.clear()
+
+    def _merged(
+        self, table: _Table, rows: dict[Any, Row], changes: dict[Any, _Change]
+    ) -> dict[Any, Row]:
+        """``rows`` with ``changes`` applied, checked against what others committed."""
+        for key, change in changes.items():
+            stored = rows.get(key)
+            base, row = change.base, change.row
+            if base is None:
+                if row is None:
+                    continue  # added and removed in this transaction
+                if stored is not None:
+                    raise self.tracker.fail(ConflictError(entity=table.info.name, key=key))
+            elif stored is None or (
+                table.version is not None and stored[table.version] != base[table.version]
+            ):
+                raise self.tracker.fail(_stale(table.info, key))
+            if row is None:
+                rows.pop(key, None)
+                continue
+            if stored is not None:  # only the fields this transaction changed, as UPDATE does
+                row = {**stored, **{name: row[name] for name in change.fields}}
+            self._check_unique(table, key, row, rows)
+            rows[key] = row
+        return rows
+
+    def rollback(self) -> None:
+        """Forget this transaction's changes; loaded objects get their stored values back."""
+        self.changes.clear()
+        for key in [key for key, entity in self.objects.items() if id(entity) in self.new]:
+            entity = self.objects.pop(key)
+            del self.flushed[id(entity)]
+        self.new.clear()
+        self._restore(self.objects)
+        self.savepoints.clear()
+
+    def _restore(self, objects: dict[tuple[type[Any], Any], Any]) -> None:
+        for (model, key), entity in list(objects.items()):
+            row = self.current(model).get(key)
+            if row is None:
+                del self.objects[model, key]
+                del self.flushed[id(entity)]
+                continue
+            for name, value in row.items():
+                attributes.set_committed_value(entity, name, value)
+            self.flushed[id(entity)] = row
+
+    def begin_savepoint(self) -> None:
+        """Remember the state a savepoint rolls back to."""
+        self.flush()
+        self.savepoints.append(
+            (
+                {model: dict(changes) for model, changes in self.changes.items()},
+                dict(self.objects),
+                dict(self.flushed),
+                set(self.new),
+            )
+        )
+
+    def release_savepoint(self) -> None:
+        """Keep the savepoint's work."""
+        self.flush()
+        self.savepoints.pop()
+
+    def rollback_savepoint(self) -> None:
+        """Undo the savepoint's work: rows, added objects and changed values."""
+        changes, objects, flushed, new = self.savepoints.pop()
+        self.changes = changes
+        self.objects = objects
+        self.flushed = flushed
+        self.new = new
+        self._restore(objects)
+
+    def close(self) -> None:
+        """Forget everything: the block ended."""
+        self.rollback()
+        self.objects.clear()
+        self.flushed.clear()
+
+
+_UNSET: Final = object()
+
+
+class _View:
+    """A stored row read through attributes, as specifications and sorting read entities."""
+
+    __slots__ = ("key_", "row_")
+
+    def __init__(self, key: Any, row: Row) -> None:
+        self.key_ = key
+        self.row_ = row
+
+    def __getattr__(self, name: str) -> Any:
+        return self.row_[name]
+
+
+def _row_of(table: _Table, entity: Any) -> Row:
+    return {prop.key: getattr(entity, prop.key) for prop in table.mapper.column_attrs}
+
+
+def _stale(info: ModelInfo, key: Any) -> ConcurrencyError:
+    return ConcurrencyError(entity=info.name, key=key)
+
+
+def page_of(
+    transaction: Transaction,
+    *,
+    info: ModelInfo,
+    spec: Specification | None,
+    order_by: str | Sequence[str],
+    size: int,
+    after: str | None,
+) -> Page[Any]:
+    """One keyset page, as the SQL repositories compute it."""
+    check_size(size)
+    pairs = info.order(order_by)
+    transaction.check_spec(info, spec)
+    secret = transaction.tracker.secret
+    values = None if after is None else decode_cursor(info.model, pairs, after, secret=secret)
+    items = transaction.select(info, spec, pairs, values, slice(size + 1))
+    if len(items) <= size:
+        return Page(items, None)
+    del items[size:]
+    return Page(
+        items, encode_cursor(info.model, pairs, info.values_of(items[-1], pairs), secret=secret)
+    )
+
+
+def find_in(
+    transaction: Transaction,
+    *,
+    info: ModelInfo,
+    spec: Specification | None,
+    order_by: str | Sequence[str],
+    limit: int | None,
+    offset: int,
+) -> list[Any]:
+    """The entities ``find`` returns, as the SQL repositories compute them."""
+    check_window(limit, offset)
+    pairs = info.order(order_by)
+    transaction.check_spec(info, spec)
+    end = None if limit is None else offset + limit
+    return transaction.select(info, spec, pairs, window=slice(offset, end))

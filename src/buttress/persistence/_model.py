@@ -1,0 +1,316 @@
+"""What the repositories know about one mapped model, and what a unit of work tracks.
+
+Both are shared by every repository (SQLAlchemy and in-memory, sync and async),
+so the checks a call makes and the errors it raises are written once:
+
+- `ModelInfo` reads the mapper once: the key fields, the columns a query may
+  name, the version column, whether instances are aggregates with events; it
+  checks entities, keys, limits and orders before anything reaches a database.
+- `Tracker` is the state of one transaction of a unit of work: the aggregates
+  its repositories returned or added (``seen``), a failure that ended it, and
+  the events of committed work waiting for `collect_events`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.orm.exc import StaleDataError
+
+from buttress.domain._entity import AggregateRoot, discard_events_after
+from buttress.domain._spec import Specification
+from buttress.errors import ButtressError, ConcurrencyError, ConflictError, QueryError
+from buttress.persistence._query import check_value, column_names, mapper_of, parse_order
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from buttress.domain._events import DomainEvent
+
+__all__ = ["DRIVER_ERRORS", "ModelInfo", "Tracker", "model_info", "translate"]
+
+DRIVER_ERRORS: Final = (sa.exc.IntegrityError, StaleDataError)
+"""The database errors a repository translates (`ConflictError`, `ConcurrencyError`)."""
+
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class ModelInfo:
+    """The facts about one mapped model every repository call relies on."""
+
+    model: type[Any]
+    name: str
+    key_names: tuple[str, ...]
+    key_types: tuple[type[Any] | None, ...]
+    columns: tuple[str, ...]
+    version: str | None
+    aggregate: bool
+    orders: dict[tuple[str, ...], tuple[tuple[str, bool], ...]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def check_entity(self, entity: object, action: str) -> None:
+        """Refuse an object of another class than the repository's model.
+
+        Raises:
+            QueryError: ``entity`` is not an instance of the model.
+        """
+        if not isinstance(entity, self.model):
+            raise QueryError(
+                f"cannot {action} {entity!r} in the repository of {self.name}: it is a "
+                f"{type(entity).__name__}; use the repository of its own model "
+                f"(uow.repository({type(entity).__name__}))"
+            )
+
+    def check_key(self, key: object) -> None:
+        """Refuse a key the model's primary key cannot hold.
+
+        Raises:
+            QueryError: ``key`` is None, of another type, or of another length.
+        """
+        if len(self.key_names) == 1:
+            self._check_key_part(self.key_names[0], self.key_types[0], key)
+            return
+        if not isinstance(key, tuple) or len(key) != len(self.key_names):
+            raise QueryError(
+                f"the key of {self.name} has {len(self.key_names)} parts "
+                f"({', '.join(self.key_names)}); pass them as a tuple, got {key!r}"
+            )
+        for name, expected, part in zip(self.key_names, self.key_types, key, strict=True):
+            self._check_key_part(name, expected, part)
+
+    def _check_key_part(self, name: str, expected: type[Any] | None, part: object) -> None:
+        if type(part) is expected:
+            return
+        if part is None:
+            raise QueryError(f"a key of {self.name} cannot be None: pass its {name}")
+        if expected is not None:
+            check_value(expected, f"{self.name}.{name}", part)
+
+    def key_of(self, entity: Any) -> Any:
+        """The primary key of ``entity``: one value, or a tuple for a composite key."""
+        if len(self.key_names) == 1:
+            return getattr(entity, self.key_names[0])
+        return tuple(getattr(entity, name) for name in self.key_names)
+
+    def order(self, order_by: str | Sequence[str]) -> tuple[tuple[str, bool], ...]:
+        """The checked ``(field, descending)`` pairs of ``order_by``, ending with the key.
+
+        The primary key breaks ties (ascending, after the named fields), so every
+        backend returns rows in one order and keyset pages never skip a row.
+
+        Raises:
+            QueryError: An unknown field, a field named twice, or not a field name.
+        """
+        names = (order_by,) if isinstance(order_by, str) else tuple(order_by)
+        try:
+            return self.orders[names]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable entry: parse_order says what is wrong
+            names = ()
+        pairs = parse_order(order_by, self.model)
+        named = {name for name, _ in pairs}
+        pairs += tuple((key, False) for key in self.key_names if key not in named)
+        if names and len(self.orders) < 256:  # noqa: PLR2004 - a bound, not a magic value
+            self.orders[names] = pairs
+        return pairs
+
+    def check_spec(self, spec: object) -> None:
+        """Refuse a filter that is not a specification over this model's fields.
+
+        Raises:
+            QueryError: ``spec`` is not a `Specification`, or names an unknown field.
+        """
+        if not isinstance(spec, Specification):
+            raise QueryError(
+                f"a filter must be a Specification, such as F('total') > 100; got {spec!r}"
+            )
+        spec.check_fields(self.columns, model=self.name)
+
+    def values_of(self, entity: Any, pairs: Sequence[tuple[str, bool]]) -> list[Any]:
+        """The values of the ordered fields of ``entity``, for a page cursor."""
+        return [getattr(entity, name) for name, _ in pairs]
+
+    def translate(self, error: Exception) -> ButtressError:
+        """The Buttress error for a database error (the caller chains the original)."""
+        return translate(error, self.name)
+
+
+def translate(error: Exception, name: str | None = None) -> ButtressError:
+    """The Buttress error for a database error about ``name`` (the caller chains it)."""
+    what = name or "an entity"
+    if isinstance(error, StaleDataError):
+        return ConcurrencyError(
+            f"{what} was changed or removed by someone else since it was loaded: load it "
+            f"again, reapply the change and commit, or report the conflict ({error})",
+            entity=name,
+        )
+    return ConflictError(
+        f"writing {what} violates a constraint of the stored data (a duplicate key or "
+        "unique value, or a missing referenced row): change the conflicting value, or load "
+        f"the stored entity and change it instead (the database said: {_first_line(error)})",
+        entity=name,
+    )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "orig", error))
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+_INFOS: dict[type[Any], ModelInfo] = {}
+
+
+def model_info(model: type[Any]) -> ModelInfo:
+    """The `ModelInfo` of a mapped class, read from its mapper once.
+
+    Raises:
+        QueryError: ``model`` is not a mapped class.
+    """
+    info = _INFOS.get(model)
+    if info is None:
+        info = _INFOS[model] = _read_info(model)
+    return info
+
+
+def _read_info(model: type[Any]) -> ModelInfo:
+    if not isinstance(model, type):
+        raise QueryError(f"a repository needs a mapped class, got {model!r}")
+    mapper = mapper_of(model)
+    key_names = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
+    key_types = tuple(_python_type(column) for column in mapper.primary_key)
+    version_column = mapper.version_id_col
+    version = None if version_column is None else mapper.get_property_by_column(version_column).key
+    return ModelInfo(
+        model=model,
+        name=model.__name__,
+        key_names=key_names,
+        key_types=key_types,
+        columns=column_names(model),
+        version=version,
+        aggregate=issubclass(model, AggregateRoot),
+    )
+
+
+def _python_type(column: Any) -> type[Any] | None:
+    try:
+        python_type: type[Any] = column.type.python_type
+    except NotImplementedError:
+        return None
+    return python_type
+
+
+def check_window(limit: object, offset: object) -> None:
+    """Refuse a ``limit`` or ``offset`` that is not a whole number of rows.
+
+    Raises:
+        QueryError: ``limit`` is not None or an int >= 0, or ``offset`` not an int >= 0.
+    """
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise QueryError(f"limit must be None or a whole number >= 0, got {limit!r}")
+    if type(offset) is not int or offset < 0:
+        raise QueryError(f"offset must be a whole number >= 0, got {offset!r}")
+
+
+def check_size(size: object) -> int:
+    """Return a page ``size`` after checking it.
+
+    Raises:
+        QueryError: ``size`` is not an int from 1 to `MAX_PAGE_SIZE`.
+    """
+    if type(size) is not int or not 1 <= size <= MAX_PAGE_SIZE:
+        raise QueryError(f"size must be a whole number from 1 to {MAX_PAGE_SIZE}, got {size!r}")
+    return size
+
+
+def secret_bytes(secret: bytes | str | None) -> bytes | None:
+    """The cursor secret as bytes (a str is hashed, so any length works)."""
+    if secret is None or isinstance(secret, bytes):
+        return secret
+    if isinstance(secret, str):
+        return hashlib.sha256(secret.encode()).digest()
+    raise QueryError(f"cursor_secret must be bytes or str, got {type(secret).__name__}")
+
+
+class Tracker:
+    """The bookkeeping of one unit of work: seen aggregates, failure, collected events."""
+
+    __slots__ = ("events", "failure", "marks", "secret", "seen")
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self.secret = secret
+        self.seen: dict[int, AggregateRoot] = {}
+        self.failure: ButtressError | None = None
+        self.events: collections.deque[DomainEvent] = collections.deque()
+        self.marks: list[dict[int, int]] = []
+
+    def check(self) -> None:
+        """Refuse to go on after a failed write, until the unit rolls back.
+
+        Raises:
+            ButtressError: The error that failed the unit, raised again (its class).
+        """
+        failure = self.failure
+        if failure is not None:
+            raise type(failure)(
+                f"this unit of work failed earlier ({failure.message}); roll it back "
+                "(leave the with block or call rollback()) before using it again"
+            ) from failure
+
+    def fail(self, error: ButtressError) -> ButtressError:
+        """Remember ``error`` as the failure that ends this transaction, and return it."""
+        self.failure = error
+        return error
+
+    def see(self, entity: AggregateRoot) -> None:
+        """Track an aggregate a repository returned or added."""
+        self.seen[id(entity)] = entity
+
+    def see_all(self, entities: Iterable[AggregateRoot]) -> None:
+        """Track aggregates a repository returned."""
+        seen = self.seen
+        for entity in entities:
+            seen[id(entity)] = entity
+
+    def committed(self) -> None:
+        """Move the events of every seen aggregate to the queue, in the order seen."""
+        events = self.events
+        for aggregate in self.seen.values():
+            events.extend(aggregate.pull_events())
+        self.marks.clear()
+
+    def rolled_back(self) -> None:
+        """Drop the events of undone work and forget what was seen and failed."""
+        for aggregate in self.seen.values():
+            aggregate.pull_events()
+        self.seen.clear()
+        self.marks.clear()
+        self.failure = None
+
+    def mark(self) -> None:
+        """Note how many events each seen aggregate has, as a savepoint begins."""
+        self.marks.append({key: len(a.pending_events) for key, a in self.seen.items()})
+
+    def release(self) -> None:
+        """Forget the innermost mark: the savepoint's work stands."""
+        self.marks.pop()
+
+    def undo(self) -> None:
+        """Drop the events recorded since the innermost mark: its work was undone."""
+        counts = self.marks.pop()
+        for key, aggregate in self.seen.items():
+            discard_events_after(aggregate, counts.get(key, 0))
+        self.failure = None
+
+    def collect(self) -> Iterator[DomainEvent]:
+        """Yield the queued events of committed work once each, oldest first."""
+        events = self.events
+        while events:
+            yield events.popleft()

@@ -1,0 +1,491 @@
+"""The repository and unit of work over a SQLAlchemy ``AsyncSession``.
+
+This module is the source of its sync twin, ``_sqlalchemy.py``, which
+``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
+Write code here that reads the same with ``async``/``await`` taken away.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+
+import sqlalchemy as sa
+
+from buttress.errors import ConfigurationError, NotFoundError, QueryError
+from buttress.persistence._cursor import decode_cursor, encode_cursor
+from buttress.persistence._model import (
+    DEFAULT_PAGE_SIZE,
+    DRIVER_ERRORS,
+    ModelInfo,
+    Tracker,
+    check_size,
+    check_window,
+    model_info,
+    secret_bytes,
+    translate,
+)
+from buttress.persistence._protocols import Page
+from buttress.persistence._query import after_clause, order_by_clauses, where
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+    from types import TracebackType
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from buttress.domain import DomainEvent, Specification
+
+__all__ = ["AsyncSqlAlchemyRepository", "AsyncSqlAlchemyUnitOfWork"]
+
+T = TypeVar("T")
+ID = TypeVar("ID")
+
+
+class AsyncSqlAlchemyRepository(Generic[T, ID]):
+    """The repository of one mapped model over a SQLAlchemy `AsyncSession`.
+
+    `get` looks in the session's identity map before it queries, so an entity
+    already loaded costs no SQL. `add` and `remove` flush at once, so a
+    generated key is assigned and a duplicate raises `ConflictError` right there.
+    Nothing is refreshed behind your back: after a commit the entities keep
+    their values without another query.
+
+    Usually obtained from a unit of work (``uow.repository(Order)``); it can
+    also be built on a session you manage.
+
+    Args:
+        session: The session to read and write through.
+        model: A mapped class (declarative, or a plain class mapped imperatively).
+        cursor_secret: Signs page cursors (see `AsyncSqlAlchemyUnitOfWork`).
+
+    Raises:
+        QueryError: ``model`` is not mapped.
+    """
+
+    __slots__ = ("_info", "_session", "_tracker")
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        model: type[T],
+        *,
+        cursor_secret: bytes | str | None = None,
+        _tracker: Tracker | None = None,
+    ) -> None:
+        self._session = session
+        self._info: ModelInfo = model_info(model)
+        self._tracker = _tracker if _tracker is not None else Tracker(secret_bytes(cursor_secret))
+
+    @property
+    def model(self) -> type[T]:
+        """The mapped class this repository stores."""
+        return self._info.model
+
+    async def add(self, entity: T) -> T:
+        """Store a new entity now; it is kept only if the transaction commits.
+
+        Args:
+            entity: An instance of the model, not stored yet.
+
+        Returns:
+            The same entity, with its generated key assigned.
+
+        Raises:
+            ConflictError: Its key or a unique value is taken (the driver error chained).
+            QueryError: ``entity`` is not an instance of the model.
+        """
+        self._tracker.check()
+        self._info.check_entity(entity, "add")
+        session = self._session
+        session.add(entity)
+        await self._flush()
+        if self._info.aggregate:
+            self._tracker.see(entity)  # type: ignore[arg-type]
+        return entity
+
+    async def add_many(self, entities: Iterable[T]) -> list[T]:
+        """Store several new entities in one flush.
+
+        Args:
+            entities: Instances of the model, not stored yet.
+
+        Returns:
+            The entities, in the order given, with their generated keys assigned.
+
+        Raises:
+            ConflictError: A key or a unique value is taken; none of them is stored.
+            QueryError: One of them is not an instance of the model; none is stored.
+        """
+        self._tracker.check()
+        items = list(entities)
+        for entity in items:
+            self._info.check_entity(entity, "add")
+        self._session.add_all(items)
+        await self._flush()
+        if self._info.aggregate:
+            self._tracker.see_all(items)  # type: ignore[arg-type]
+        return items
+
+    async def get(self, key: ID) -> T:
+        """The entity with primary key ``key``, from the identity map if loaded.
+
+        Raises:
+            NotFoundError: No entity has that key.
+            QueryError: ``key`` is not of the primary key's type.
+        """
+        entity = await self.get_or_none(key)
+        if entity is None:
+            raise NotFoundError(entity=self._info.name, key=key)
+        return entity
+
+    async def get_or_none(self, key: ID) -> T | None:
+        """The entity with primary key ``key``, or ``None``.
+
+        Raises:
+            QueryError: ``key`` is not of the primary key's type.
+        """
+        self._tracker.check()
+        info = self._info
+        info.check_key(key)
+        try:
+            entity: T | None = await self._session.get(info.model, key)
+        except DRIVER_ERRORS as error:
+            raise self._tracker.fail(info.translate(error)) from error
+        if entity is not None and info.aggregate:
+            self._tracker.see(entity)  # type: ignore[arg-type]
+        return entity
+
+    async def find(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[T]:
+        """The entities satisfying ``spec`` (all of them without one), in order.
+
+        Args:
+            spec: A filter such as ``F("total") > 100``.
+            order_by: Field names, ``-`` in front for descending; the primary key
+                breaks ties.
+            limit: At most this many entities.
+            offset: Skip this many first.
+
+        Raises:
+            QueryError: An unknown field, or a bad ``limit`` or ``offset``.
+        """
+        self._tracker.check()
+        check_window(limit, offset)
+        statement = self._select(spec, self._info.order(order_by))
+        if limit is not None:
+            statement = statement.limit(limit)
+        if offset:
+            statement = statement.offset(offset)
+        return await self._all(statement)
+
+    async def first(
+        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+    ) -> T | None:
+        """The first entity satisfying ``spec`` in order, or ``None``.
+
+        Raises:
+            QueryError: An unknown field.
+        """
+        found = await self.find(spec, order_by=order_by, limit=1)
+        return found[0] if found else None
+
+    async def count(self, spec: Specification | None = None) -> int:
+        """How many entities satisfy ``spec`` (all of them without one).
+
+        Raises:
+            QueryError: An unknown field.
+        """
+        self._tracker.check()
+        statement = sa.select(sa.func.count()).select_from(self._info.model)
+        if spec is not None:
+            statement = statement.where(self._where(spec))
+        counted: int = await self._scalar(statement)
+        return counted
+
+    async def exists(self, spec: Specification | None = None) -> bool:
+        """Whether any entity satisfies ``spec``.
+
+        Raises:
+            QueryError: An unknown field.
+        """
+        self._tracker.check()
+        inner = sa.select(sa.literal(1)).select_from(self._info.model)
+        if spec is not None:
+            inner = inner.where(self._where(spec))
+        found: bool = await self._scalar(sa.select(inner.exists()))
+        return found
+
+    async def remove(self, entity: T) -> None:
+        """Delete an entity this unit of work loaded or added, now.
+
+        Raises:
+            QueryError: ``entity`` is not of the model, or was not loaded or added
+                through this session.
+            ConcurrencyError: Someone else changed or removed it since it was loaded.
+        """
+        self._tracker.check()
+        info = self._info
+        info.check_entity(entity, "remove")
+        session = self._session
+        if entity not in session:
+            raise QueryError(
+                f"cannot remove {entity!r}: it was not loaded or added through this unit of "
+                f"work; load it with get() first"
+            )
+        await session.delete(entity)
+        await self._flush()
+
+    async def page(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        size: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Page[T]:
+        """One page of the entities satisfying ``spec``, in order, after ``after``.
+
+        Keyset pagination: the next page starts after the last entity's values
+        of the ordered fields (and key), so pages neither skip nor repeat an
+        entity when others are added or removed meanwhile, and a deep page
+        costs what the first one does when an index matches the order.
+
+        Args:
+            spec: A filter.
+            order_by: Field names, ``-`` in front for descending.
+            size: At most this many entities (1 to 10,000).
+            after: ``next_cursor`` of the previous page; ``None`` for the first page.
+
+        Returns:
+            The page; its ``next_cursor`` is ``None`` when no entity follows.
+
+        Raises:
+            DecodeError: ``after`` is not a cursor this repository issued.
+            QueryError: ``after`` was issued for another ``order_by``, an unknown
+                field, or a bad ``size``.
+        """
+        self._tracker.check()
+        check_size(size)
+        info = self._info
+        pairs = info.order(order_by)
+        statement = self._select(spec, pairs)
+        if after is not None:
+            values = decode_cursor(info.model, pairs, after, secret=self._tracker.secret)
+            statement = statement.where(after_clause(pairs, values, info.model))
+        items = await self._all(statement.limit(size + 1))
+        if len(items) <= size:
+            return Page(items, None)
+        del items[size:]
+        cursor = encode_cursor(
+            info.model, pairs, info.values_of(items[-1], pairs), secret=self._tracker.secret
+        )
+        return Page(items, cursor)
+
+    def _where(self, spec: Specification) -> Any:
+        self._info.check_spec(spec)
+        return where(spec, self._info.model)
+
+    def _select(self, spec: Specification | None, pairs: Sequence[tuple[str, bool]]) -> Any:
+        model = self._info.model
+        statement = sa.select(model)
+        if spec is not None:
+            statement = statement.where(self._where(spec))
+        return statement.order_by(*order_by_clauses(pairs, model))
+
+    async def _all(self, statement: Any) -> list[T]:
+        try:
+            result = await self._session.scalars(statement)
+        except DRIVER_ERRORS as error:  # an autoflush of earlier changes
+            raise self._tracker.fail(self._info.translate(error)) from error
+        items: list[T] = list(result.all())
+        if self._info.aggregate:
+            self._tracker.see_all(items)  # type: ignore[arg-type]
+        return items
+
+    async def _scalar(self, statement: Any) -> Any:
+        try:
+            return await self._session.scalar(statement)
+        except DRIVER_ERRORS as error:
+            raise self._tracker.fail(self._info.translate(error)) from error
+
+    async def _flush(self) -> None:
+        try:
+            await self._session.flush()
+        except DRIVER_ERRORS as error:
+            raise self._tracker.fail(self._info.translate(error)) from error
+
+
+class AsyncSqlAlchemyUnitOfWork:
+    """A unit of work over sessions from a SQLAlchemy `async_sessionmaker`.
+
+    Each ``async with uow:`` opens a session and a transaction; leaving the block
+    rolls back whatever was not committed and closes the session, so the unit
+    can be entered again. Entities keep their values after a commit (the
+    session does not expire them) unless ``expire_on_commit=True``.
+
+    The persistence guide shows it at work.
+
+    Args:
+        session_factory: Makes a new session (an `async_sessionmaker`).
+        cursor_secret: A secret that signs page cursors, so clients cannot forge
+            one. Without it cursors are still checked for damage, with a key
+            derived from the model.
+        expire_on_commit: Expire entities on commit (the next attribute read
+            queries the database again).
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], AsyncSession],
+        *,
+        cursor_secret: bytes | str | None = None,
+        expire_on_commit: bool = False,
+    ) -> None:
+        if not callable(session_factory):
+            raise ConfigurationError(
+                f"session_factory must make sessions, such as async_sessionmaker(engine); "
+                f"got {session_factory!r}"
+            )
+        self._factory = session_factory
+        self._secret = secret_bytes(cursor_secret)
+        self._expire_on_commit = expire_on_commit
+        self._session: AsyncSession | None = None
+        self._tracker = Tracker(self._secret)
+        self._repositories: dict[type[Any], AsyncSqlAlchemyRepository[Any, Any]] = {}
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session of the current transaction, for what repositories do not cover.
+
+        Raises:
+            ConfigurationError: The unit of work is not entered.
+        """
+        session = self._session
+        if session is None:
+            raise ConfigurationError(
+                "this unit of work is not in a transaction: use it inside `async with uow:`"
+            )
+        return session
+
+    async def __aenter__(self) -> Self:
+        """Open a session and begin a transaction.
+
+        Raises:
+            ConfigurationError: The unit of work is already entered.
+        """
+        if self._session is not None:
+            raise ConfigurationError(
+                "this unit of work is already in a transaction: it cannot be entered twice at "
+                "once; use uow.savepoint() for a nested transaction, or another unit of work"
+            )
+        session = self._factory()
+        session.sync_session.expire_on_commit = self._expire_on_commit
+        self._session = session
+        self._repositories = {}
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Roll back what was not committed and close the session."""
+        session = self.session
+        self._session = None
+        self._tracker.rolled_back()
+        self._repositories = {}
+        await session.close()  # closing rolls the transaction back
+
+    @overload
+    def repository(self, model: type[T]) -> AsyncSqlAlchemyRepository[T, Any]: ...
+    @overload
+    def repository(self, model: type[T], key: type[ID]) -> AsyncSqlAlchemyRepository[T, ID]: ...
+    def repository(
+        self, model: type[T], key: type[ID] | None = None
+    ) -> AsyncSqlAlchemyRepository[T, Any]:
+        """The repository of ``model`` in the current transaction.
+
+        Args:
+            model: A mapped class.
+            key: The type of its primary key, for type checkers (``repository(Order, int)``).
+
+        Raises:
+            ConfigurationError: The unit of work is not entered.
+            QueryError: ``model`` is not mapped.
+        """
+        del key  # it only tells type checkers the type of the repository's keys
+        repositories = self._repositories
+        found = repositories.get(model)
+        if found is None:
+            found = AsyncSqlAlchemyRepository(self.session, model, _tracker=self._tracker)
+            repositories[model] = found
+        return found
+
+    async def commit(self) -> None:
+        """Keep the work done so far; the unit goes on in a new transaction.
+
+        The events of the aggregates its repositories returned or added are
+        queued for `collect_events`.
+
+        Raises:
+            ConflictError: Writing violates a constraint; nothing is kept.
+            ConcurrencyError: An entity changed since it was loaded; nothing is kept.
+        """
+        session = self.session
+        tracker = self._tracker
+        tracker.check()
+        try:
+            await session.commit()
+        except DRIVER_ERRORS as error:
+            raise tracker.fail(translate(error)) from error
+        tracker.committed()
+
+    async def rollback(self) -> None:
+        """Undo the work done since the last commit, and drop its events."""
+        session = self.session
+        self._tracker.rolled_back()
+        await session.rollback()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction (``SAVEPOINT``): its work is undone if the block raises.
+
+        The exception still propagates; the outer transaction goes on. Events
+        recorded inside an undone block are dropped.
+
+        Raises:
+            ConfigurationError: The unit of work is not entered.
+        """
+        session = self.session
+        tracker = self._tracker
+        tracker.check()
+        nested = await session.begin_nested()
+        tracker.mark()
+        try:
+            yield
+            await session.flush()
+        except BaseException as error:
+            await nested.rollback()  # also after a failed flush deactivated it
+            tracker.undo()
+            if isinstance(error, DRIVER_ERRORS):
+                raise translate(error) from error
+            raise
+        await nested.commit()
+        tracker.release()
+
+    def collect_events(self) -> Iterator[DomainEvent]:
+        """Yield the domain events of committed work, each once, oldest first.
+
+        Events are queued when `commit` succeeds, from every aggregate the
+        repositories returned or added, in the order they were seen; work that
+        is rolled back queues nothing.
+        """
+        return self._tracker.collect()
