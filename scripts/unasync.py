@@ -24,6 +24,7 @@ PAIRS = {
 }
 
 RULES: list[tuple[str, str]] = [
+    (r"(?m)^.*# unasync: drop\n", ""),  # a line only the async source needs
     (r"\bAsync(?=[A-Z])", ""),  # AsyncSession -> Session, AsyncIterator -> Iterator
     (r"\basync_sessionmaker\b", "sessionmaker"),
     (r"\basynccontextmanager\b", "contextmanager"),
@@ -34,7 +35,8 @@ RULES: list[tuple[str, str]] = [
     (r"\.sync_session\b", ""),
     (r"\b_async\b", ""),
     (r"(_[a-z]+)_async\b", r"\1"),  # module names: _sqlalchemy_async -> _sqlalchemy
-    (r"\basyncio twin\b", "sync twin"),
+    (r"\basyncio ", ""),  # prose: "an asyncio unit of work" -> "a unit of work"
+    (r"\ban (?=[a-z]+ unit of work)", "a "),
 ]
 
 HEADER = (

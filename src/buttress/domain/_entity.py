@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from buttress.errors import ConfigurationError
@@ -18,6 +19,10 @@ __all__ = ["AggregateRoot", "Entity"]
 # so instances built without calling ``__init__`` (as an ORM does when it loads a row)
 # start with no events instead of failing.
 _EVENTS_ATTR = "_buttress_pending_events"
+
+# Every recorded event gets the next number, so events of several aggregates can be
+# put back in the order they happened (next() on a count is atomic under the GIL).
+_SEQUENCE = itertools.count()
 
 
 def _made_by_dataclass(cls: type, value: object) -> bool:
@@ -202,11 +207,11 @@ class AggregateRoot(Entity):
         ```
     """
 
-    def _recorded(self) -> list[DomainEvent] | None:
+    def _recorded(self) -> list[tuple[int, DomainEvent]] | None:
         # The list is stored with the id of its owner: a copy (copy.copy, model_copy,
         # a pickle round trip) shares or carries the stored pair, but is another
         # object, so it starts with no events and nothing is published twice.
-        stored: tuple[int, list[DomainEvent]] | None = self.__dict__.get(_EVENTS_ATTR)
+        stored: tuple[int, list[tuple[int, DomainEvent]]] | None = self.__dict__.get(_EVENTS_ATTR)
         if stored is not None and stored[0] == id(self):
             return stored[1]
         return None
@@ -222,12 +227,12 @@ class AggregateRoot(Entity):
             events = []
             # Bypasses __setattr__ on purpose: ORMs and frozen classes must not see it.
             self.__dict__[_EVENTS_ATTR] = (id(self), events)
-        events.append(event)
+        events.append((next(_SEQUENCE), event))
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
         """The recorded events not pulled yet, oldest first, without removing them."""
-        return tuple(self._recorded() or ())
+        return tuple(event for _, event in self._recorded() or ())
 
     def pull_events(self) -> list[DomainEvent]:
         """Hand out the recorded events, oldest first, and forget them.
@@ -238,12 +243,21 @@ class AggregateRoot(Entity):
         Returns:
             The events recorded since the last call; each event is returned once.
         """
-        events = self._recorded()
-        if not events:
-            return []
-        pulled = list(events)
-        events.clear()
-        return pulled
+        return [event for _, event in pull_numbered_events(self)]
+
+
+def pull_numbered_events(aggregate: AggregateRoot) -> list[tuple[int, DomainEvent]]:
+    """`AggregateRoot.pull_events` with each event's global recording number.
+
+    A unit of work sorts the events of all its aggregates by these numbers, so
+    they come out in the order they were recorded.
+    """
+    events = aggregate._recorded()  # noqa: SLF001 - the unit of work owns this bookkeeping
+    if not events:
+        return []
+    pulled = list(events)
+    events.clear()
+    return pulled
 
 
 def discard_events_after(aggregate: AggregateRoot, count: int) -> None:

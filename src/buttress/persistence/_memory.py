@@ -1,9 +1,7 @@
 # Generated from _memory_async.py by scripts/unasync.py: do not edit by hand.
 # Change the source and run `uv run python scripts/unasync.py`.
-"""The in-memory repository and unit of work for asyncio, twins of the SQLAlchemy ones.
+"""The in-memory repository and unit of work, twins of the SQLAlchemy ones.
 
-This module is the source of its sync twin, ``_memory.py``, which
-``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
 The work is done by ``_memory_core``; these classes give it the protocols' shape.
 """
 

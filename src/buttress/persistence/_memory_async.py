@@ -1,9 +1,9 @@
-"""The in-memory repository and unit of work for asyncio, twins of the SQLAlchemy ones.
+"""The asyncio in-memory repository and unit of work, twins of the SQLAlchemy ones.
 
-This module is the source of its sync twin, ``_memory.py``, which
-``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
 The work is done by ``_memory_core``; these classes give it the protocols' shape.
 """
+
+# The source of _memory.py (scripts/unasync.py writes it).  # unasync: drop
 
 from __future__ import annotations
 

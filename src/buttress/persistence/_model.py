@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
-from buttress.domain._entity import AggregateRoot, discard_events_after
+from buttress.domain._entity import AggregateRoot, discard_events_after, pull_numbered_events
 from buttress.domain._spec import Specification
 from buttress.errors import ButtressError, ConcurrencyError, ConflictError, QueryError
-from buttress.persistence._query import check_value, column_names, mapper_of, parse_order
+from buttress.persistence._query import column_names, mapper_of, parse_order
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -90,8 +90,14 @@ class ModelInfo:
             return
         if part is None:
             raise QueryError(f"a key of {self.name} cannot be None: pass its {name}")
-        if expected is not None:
-            check_value(expected, f"{self.name}.{name}", part)
+        if expected is None or expected is object:
+            return  # a custom type: the database decides
+        fits = isinstance(part, expected) and not (isinstance(part, bool) and expected is not bool)
+        if not fits and not (expected is float and type(part) is int):
+            raise QueryError(
+                f"{self.name}.{name} is a {expected.__name__} key, got {part!r} "
+                f"({type(part).__name__}): pass a {expected.__name__}"
+            )
 
     def key_of(self, entity: Any) -> Any:
         """The primary key of ``entity``: one value, or a tuple for a composite key."""
@@ -239,6 +245,10 @@ def secret_bytes(secret: bytes | str | None) -> bytes | None:
     raise QueryError(f"cursor_secret must be bytes or str, got {type(secret).__name__}")
 
 
+def _number(pair: tuple[int, DomainEvent]) -> int:
+    return pair[0]
+
+
 class Tracker:
     """The bookkeeping of one unit of work: seen aggregates, failure, collected events."""
 
@@ -280,10 +290,12 @@ class Tracker:
             seen[id(entity)] = entity
 
     def committed(self) -> None:
-        """Move the events of every seen aggregate to the queue, in the order seen."""
-        events = self.events
-        for aggregate in self.seen.values():
-            events.extend(aggregate.pull_events())
+        """Move the events of every seen aggregate to the queue, in recording order."""
+        numbered = [
+            pair for aggregate in self.seen.values() for pair in pull_numbered_events(aggregate)
+        ]
+        numbered.sort(key=_number)
+        self.events.extend(event for _, event in numbered)
         self.marks.clear()
 
     def rolled_back(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRepository", "AsyncUnitOfWork", "Page", "Repository", "UnitOfWork"]
 
 T = TypeVar("T")
+ID = TypeVar("ID")
 ID_contra = TypeVar("ID_contra", contravariant=True)
 ItemT_co = TypeVar("ItemT_co", covariant=True)
 
@@ -207,8 +208,17 @@ class UnitOfWork(Protocol):
         """Roll back what was not committed and end the transaction."""
         ...
 
-    def repository(self, model: type[T]) -> Repository[T, Any]:
-        """The repository of ``model`` in this transaction."""
+    @overload
+    def repository(self, model: type[T]) -> Repository[T, Any]: ...
+    @overload
+    def repository(self, model: type[T], key: type[ID]) -> Repository[T, ID]: ...
+    def repository(self, model: type[T], key: type[ID] | None = None) -> Repository[T, Any]:
+        """The repository of ``model`` in this transaction.
+
+        Args:
+            model: A mapped class.
+            key: The type of its primary key, for type checkers (``repository(Order, int)``).
+        """
         ...
 
     def commit(self) -> None:
@@ -244,8 +254,17 @@ class AsyncUnitOfWork(Protocol):
         """Roll back what was not committed and end the transaction."""
         ...
 
-    def repository(self, model: type[T]) -> AsyncRepository[T, Any]:
-        """The repository of ``model`` in this transaction."""
+    @overload
+    def repository(self, model: type[T]) -> AsyncRepository[T, Any]: ...
+    @overload
+    def repository(self, model: type[T], key: type[ID]) -> AsyncRepository[T, ID]: ...
+    def repository(self, model: type[T], key: type[ID] | None = None) -> AsyncRepository[T, Any]:
+        """The repository of ``model`` in this transaction.
+
+        Args:
+            model: A mapped class.
+            key: The type of its primary key, for type checkers (``repository(Order, int)``).
+        """
         ...
 
     async def commit(self) -> None:

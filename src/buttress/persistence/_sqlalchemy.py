@@ -1,11 +1,6 @@
 # Generated from _sqlalchemy_async.py by scripts/unasync.py: do not edit by hand.
 # Change the source and run `uv run python scripts/unasync.py`.
-"""The repository and unit of work over a SQLAlchemy ``Session``.
-
-This module is the source of its sync twin, ``_sqlalchemy.py``, which
-``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
-Write code here that reads the same with ``async``/``await`` taken away.
-"""
+"""The repository and unit of work over a SQLAlchemy ``Session``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The repository and unit of work over a SQLAlchemy ``AsyncSession``.
+"""The repository and unit of work over a SQLAlchemy ``AsyncSession``."""
 
-This module is the source of its sync twin, ``_sqlalchemy.py``, which
-``scripts/unasync.py`` generates from it; CI fails when the twin is stale.
-Write code here that reads the same with ``async``/``await`` taken away.
-"""
+# The source of _sqlalchemy.py (scripts/unasync.py writes it).  # unasync: drop
 
 from __future__ import annotations
 

@@ -1,0 +1,568 @@
+# Generated from _contract_async.py by scripts/unasync.py: do not edit by hand.
+# Change the source and run `uv run python scripts/unasync.py`.
+"""The contract every unit of work and its repositories keep.
+
+Subclass `UnitOfWorkContract` in a test module and override the
+``make_uow`` fixture: it returns a function that makes a new unit of work over
+one database whose contract tables (`contract_metadata`) start empty. Every
+unit it makes must see the others' commits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from buttress.domain import F
+from buttress.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    DecodeError,
+    NotFoundError,
+    QueryError,
+)
+from buttress.testing._models import ContractNote, ContractOrder, ContractTag, OrderPaid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
+    from buttress.persistence import UnitOfWork
+
+    MakeUow: TypeAlias = Callable[[], UnitOfWork]
+
+__all__ = ["UnitOfWorkContract"]
+
+
+def _order(ref: str, total: int = 0, note: str | None = None) -> ContractOrder:
+    return ContractOrder(ref=ref, total=total, note=note)
+
+
+def _seed(make_uow: MakeUow, *totals: int) -> list[int]:
+    """Store one order per total (refs ``o0``, ``o1`` ...) and return their keys."""
+    uow = make_uow()
+    with uow:
+        orders = uow.repository(ContractOrder)
+        added = orders.add_many(_order(f"o{i}", total) for i, total in enumerate(totals))
+        uow.commit()
+    return [order.id for order in added]
+
+
+def _refs(make_uow: MakeUow, **find: Any) -> list[str]:
+    """The refs of the stored orders ``find`` returns, in a unit of its own."""
+    uow = make_uow()
+    with uow:
+        return [order.ref for order in uow.repository(ContractOrder).find(**find)]
+
+
+class UnitOfWorkContract:
+    """What every unit of work and its repositories do, as tests.
+
+    Override the ``make_uow`` fixture; every test then runs against your
+    implementation. The same tests run against Buttress's in-memory, SQLite
+    and PostgreSQL implementations.
+    """
+
+    @pytest.fixture
+    def make_uow(self) -> MakeUow:
+        """Override: a function making units of work over one empty contract database."""
+        pytest.fail("override the make_uow fixture to run the unit-of-work contract")
+
+    # -- adding and getting -----------------------------------------------------------
+
+    def test_add_assigns_the_key_defaults_and_first_version(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).add(ContractOrder(ref="a"))
+            assert isinstance(order.id, int)
+            assert (order.total, order.version) == (0, 1)
+            uow.commit()
+
+    def test_get_returns_the_same_object_within_a_unit(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 10)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            first = orders.get(key)
+            assert orders.get(key) is first
+            assert (orders.find())[0] is first
+
+    def test_committed_work_is_seen_by_the_next_unit(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 10)
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).get(key)
+            assert (order.ref, order.total, order.note) == ("o0", 10, None)
+
+    def test_entities_keep_their_values_after_commit_and_exit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).add(_order("a", 5))
+            uow.commit()
+        assert (order.ref, order.total, order.version) == ("a", 5, 1)
+
+    def test_get_of_a_missing_key_raises_not_found(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(NotFoundError) as raised:
+                orders.get(404)
+            assert (raised.value.entity, raised.value.key) == ("ContractOrder", 404)
+            assert orders.get_or_none(404) is None
+
+    @pytest.mark.parametrize("key", ["1", 1.5, None, True])
+    def test_a_key_of_another_type_is_refused(self, make_uow: MakeUow, key: object) -> None:
+        uow = make_uow()
+        with uow:
+            with pytest.raises(QueryError):
+                uow.repository(ContractOrder).get(key)
+
+    def test_text_keys_chosen_by_the_caller(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            tags = uow.repository(ContractTag, str)
+            tags.add(ContractTag(name="b", label="B"))
+            tags.add(ContractTag(name="a"))
+            uow.commit()
+            assert [tag.name for tag in tags.find()] == ["a", "b"]
+            assert (tags.get("b")).label == "B"
+
+    def test_an_imperatively_mapped_plain_class(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            notes = uow.repository(ContractNote, int)
+            note = notes.add(ContractNote(text="plain"))
+            uow.commit()
+        with uow:
+            found = uow.repository(ContractNote).get(note.id)
+            assert found == ContractNote(text="plain", id=note.id)
+
+    def test_add_many_assigns_keys_in_order(self, make_uow: MakeUow) -> None:
+        keys = _seed(make_uow, 1, 2, 3)
+        assert keys == sorted(keys)
+        assert len(set(keys)) == 3
+
+    # -- refusing bad writes ------------------------------------------------------------
+
+    def test_a_duplicate_unique_value_conflicts_and_fails_the_unit(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            orders.add(_order("fresh"))
+            with pytest.raises(ConflictError):
+                orders.add(_order("o0"))
+            with pytest.raises(ConflictError, match="roll it back"):
+                orders.count()
+            with pytest.raises(ConflictError):
+                uow.commit()
+        assert _refs(make_uow) == ["o0"]
+
+    def test_a_duplicate_key_conflicts(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            uow.repository(ContractTag).add(ContractTag(name="t"))
+            uow.commit()
+        with uow:
+            with pytest.raises(ConflictError):
+                uow.repository(ContractTag).add(ContractTag(name="t"))
+
+    def test_a_missing_required_value_conflicts(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            with pytest.raises(ConflictError):
+                uow.repository(ContractNote).add(ContractNote(text=None))  # type: ignore[arg-type]
+
+    def test_a_unit_works_again_after_rolling_back_a_failure(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(ConflictError):
+                orders.add(_order("o0"))
+            uow.rollback()
+            orders.add(_order("o1"))
+            uow.commit()
+        assert _refs(make_uow) == ["o0", "o1"]
+
+    def test_an_object_of_another_model_is_refused_and_nothing_written(
+        self, make_uow: MakeUow
+    ) -> None:
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(QueryError, match="ContractTag"):
+                orders.add(ContractTag(name="x"))  # type: ignore[arg-type]
+            with pytest.raises(QueryError):
+                orders.add_many([_order("a"), ContractTag(name="x")])  # type: ignore[list-item]
+            uow.commit()
+        assert _refs(make_uow) == []
+
+    def test_a_changed_unique_value_conflicts(self, make_uow: MakeUow) -> None:
+        keys = _seed(make_uow, 1, 2)
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).get(keys[1])
+            order.ref = "o0"
+            with pytest.raises(ConflictError):
+                uow.commit()
+        assert _refs(make_uow) == ["o0", "o1"]
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def test_work_not_committed_is_rolled_back_on_exit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            uow.repository(ContractOrder).add(_order("a"))
+        assert _refs(make_uow) == []
+
+    def test_an_exception_mid_unit_persists_nothing(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with pytest.raises(RuntimeError, match="boom"):
+            with uow:
+                orders = uow.repository(ContractOrder)
+                (orders.get(key)).total = 99
+                orders.add(_order("a"))
+                raise RuntimeError("boom")
+        assert _refs(make_uow, spec=F("total") == 1) == ["o0"]
+        assert _refs(make_uow) == ["o0"]
+
+    def test_rollback_undoes_the_work_since_the_last_commit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            orders.add(_order("kept"))
+            uow.commit()
+            orders.add(_order("undone"))
+            uow.rollback()
+            assert [order.ref for order in orders.find()] == ["kept"]
+            uow.commit()
+        assert _refs(make_uow) == ["kept"]
+
+    def test_a_unit_can_be_entered_again_but_not_twice_at_once(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        for ref in ("a", "b"):
+            with uow:
+                uow.repository(ContractOrder).add(_order(ref))
+                uow.commit()
+        with uow:
+            with pytest.raises(ConfigurationError, match="already"):
+                with uow:
+                    pass  # pragma: no cover - never entered
+        assert _refs(make_uow) == ["a", "b"]
+
+    def test_a_repository_needs_an_entered_unit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with pytest.raises(ConfigurationError, match="not in a transaction"):
+            uow.repository(ContractOrder)
+
+    def test_a_savepoint_undoes_only_its_block(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            orders.add(_order("outer"))
+            with pytest.raises(RuntimeError):
+                with uow.savepoint():
+                    orders.add(_order("inner"))
+                    raise RuntimeError
+            with uow.savepoint():
+                orders.add(_order("kept"))
+            uow.commit()
+        assert _refs(make_uow) == ["outer", "kept"]
+
+    def test_a_conflict_inside_a_savepoint_leaves_the_unit_usable(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            orders.add(_order("before"))
+            with pytest.raises(ConflictError):
+                with uow.savepoint():
+                    orders.add(_order("o0"))
+            orders.add(_order("after"))
+            uow.commit()
+        assert _refs(make_uow) == ["o0", "before", "after"]
+
+    def test_a_savepoint_rollback_restores_changed_values(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(RuntimeError):
+                with uow.savepoint():
+                    (orders.get(key)).total = 50
+                    assert orders.count(F("total") == 50) == 1
+                    raise RuntimeError
+            assert orders.count(F("total") == 50) == 0
+            uow.commit()
+        assert _refs(make_uow, spec=F("total") == 1) == ["o0"]
+
+    # -- optimistic locking -------------------------------------------------------------
+
+    def test_a_change_commits_and_bumps_the_version(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).get(key)
+            order.total = 2
+            uow.commit()
+            assert order.version == 2
+        with uow:
+            stored = uow.repository(ContractOrder).get(key)
+            assert (stored.total, stored.version) == (2, 2)
+
+    def test_a_lost_update_is_refused(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        first, second = make_uow(), make_uow()
+        with first, second:
+            mine = first.repository(ContractOrder).get(key)
+            theirs = second.repository(ContractOrder).get(key)
+            mine.total = 10
+            first.commit()
+            theirs.total = 20
+            with pytest.raises(ConcurrencyError):
+                second.commit()
+        assert _refs(make_uow, spec=F("total") == 10) == ["o0"]
+
+    def test_changing_an_entity_someone_removed_is_refused(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        first, second = make_uow(), make_uow()
+        with first, second:
+            mine = first.repository(ContractOrder).get(key)
+            theirs = second.repository(ContractOrder).get(key)
+            first.repository(ContractOrder).remove(mine)
+            first.commit()
+            theirs.total = 20
+            with pytest.raises(ConcurrencyError):
+                second.commit()
+        assert _refs(make_uow) == []
+
+    def test_removing_a_stale_entity_is_refused(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        first, second = make_uow(), make_uow()
+        with first, second:
+            mine = first.repository(ContractOrder).get(key)
+            theirs = second.repository(ContractOrder).get(key)
+            mine.total = 10
+            first.commit()
+            with pytest.raises(ConcurrencyError):
+                second.repository(ContractOrder).remove(theirs)
+        assert _refs(make_uow) == ["o0"]
+
+    # -- removing -----------------------------------------------------------------------
+
+    def test_remove_deletes_at_commit(self, make_uow: MakeUow) -> None:
+        keys = _seed(make_uow, 1, 2)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            orders.remove(orders.get(keys[0]))
+            assert orders.get_or_none(keys[0]) is None
+            assert orders.count() == 1
+            uow.commit()
+        assert _refs(make_uow) == ["o1"]
+
+    def test_remove_needs_an_entity_of_this_unit(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            loaded = uow.repository(ContractOrder).get(key)
+        with uow:
+            with pytest.raises(QueryError, match="get"):
+                uow.repository(ContractOrder).remove(loaded)
+            with pytest.raises(QueryError):
+                uow.repository(ContractOrder).remove(_order("never-added"))
+
+    # -- querying -----------------------------------------------------------------------
+
+    def test_find_filters_orders_and_windows(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 30, 10, 20, 10, 40)
+        assert _refs(make_uow) == ["o0", "o1", "o2", "o3", "o4"]
+        assert _refs(make_uow, spec=F("total") >= 20, order_by="-total") == [
+            "o4",
+            "o0",
+            "o2",
+        ]
+        assert _refs(make_uow, order_by=["total", "-ref"]) == [
+            "o3",
+            "o1",
+            "o2",
+            "o0",
+            "o4",
+        ]
+        assert _refs(make_uow, order_by="total", limit=2, offset=1) == ["o3", "o2"]
+        assert _refs(make_uow, limit=0) == []
+        spec = (F("total") == 10) | F("ref").in_(["o4"])
+        assert _refs(make_uow, spec=spec) == ["o1", "o3", "o4"]
+        assert _refs(make_uow, spec=~spec & F("note").is_none()) == ["o0", "o2"]
+
+    def test_text_matching_is_case_sensitive_and_literal(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            for ref, note in [("a", "50% Off"), ("b", "50_ off"), ("c", None)]:
+                orders.add(_order(ref, note=note))
+            uow.commit()
+        assert _refs(make_uow, spec=F("note").contains("% O")) == ["a"]
+        assert _refs(make_uow, spec=F("note").startswith("50_")) == ["b"]
+        assert _refs(make_uow, spec=F("note").contains("off")) == ["b"]
+
+    def test_first_count_and_exists(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 3, 1, 2)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            assert (orders.first(order_by="total")).ref == "o1"  # type: ignore[union-attr]
+            assert orders.first(F("total") > 5) is None
+            assert orders.count() == 3
+            assert orders.count(F("total") < 3) == 2
+            assert orders.exists(F("ref") == "o2")
+            assert not orders.exists(F("ref") == "zz")
+
+    def test_queries_see_changes_not_yet_committed(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            (orders.get(key)).total = 7
+            orders.add(_order("new", 7))
+            assert [o.ref for o in orders.find(F("total") == 7)] == ["o0", "new"]
+
+    @pytest.mark.parametrize(
+        "find",
+        [
+            {"spec": F("nope") == 1},
+            {"order_by": "nope"},
+            {"order_by": ["-total", "total"]},
+            {"order_by": "_sa_instance_state"},
+            {"limit": -1},
+            {"offset": -1},
+            {"spec": F("total") == "ten"},
+            {"spec": "total > 1"},
+        ],
+        ids=repr,
+    )
+    def test_bad_queries_are_refused(self, make_uow: MakeUow, find: dict[str, Any]) -> None:
+        uow = make_uow()
+        with uow:
+            with pytest.raises(QueryError):
+                uow.repository(ContractOrder).find(**find)
+
+    def test_an_unknown_field_is_named_with_the_valid_ones(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            with pytest.raises(QueryError, match=r"'totl'.*id, note, ref, total, version"):
+                uow.repository(ContractOrder).count(F("totl") > 1)
+
+    # -- keyset pages -------------------------------------------------------------------
+
+    def test_pages_walk_every_entity_once_in_order(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 5, 3, 5, 1, 3, 5, 2)
+        expected = _refs(make_uow, order_by="-total")
+        uow = make_uow()
+        seen: list[str] = []
+        with uow:
+            orders = uow.repository(ContractOrder)
+            cursor = None
+            for _ in range(10):
+                page = orders.page(order_by="-total", size=3, after=cursor)
+                seen += [order.ref for order in page.items]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        assert seen == expected
+
+    def test_a_page_neither_skips_nor_repeats_after_writes(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1, 2, 3, 4)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            first = orders.page(F("total") > 1, order_by="total", size=2)
+            assert [o.ref for o in first.items] == ["o1", "o2"]
+            orders.add(_order("early", 2))  # sorts before the cursor: not repeated
+            orders.add(_order("late", 9))
+            rest = orders.page(F("total") > 1, order_by="total", size=5, after=first.next_cursor)
+            assert [o.ref for o in rest.items] == ["o3", "late"]
+            assert rest.next_cursor is None
+
+    def test_a_full_last_page_has_no_cursor(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1, 2)
+        uow = make_uow()
+        with uow:
+            page = uow.repository(ContractOrder).page(size=2)
+            assert (len(page.items), page.next_cursor) == (2, None)
+
+    def test_bad_cursors_are_refused(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1, 2, 3)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            cursor = (orders.page(order_by="total", size=1)).next_cursor
+            assert cursor is not None
+            tampered = cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1]
+            with pytest.raises(DecodeError):
+                orders.page(order_by="total", size=1, after=tampered)
+            with pytest.raises(DecodeError):
+                orders.page(order_by="total", size=1, after="not a cursor")
+            with pytest.raises(QueryError, match="order_by"):
+                orders.page(order_by="-total", size=1, after=cursor)
+            for size in (0, -1, 1.5):
+                with pytest.raises(QueryError):
+                    orders.page(size=size)  # type: ignore[arg-type]
+
+    # -- domain events ------------------------------------------------------------------
+
+    def test_events_are_collected_once_after_commit_in_order(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 5)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            added = orders.add(_order("new", 7))
+            (orders.find(F("ref") == "o0"))[0].pay()
+            added.pay()
+            assert list(uow.collect_events()) == []  # nothing before the commit
+            uow.commit()
+        events = list(uow.collect_events())
+        assert all(isinstance(event, OrderPaid) for event in events)
+        assert [(e.order_id, e.total) for e in events] == [(key, 5), (added.id, 7)]  # type: ignore[attr-defined]
+        assert list(uow.collect_events()) == []
+
+    def test_events_of_several_commits_queue_in_recording_order(self, make_uow: MakeUow) -> None:
+        keys = _seed(make_uow, 1, 2, 3)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            for order in orders.find(order_by="-total"):
+                order.pay()
+            uow.commit()
+            (orders.get(keys[0])).pay()
+            uow.commit()
+        order_ids = [e.order_id for e in uow.collect_events()]  # type: ignore[attr-defined]
+        assert order_ids == [keys[2], keys[1], keys[0], keys[0]]
+
+    def test_no_events_after_a_rollback(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            (uow.repository(ContractOrder).get(key)).pay()
+            uow.rollback()
+            uow.commit()
+        with uow:
+            (uow.repository(ContractOrder).get(key)).pay()
+        assert list(uow.collect_events()) == []
+
+    def test_events_of_an_undone_savepoint_are_dropped(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).get(key)
+            order.pay()
+            with pytest.raises(RuntimeError):
+                with uow.savepoint():
+                    order.pay()
+                    raise RuntimeError
+            uow.commit()
+        assert len(list(uow.collect_events())) == 1

@@ -1,0 +1,582 @@
+"""The contract every asyncio unit of work and its repositories keep.
+
+Subclass `AsyncUnitOfWorkContract` in a test module and override the
+``make_uow`` fixture: it returns a function that makes a new unit of work over
+one database whose contract tables (`contract_metadata`) start empty. Every
+unit it makes must see the others' commits.
+"""
+
+# The source of _contract.py (scripts/unasync.py writes it).  # unasync: drop
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from buttress.domain import F
+from buttress.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    DecodeError,
+    NotFoundError,
+    QueryError,
+)
+from buttress.testing._models import ContractNote, ContractOrder, ContractTag, OrderPaid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
+    from buttress.persistence import AsyncUnitOfWork
+
+    MakeUow: TypeAlias = Callable[[], AsyncUnitOfWork]
+
+__all__ = ["AsyncUnitOfWorkContract"]
+
+
+def _order(ref: str, total: int = 0, note: str | None = None) -> ContractOrder:
+    return ContractOrder(ref=ref, total=total, note=note)
+
+
+async def _seed(make_uow: MakeUow, *totals: int) -> list[int]:
+    """Store one order per total (refs ``o0``, ``o1`` ...) and return their keys."""
+    uow = make_uow()
+    async with uow:
+        orders = uow.repository(ContractOrder)
+        added = await orders.add_many(_order(f"o{i}", total) for i, total in enumerate(totals))
+        await uow.commit()
+    return [order.id for order in added]
+
+
+async def _refs(make_uow: MakeUow, **find: Any) -> list[str]:
+    """The refs of the stored orders ``find`` returns, in a unit of its own."""
+    uow = make_uow()
+    async with uow:
+        return [order.ref for order in await uow.repository(ContractOrder).find(**find)]
+
+
+class AsyncUnitOfWorkContract:
+    """What every asyncio unit of work and its repositories do, as tests.
+
+    Override the ``make_uow`` fixture; every test then runs against your
+    implementation. The same tests run against Buttress's in-memory, SQLite
+    and PostgreSQL implementations.
+    """
+
+    pytestmark = pytest.mark.asyncio  # unasync: drop
+
+    @pytest.fixture
+    def make_uow(self) -> MakeUow:
+        """Override: a function making units of work over one empty contract database."""
+        pytest.fail("override the make_uow fixture to run the unit-of-work contract")
+
+    # -- adding and getting -----------------------------------------------------------
+
+    async def test_add_assigns_the_key_defaults_and_first_version(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).add(ContractOrder(ref="a"))
+            assert isinstance(order.id, int)
+            assert (order.total, order.version) == (0, 1)
+            await uow.commit()
+
+    async def test_get_returns_the_same_object_within_a_unit(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 10)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            first = await orders.get(key)
+            assert await orders.get(key) is first
+            assert (await orders.find())[0] is first
+
+    async def test_committed_work_is_seen_by_the_next_unit(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 10)
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).get(key)
+            assert (order.ref, order.total, order.note) == ("o0", 10, None)
+
+    async def test_entities_keep_their_values_after_commit_and_exit(
+        self, make_uow: MakeUow
+    ) -> None:
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).add(_order("a", 5))
+            await uow.commit()
+        assert (order.ref, order.total, order.version) == ("a", 5, 1)
+
+    async def test_get_of_a_missing_key_raises_not_found(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(NotFoundError) as raised:
+                await orders.get(404)
+            assert (raised.value.entity, raised.value.key) == ("ContractOrder", 404)
+            assert await orders.get_or_none(404) is None
+
+    @pytest.mark.parametrize("key", ["1", 1.5, None, True])
+    async def test_a_key_of_another_type_is_refused(self, make_uow: MakeUow, key: object) -> None:
+        uow = make_uow()
+        async with uow:
+            with pytest.raises(QueryError):
+                await uow.repository(ContractOrder).get(key)
+
+    async def test_text_keys_chosen_by_the_caller(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            tags = uow.repository(ContractTag, str)
+            await tags.add(ContractTag(name="b", label="B"))
+            await tags.add(ContractTag(name="a"))
+            await uow.commit()
+            assert [tag.name for tag in await tags.find()] == ["a", "b"]
+            assert (await tags.get("b")).label == "B"
+
+    async def test_an_imperatively_mapped_plain_class(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            notes = uow.repository(ContractNote, int)
+            note = await notes.add(ContractNote(text="plain"))
+            await uow.commit()
+        async with uow:
+            found = await uow.repository(ContractNote).get(note.id)
+            assert found == ContractNote(text="plain", id=note.id)
+
+    async def test_add_many_assigns_keys_in_order(self, make_uow: MakeUow) -> None:
+        keys = await _seed(make_uow, 1, 2, 3)
+        assert keys == sorted(keys)
+        assert len(set(keys)) == 3
+
+    # -- refusing bad writes ------------------------------------------------------------
+
+    async def test_a_duplicate_unique_value_conflicts_and_fails_the_unit(
+        self, make_uow: MakeUow
+    ) -> None:
+        await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            await orders.add(_order("fresh"))
+            with pytest.raises(ConflictError):
+                await orders.add(_order("o0"))
+            with pytest.raises(ConflictError, match="roll it back"):
+                await orders.count()
+            with pytest.raises(ConflictError):
+                await uow.commit()
+        assert await _refs(make_uow) == ["o0"]
+
+    async def test_a_duplicate_key_conflicts(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            await uow.repository(ContractTag).add(ContractTag(name="t"))
+            await uow.commit()
+        async with uow:
+            with pytest.raises(ConflictError):
+                await uow.repository(ContractTag).add(ContractTag(name="t"))
+
+    async def test_a_missing_required_value_conflicts(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            with pytest.raises(ConflictError):
+                await uow.repository(ContractNote).add(ContractNote(text=None))  # type: ignore[arg-type]
+
+    async def test_a_unit_works_again_after_rolling_back_a_failure(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(ConflictError):
+                await orders.add(_order("o0"))
+            await uow.rollback()
+            await orders.add(_order("o1"))
+            await uow.commit()
+        assert await _refs(make_uow) == ["o0", "o1"]
+
+    async def test_an_object_of_another_model_is_refused_and_nothing_written(
+        self, make_uow: MakeUow
+    ) -> None:
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(QueryError, match="ContractTag"):
+                await orders.add(ContractTag(name="x"))  # type: ignore[arg-type]
+            with pytest.raises(QueryError):
+                await orders.add_many([_order("a"), ContractTag(name="x")])  # type: ignore[list-item]
+            await uow.commit()
+        assert await _refs(make_uow) == []
+
+    async def test_a_changed_unique_value_conflicts(self, make_uow: MakeUow) -> None:
+        keys = await _seed(make_uow, 1, 2)
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).get(keys[1])
+            order.ref = "o0"
+            with pytest.raises(ConflictError):
+                await uow.commit()
+        assert await _refs(make_uow) == ["o0", "o1"]
+
+    # -- transactions ---------------------------------------------------------------------
+
+    async def test_work_not_committed_is_rolled_back_on_exit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            await uow.repository(ContractOrder).add(_order("a"))
+        assert await _refs(make_uow) == []
+
+    async def test_an_exception_mid_unit_persists_nothing(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        with pytest.raises(RuntimeError, match="boom"):
+            async with uow:
+                orders = uow.repository(ContractOrder)
+                (await orders.get(key)).total = 99
+                await orders.add(_order("a"))
+                raise RuntimeError("boom")
+        assert await _refs(make_uow, spec=F("total") == 1) == ["o0"]
+        assert await _refs(make_uow) == ["o0"]
+
+    async def test_rollback_undoes_the_work_since_the_last_commit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            await orders.add(_order("kept"))
+            await uow.commit()
+            await orders.add(_order("undone"))
+            await uow.rollback()
+            assert [order.ref for order in await orders.find()] == ["kept"]
+            await uow.commit()
+        assert await _refs(make_uow) == ["kept"]
+
+    async def test_a_unit_can_be_entered_again_but_not_twice_at_once(
+        self, make_uow: MakeUow
+    ) -> None:
+        uow = make_uow()
+        for ref in ("a", "b"):
+            async with uow:
+                await uow.repository(ContractOrder).add(_order(ref))
+                await uow.commit()
+        async with uow:
+            with pytest.raises(ConfigurationError, match="already"):
+                async with uow:
+                    pass  # pragma: no cover - never entered
+        assert await _refs(make_uow) == ["a", "b"]
+
+    async def test_a_repository_needs_an_entered_unit(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with pytest.raises(ConfigurationError, match="not in a transaction"):
+            uow.repository(ContractOrder)
+
+    async def test_a_savepoint_undoes_only_its_block(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            await orders.add(_order("outer"))
+            with pytest.raises(RuntimeError):
+                async with uow.savepoint():
+                    await orders.add(_order("inner"))
+                    raise RuntimeError
+            async with uow.savepoint():
+                await orders.add(_order("kept"))
+            await uow.commit()
+        assert await _refs(make_uow) == ["outer", "kept"]
+
+    async def test_a_conflict_inside_a_savepoint_leaves_the_unit_usable(
+        self, make_uow: MakeUow
+    ) -> None:
+        await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            await orders.add(_order("before"))
+            with pytest.raises(ConflictError):
+                async with uow.savepoint():
+                    await orders.add(_order("o0"))
+            await orders.add(_order("after"))
+            await uow.commit()
+        assert await _refs(make_uow) == ["o0", "before", "after"]
+
+    async def test_a_savepoint_rollback_restores_changed_values(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(RuntimeError):
+                async with uow.savepoint():
+                    (await orders.get(key)).total = 50
+                    assert await orders.count(F("total") == 50) == 1
+                    raise RuntimeError
+            assert await orders.count(F("total") == 50) == 0
+            await uow.commit()
+        assert await _refs(make_uow, spec=F("total") == 1) == ["o0"]
+
+    # -- optimistic locking -------------------------------------------------------------
+
+    async def test_a_change_commits_and_bumps_the_version(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).get(key)
+            order.total = 2
+            await uow.commit()
+            assert order.version == 2
+        async with uow:
+            stored = await uow.repository(ContractOrder).get(key)
+            assert (stored.total, stored.version) == (2, 2)
+
+    async def test_a_lost_update_is_refused(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        first, second = make_uow(), make_uow()
+        async with first, second:
+            mine = await first.repository(ContractOrder).get(key)
+            theirs = await second.repository(ContractOrder).get(key)
+            mine.total = 10
+            await first.commit()
+            theirs.total = 20
+            with pytest.raises(ConcurrencyError):
+                await second.commit()
+        assert await _refs(make_uow, spec=F("total") == 10) == ["o0"]
+
+    async def test_changing_an_entity_someone_removed_is_refused(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        first, second = make_uow(), make_uow()
+        async with first, second:
+            mine = await first.repository(ContractOrder).get(key)
+            theirs = await second.repository(ContractOrder).get(key)
+            await first.repository(ContractOrder).remove(mine)
+            await first.commit()
+            theirs.total = 20
+            with pytest.raises(ConcurrencyError):
+                await second.commit()
+        assert await _refs(make_uow) == []
+
+    async def test_removing_a_stale_entity_is_refused(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        first, second = make_uow(), make_uow()
+        async with first, second:
+            mine = await first.repository(ContractOrder).get(key)
+            theirs = await second.repository(ContractOrder).get(key)
+            mine.total = 10
+            await first.commit()
+            with pytest.raises(ConcurrencyError):
+                await second.repository(ContractOrder).remove(theirs)
+        assert await _refs(make_uow) == ["o0"]
+
+    # -- removing -----------------------------------------------------------------------
+
+    async def test_remove_deletes_at_commit(self, make_uow: MakeUow) -> None:
+        keys = await _seed(make_uow, 1, 2)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            await orders.remove(await orders.get(keys[0]))
+            assert await orders.get_or_none(keys[0]) is None
+            assert await orders.count() == 1
+            await uow.commit()
+        assert await _refs(make_uow) == ["o1"]
+
+    async def test_remove_needs_an_entity_of_this_unit(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            loaded = await uow.repository(ContractOrder).get(key)
+        async with uow:
+            with pytest.raises(QueryError, match="get"):
+                await uow.repository(ContractOrder).remove(loaded)
+            with pytest.raises(QueryError):
+                await uow.repository(ContractOrder).remove(_order("never-added"))
+
+    # -- querying -----------------------------------------------------------------------
+
+    async def test_find_filters_orders_and_windows(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 30, 10, 20, 10, 40)
+        assert await _refs(make_uow) == ["o0", "o1", "o2", "o3", "o4"]
+        assert await _refs(make_uow, spec=F("total") >= 20, order_by="-total") == [
+            "o4",
+            "o0",
+            "o2",
+        ]
+        assert await _refs(make_uow, order_by=["total", "-ref"]) == [
+            "o3",
+            "o1",
+            "o2",
+            "o0",
+            "o4",
+        ]
+        assert await _refs(make_uow, order_by="total", limit=2, offset=1) == ["o3", "o2"]
+        assert await _refs(make_uow, limit=0) == []
+        spec = (F("total") == 10) | F("ref").in_(["o4"])
+        assert await _refs(make_uow, spec=spec) == ["o1", "o3", "o4"]
+        assert await _refs(make_uow, spec=~spec & F("note").is_none()) == ["o0", "o2"]
+
+    async def test_text_matching_is_case_sensitive_and_literal(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            for ref, note in [("a", "50% Off"), ("b", "50_ off"), ("c", None)]:
+                await orders.add(_order(ref, note=note))
+            await uow.commit()
+        assert await _refs(make_uow, spec=F("note").contains("% O")) == ["a"]
+        assert await _refs(make_uow, spec=F("note").startswith("50_")) == ["b"]
+        assert await _refs(make_uow, spec=F("note").contains("off")) == ["b"]
+
+    async def test_first_count_and_exists(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 3, 1, 2)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            assert (await orders.first(order_by="total")).ref == "o1"  # type: ignore[union-attr]
+            assert await orders.first(F("total") > 5) is None
+            assert await orders.count() == 3
+            assert await orders.count(F("total") < 3) == 2
+            assert await orders.exists(F("ref") == "o2")
+            assert not await orders.exists(F("ref") == "zz")
+
+    async def test_queries_see_changes_not_yet_committed(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            (await orders.get(key)).total = 7
+            await orders.add(_order("new", 7))
+            assert [o.ref for o in await orders.find(F("total") == 7)] == ["o0", "new"]
+
+    @pytest.mark.parametrize(
+        "find",
+        [
+            {"spec": F("nope") == 1},
+            {"order_by": "nope"},
+            {"order_by": ["-total", "total"]},
+            {"order_by": "_sa_instance_state"},
+            {"limit": -1},
+            {"offset": -1},
+            {"spec": F("total") == "ten"},
+            {"spec": "total > 1"},
+        ],
+        ids=repr,
+    )
+    async def test_bad_queries_are_refused(self, make_uow: MakeUow, find: dict[str, Any]) -> None:
+        uow = make_uow()
+        async with uow:
+            with pytest.raises(QueryError):
+                await uow.repository(ContractOrder).find(**find)
+
+    async def test_an_unknown_field_is_named_with_the_valid_ones(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            with pytest.raises(QueryError, match=r"'totl'.*id, note, ref, total, version"):
+                await uow.repository(ContractOrder).count(F("totl") > 1)
+
+    # -- keyset pages -------------------------------------------------------------------
+
+    async def test_pages_walk_every_entity_once_in_order(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 5, 3, 5, 1, 3, 5, 2)
+        expected = await _refs(make_uow, order_by="-total")
+        uow = make_uow()
+        seen: list[str] = []
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            cursor = None
+            for _ in range(10):
+                page = await orders.page(order_by="-total", size=3, after=cursor)
+                seen += [order.ref for order in page.items]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        assert seen == expected
+
+    async def test_a_page_neither_skips_nor_repeats_after_writes(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 1, 2, 3, 4)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            first = await orders.page(F("total") > 1, order_by="total", size=2)
+            assert [o.ref for o in first.items] == ["o1", "o2"]
+            await orders.add(_order("early", 2))  # sorts before the cursor: not repeated
+            await orders.add(_order("late", 9))
+            rest = await orders.page(
+                F("total") > 1, order_by="total", size=5, after=first.next_cursor
+            )
+            assert [o.ref for o in rest.items] == ["o3", "late"]
+            assert rest.next_cursor is None
+
+    async def test_a_full_last_page_has_no_cursor(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 1, 2)
+        uow = make_uow()
+        async with uow:
+            page = await uow.repository(ContractOrder).page(size=2)
+            assert (len(page.items), page.next_cursor) == (2, None)
+
+    async def test_bad_cursors_are_refused(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 1, 2, 3)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            cursor = (await orders.page(order_by="total", size=1)).next_cursor
+            assert cursor is not None
+            tampered = cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1]
+            with pytest.raises(DecodeError):
+                await orders.page(order_by="total", size=1, after=tampered)
+            with pytest.raises(DecodeError):
+                await orders.page(order_by="total", size=1, after="not a cursor")
+            with pytest.raises(QueryError, match="order_by"):
+                await orders.page(order_by="-total", size=1, after=cursor)
+            for size in (0, -1, 1.5):
+                with pytest.raises(QueryError):
+                    await orders.page(size=size)  # type: ignore[arg-type]
+
+    # -- domain events ------------------------------------------------------------------
+
+    async def test_events_are_collected_once_after_commit_in_order(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 5)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            added = await orders.add(_order("new", 7))
+            (await orders.find(F("ref") == "o0"))[0].pay()
+            added.pay()
+            assert list(uow.collect_events()) == []  # nothing before the commit
+            await uow.commit()
+        events = list(uow.collect_events())
+        assert all(isinstance(event, OrderPaid) for event in events)
+        assert [(e.order_id, e.total) for e in events] == [(key, 5), (added.id, 7)]  # type: ignore[attr-defined]
+        assert list(uow.collect_events()) == []
+
+    async def test_events_of_several_commits_queue_in_recording_order(
+        self, make_uow: MakeUow
+    ) -> None:
+        keys = await _seed(make_uow, 1, 2, 3)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            for order in await orders.find(order_by="-total"):
+                order.pay()
+            await uow.commit()
+            (await orders.get(keys[0])).pay()
+            await uow.commit()
+        order_ids = [e.order_id for e in uow.collect_events()]  # type: ignore[attr-defined]
+        assert order_ids == [keys[2], keys[1], keys[0], keys[0]]
+
+    async def test_no_events_after_a_rollback(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            (await uow.repository(ContractOrder).get(key)).pay()
+            await uow.rollback()
+            await uow.commit()
+        async with uow:
+            (await uow.repository(ContractOrder).get(key)).pay()
+        assert list(uow.collect_events()) == []
+
+    async def test_events_of_an_undone_savepoint_are_dropped(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).get(key)
+            order.pay()
+            with pytest.raises(RuntimeError):
+                async with uow.savepoint():
+                    order.pay()
+                    raise RuntimeError
+            await uow.commit()
+        assert len(list(uow.collect_events())) == 1

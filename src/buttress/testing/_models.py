@@ -1,0 +1,75 @@
+"""The models the contract suites store, with their own metadata.
+
+Create their tables (``contract_metadata.create_all(engine)``) in the database
+your unit of work uses before running a contract suite against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+
+from buttress.domain import AggregateRoot, DomainEvent
+
+__all__ = ["ContractNote", "ContractOrder", "ContractTag", "OrderPaid", "contract_metadata"]
+
+
+class _Base(DeclarativeBase):
+    metadata = sa.MetaData()
+
+
+contract_metadata = _Base.metadata
+"""The tables of `ContractOrder`, `ContractTag` and `ContractNote`."""
+
+
+class OrderPaid(DomainEvent, name="buttress.contract.order-paid"):
+    """`ContractOrder.pay` records it."""
+
+    order_id: int
+    total: int
+
+
+class ContractOrder(AggregateRoot, _Base):
+    """An aggregate with a generated key, a unique value, a default and a version column."""
+
+    __tablename__ = "buttress_contract_order"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    total: Mapped[int] = mapped_column(default=0)
+    note: Mapped[str | None] = mapped_column(sa.String(200))
+    version: Mapped[int] = mapped_column(nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
+
+    def pay(self) -> None:
+        """Record that the order was paid."""
+        self.record_event(OrderPaid(order_id=self.id, total=self.total))
+
+
+class ContractTag(_Base):
+    """An entity whose text key the caller chooses."""
+
+    __tablename__ = "buttress_contract_tag"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    label: Mapped[str | None] = mapped_column(sa.String(80))
+
+
+@dataclasses.dataclass
+class ContractNote:
+    """A plain dataclass, mapped imperatively (the domain model knows nothing of SQL)."""
+
+    text: str
+    id: int | None = None
+
+
+_notes = sa.Table(
+    "buttress_contract_note",
+    contract_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("text", sa.String(200), nullable=False),
+)
+registry(metadata=contract_metadata).map_imperatively(ContractNote, _notes)

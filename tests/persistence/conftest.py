@@ -1,0 +1,112 @@
+"""Units of work over every backend, on the contract tables, empty for each test.
+
+``make_sync_uow`` and ``make_async_uow`` are parametrised over the backends:
+in memory, SQLite in a file, and PostgreSQL (psycopg for sync; asyncpg and
+psycopg for asyncio). Each returns a function making units of work over one
+database, so a test can run two units against the same rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+from buttress.persistence import (
+    AsyncInMemoryUnitOfWork,
+    AsyncSqlAlchemyUnitOfWork,
+    InMemoryStore,
+    InMemoryUnitOfWork,
+    SqlAlchemyUnitOfWork,
+)
+from buttress.testing import contract_metadata
+
+POSTGRES = pytest.mark.postgres
+
+
+@pytest.fixture(scope="session")
+def contract_schema(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL schema holding the contract tables, dropped at the end."""
+    schema = f"buttress_contract_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+        contract_metadata.create_all(connection)
+    try:
+        yield schema
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def _postgres(postgres_url: str, schema: str, driver: str) -> tuple[str, dict[str, Any]]:
+    """The URL of ``driver`` and the connect arguments that put it in ``schema``, emptied."""
+    engine = sa.create_engine(postgres_url)
+    tables = ", ".join(f'"{schema}"."{table.name}"' for table in contract_metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    url = make_url(postgres_url).set(drivername=f"postgresql+{driver}")
+    if driver == "asyncpg":
+        return url.render_as_string(hide_password=False), {
+            "server_settings": {"search_path": schema}
+        }
+    return url.render_as_string(hide_password=False), {"options": f"-csearch_path={schema}"}
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
+def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
+    if request.param == "memory":
+        store = InMemoryStore()
+        yield lambda: InMemoryUnitOfWork(store=store)
+        return
+    if request.param == "sqlite":
+        engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'contract.db'}")
+        contract_metadata.create_all(engine)
+    else:
+        schema = request.getfixturevalue("contract_schema")
+        url, connect_args = _postgres(request.getfixturevalue("postgres_url"), schema, "psycopg")
+        engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    factory = sessionmaker(engine)
+    yield lambda: SqlAlchemyUnitOfWork(factory)
+    engine.dispose()
+
+
+@pytest_asyncio.fixture(
+    params=[
+        "memory",
+        "aiosqlite",
+        pytest.param("asyncpg", marks=POSTGRES),
+        pytest.param("psycopg", marks=POSTGRES),
+    ]
+)
+async def make_async_uow(
+    request: pytest.FixtureRequest, tmp_path
+) -> AsyncIterator[Callable[[], Any]]:
+    if request.param == "memory":
+        store = InMemoryStore()
+        yield lambda: AsyncInMemoryUnitOfWork(store=store)
+        return
+    if request.param == "aiosqlite":
+        path = tmp_path / "contract.db"
+        contract_metadata.create_all(sync := sa.create_engine(f"sqlite+pysqlite:///{path}"))
+        sync.dispose()
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    else:
+        schema = request.getfixturevalue("contract_schema")
+        url, connect_args = _postgres(
+            request.getfixturevalue("postgres_url"), schema, request.param
+        )
+        engine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    factory = async_sessionmaker(engine)
+    yield lambda: AsyncSqlAlchemyUnitOfWork(factory)
+    await engine.dispose()
