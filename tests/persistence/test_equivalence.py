@@ -1,0 +1,193 @@
+"""Fake ≡ real: the in-memory repositories return what SQLite and PostgreSQL return.
+
+Hypothesis generates rows, specifications, orders and page sizes; the same
+calls through `InMemoryUnitOfWork` and `SqlAlchemyUnitOfWork` (on each backend
+of the ``engine`` fixture) must give the same entities in the same order, the
+same counts and the same pages. A stateful test then drives both with random
+writes, commits and rollbacks and compares every outcome, errors included.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from sqlalchemy.orm import sessionmaker
+from test_query import ORDERS, ROWS, SPECS, Base, Plain, Row
+
+from buttress.domain import F, Specification
+from buttress.errors import ButtressError
+from buttress.persistence import InMemoryUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.testing import ContractOrder, contract_metadata
+
+SLOW = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture
+def sql_uow(engine: sa.Engine) -> SqlAlchemyUnitOfWork:
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    return SqlAlchemyUnitOfWork(sessionmaker(engine))
+
+
+def store(uow: Any, rows: list[Plain]) -> None:
+    with uow:
+        repository = uow.repository(Row, int)
+        for row in repository.find():
+            repository.remove(row)
+        repository.add_many(Row(**vars(row)) for row in rows)
+        uow.commit()
+
+
+def read(uow: Any, spec: Specification | None, order: list[str], size: int) -> dict[str, Any]:
+    """Everything the read methods say about the stored rows, as keys."""
+    with uow:
+        repository = uow.repository(Row, int)
+        pages: list[list[int]] = []
+        cursor = None
+        for _ in range(20):
+            page = repository.page(spec, order_by=order, size=size, after=cursor)
+            pages.append([row.id for row in page.items])
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        first = repository.first(spec, order_by=order)
+        return {
+            "find": [row.id for row in repository.find(spec, order_by=order)],
+            "window": [row.id for row in repository.find(spec, order_by=order, limit=2, offset=1)],
+            "first": None if first is None else first.id,
+            "count": repository.count(spec),
+            "exists": repository.exists(spec),
+            "pages": pages,
+        }
+
+
+@SLOW
+@given(rows=ROWS, spec=st.none() | SPECS, order=st.just([]) | ORDERS, size=st.integers(1, 4))
+def test_in_memory_reads_equal_sql_reads(
+    sql_uow: SqlAlchemyUnitOfWork,
+    rows: list[Plain],
+    spec: Specification | None,
+    order: list[str],
+    size: int,
+) -> None:
+    memory = InMemoryUnitOfWork()
+    store(memory, rows)
+    store(sql_uow, rows)
+    expected = read(sql_uow, spec, order, size)
+    assert read(memory, spec, order, size) == expected
+    assert [key for page in expected["pages"] for key in page] == expected["find"]
+
+
+# -- writes, commits and rollbacks, driven at random ---------------------------------------
+
+REFS = st.sampled_from(["a", "b", "c", "d"])
+
+
+def outcome(call: Any) -> Any:
+    """What a call returned, or the class of the Buttress error it raised."""
+    try:
+        return ("ok", call())
+    except ButtressError as error:
+        return ("error", type(error).__name__)
+
+
+class FakeEqualsReal(RuleBasedStateMachine):
+    """Every step runs on an in-memory and a SQLite unit of work; outcomes must match."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.TemporaryDirectory()
+        self.engine = sa.create_engine(f"sqlite:///{self.directory.name}/machine.db")
+        contract_metadata.create_all(self.engine)
+        self.units = [InMemoryUnitOfWork(), SqlAlchemyUnitOfWork(sessionmaker(self.engine))]
+        for unit in self.units:
+            unit.__enter__()
+
+    def both(self, step: Any) -> None:
+        memory, sql = (outcome(lambda unit=unit: step(unit)) for unit in self.units)
+        assert memory == sql
+
+    @staticmethod
+    def by_ref(unit: Any, ref: str) -> ContractOrder | None:
+        return unit.repository(ContractOrder).first(F("ref") == ref)
+
+    @rule(ref=REFS, total=st.integers(0, 3))
+    def add(self, ref: str, total: int) -> None:
+        self.both(
+            lambda u: u.repository(ContractOrder).add(ContractOrder(ref=ref, total=total)).ref
+        )
+
+    @rule(ref=REFS, total=st.integers(0, 3))
+    def change_total(self, ref: str, total: int) -> None:
+        def step(unit: Any) -> bool:
+            order = self.by_ref(unit, ref)
+            if order is not None:
+                order.total = total
+            return order is not None
+
+        self.both(step)
+
+    @rule(ref=REFS, new=REFS)
+    def rename(self, ref: str, new: str) -> None:
+        def step(unit: Any) -> bool:
+            order = self.by_ref(unit, ref)
+            if order is not None:
+                order.ref = new
+            return order is not None
+
+        self.both(step)
+
+    @rule(ref=REFS)
+    def remove(self, ref: str) -> None:
+        def step(unit: Any) -> bool:
+            order = self.by_ref(unit, ref)
+            if order is not None:
+                unit.repository(ContractOrder).remove(order)
+            return order is not None
+
+        self.both(step)
+
+    @rule()
+    def commit(self) -> None:
+        self.both(lambda unit: unit.commit())
+
+    @rule()
+    def rollback(self) -> None:
+        self.both(lambda unit: unit.rollback())
+
+    @rule()
+    def start_again(self) -> None:
+        for unit in self.units:
+            unit.__exit__(None, None, None)
+            unit.__enter__()
+
+    @rule(spec=st.sampled_from([None, F("total") > 1, F("ref").in_(["a", "c"])]))
+    def read(self, spec: Specification | None) -> None:
+        self.both(
+            lambda unit: [
+                (o.ref, o.total, o.version)
+                for o in unit.repository(ContractOrder).find(spec, order_by="ref")
+            ]
+        )
+
+    @invariant()
+    def same_count(self) -> None:
+        self.both(lambda unit: unit.repository(ContractOrder).count())
+
+    def teardown(self) -> None:
+        for unit in self.units:
+            unit.__exit__(None, None, None)
+        self.engine.dispose()
+        self.directory.cleanup()
+
+
+FakeEqualsReal.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+test_in_memory_writes_equal_sqlite_writes = FakeEqualsReal.TestCase
