@@ -58,6 +58,7 @@ EXPORTS = {
         "ContractNote",
         "ContractOrder",
         "ContractTag",
+        "NoteEdited",
         "OrderPaid",
         "UnitOfWorkContract",
         "contract_metadata",

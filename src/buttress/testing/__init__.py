@@ -25,6 +25,7 @@ from buttress.testing._models import (
     ContractNote,
     ContractOrder,
     ContractTag,
+    NoteEdited,
     OrderPaid,
     contract_metadata,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ContractNote",
     "ContractOrder",
     "ContractTag",
+    "NoteEdited",
     "OrderPaid",
     "UnitOfWorkContract",
     "contract_metadata",

@@ -139,6 +139,17 @@ class UnitOfWorkContract:
             found = uow.repository(ContractNote).get(note.id)
             assert found == ContractNote(text="plain", id=note.id)
 
+    def test_an_imperatively_mapped_aggregate_records_events(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            note = uow.repository(ContractNote).add(ContractNote(text="draft"))
+            uow.commit()
+        with uow:
+            loaded = uow.repository(ContractNote).get(note.id)
+            loaded.edit("final")
+            uow.commit()
+        assert [(e.note_id, e.text) for e in uow.collect_events()] == [(note.id, "final")]  # type: ignore[attr-defined]
+
     def test_add_many_assigns_keys_in_order(self, make_uow: MakeUow) -> None:
         keys = _seed(make_uow, 1, 2, 3)
         assert keys == sorted(keys)

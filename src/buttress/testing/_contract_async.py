@@ -143,6 +143,17 @@ class AsyncUnitOfWorkContract:
             found = await uow.repository(ContractNote).get(note.id)
             assert found == ContractNote(text="plain", id=note.id)
 
+    async def test_an_imperatively_mapped_aggregate_records_events(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            note = await uow.repository(ContractNote).add(ContractNote(text="draft"))
+            await uow.commit()
+        async with uow:
+            loaded = await uow.repository(ContractNote).get(note.id)
+            loaded.edit("final")
+            await uow.commit()
+        assert [(e.note_id, e.text) for e in uow.collect_events()] == [(note.id, "final")]  # type: ignore[attr-defined]
+
     async def test_add_many_assigns_keys_in_order(self, make_uow: MakeUow) -> None:
         keys = await _seed(make_uow, 1, 2, 3)
         assert keys == sorted(keys)

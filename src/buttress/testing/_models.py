@@ -13,7 +13,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 
 from buttress.domain import AggregateRoot, DomainEvent
 
-__all__ = ["ContractNote", "ContractOrder", "ContractTag", "OrderPaid", "contract_metadata"]
+__all__ = [
+    "ContractNote",
+    "ContractOrder",
+    "ContractTag",
+    "NoteEdited",
+    "OrderPaid",
+    "contract_metadata",
+]
 
 
 class _Base(DeclarativeBase):
@@ -58,12 +65,27 @@ class ContractTag(_Base):
     label: Mapped[str | None] = mapped_column(sa.String(80))
 
 
-@dataclasses.dataclass
-class ContractNote:
-    """A plain dataclass, mapped imperatively (the domain model knows nothing of SQL)."""
+class NoteEdited(DomainEvent, name="buttress.contract.note-edited"):
+    """`ContractNote.edit` records it."""
+
+    note_id: int
+    text: str
+
+
+@dataclasses.dataclass(eq=False)
+class ContractNote(AggregateRoot):
+    """An aggregate written as a plain dataclass and mapped imperatively (cosmicpython style).
+
+    The domain class imports nothing from SQLAlchemy; the mapping lives apart.
+    """
 
     text: str
     id: int | None = None
+
+    def edit(self, text: str) -> None:
+        """Change the text and record it."""
+        self.text = text
+        self.record_event(NoteEdited(note_id=self.id or 0, text=text))
 
 
 _notes = sa.Table(

@@ -1,0 +1,130 @@
+"""What the SQLAlchemy repositories send to the database, and how driver errors come back.
+
+No hidden queries: an entity already loaded is returned without SQL, ``add``
+and ``commit`` send the INSERT and nothing else, and entities keep their values
+after a commit without a refresh. Driver errors are translated with the
+original chained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from buttress.errors import ConcurrencyError, ConflictError, DecodeError
+from buttress.persistence import InMemoryStore, InMemoryUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.testing import ContractOrder, contract_metadata
+
+
+@pytest.fixture
+def database(engine: sa.Engine) -> Iterator[sa.Engine]:
+    contract_metadata.drop_all(engine)
+    contract_metadata.create_all(engine)
+    yield engine
+    contract_metadata.drop_all(engine)
+
+
+@pytest.fixture
+def statements(database: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements the engine executes from now on (first word, upper case)."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        seen.append(statement.split()[0].upper())
+
+    sa.event.listen(database, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(database, "before_cursor_execute", record)
+
+
+def test_add_and_commit_send_the_insert_and_no_select(database, statements):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        order = uow.repository(ContractOrder).add(ContractOrder(ref="a", total=3))
+        uow.commit()
+        assert statements == ["INSERT"]
+        assert (order.id, order.ref, order.total, order.version) == (1, "a", 3, 1)
+    assert statements == ["INSERT"]  # reading after commit and exit did not refresh
+
+
+def test_get_of_a_loaded_entity_sends_no_sql(database, statements):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        orders = uow.repository(ContractOrder)
+        key = orders.add(ContractOrder(ref="a")).id
+        uow.commit()
+        statements.clear()
+        assert orders.get(key).ref == "a"
+        assert statements == []
+
+
+def test_get_of_an_entity_not_loaded_sends_one_select(database, statements):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        key = uow.repository(ContractOrder).add(ContractOrder(ref="a")).id
+        uow.commit()
+    statements.clear()
+    with uow:
+        assert uow.repository(ContractOrder).get(key).ref == "a"
+    assert statements == ["SELECT"]
+
+
+def test_expire_on_commit_can_be_asked_for(database, statements):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database), expire_on_commit=True)
+    with uow:
+        order = uow.repository(ContractOrder).add(ContractOrder(ref="a"))
+        uow.commit()
+        assert order.ref == "a"  # reloaded
+    assert statements == ["INSERT", "SELECT"]
+
+
+def test_a_conflict_chains_the_integrity_error(database):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        orders = uow.repository(ContractOrder)
+        orders.add(ContractOrder(ref="a"))
+        with pytest.raises(ConflictError, match="ref") as raised:
+            orders.add(ContractOrder(ref="a"))
+    assert isinstance(raised.value.__cause__, sa.exc.IntegrityError)
+    assert raised.value.entity == "ContractOrder"
+
+
+def test_a_stale_version_chains_the_stale_data_error(database):
+    factory = sessionmaker(database)
+    with SqlAlchemyUnitOfWork(factory) as uow:
+        key = uow.repository(ContractOrder).add(ContractOrder(ref="a")).id
+        uow.commit()
+    first, second = SqlAlchemyUnitOfWork(factory), SqlAlchemyUnitOfWork(factory)
+    with first, second:
+        first.repository(ContractOrder).get(key).total = 1
+        stale = second.repository(ContractOrder).get(key)
+        first.commit()
+        stale.total = 2
+        with pytest.raises(ConcurrencyError) as raised:
+            second.commit()
+    assert isinstance(raised.value.__cause__, StaleDataError)
+
+
+def test_cursors_are_signed_with_the_secret(database):
+    sql = SqlAlchemyUnitOfWork(sessionmaker(database), cursor_secret="s3cret")
+    store = InMemoryStore()
+    units = {
+        "same secret": InMemoryUnitOfWork(store=store, cursor_secret="s3cret"),
+        "other secret": InMemoryUnitOfWork(store=store, cursor_secret="other"),
+        "no secret": InMemoryUnitOfWork(store=store),
+    }
+    for uow in (sql, units["same secret"]):
+        with uow:
+            uow.repository(ContractOrder).add_many(ContractOrder(ref=r) for r in "abc")
+            uow.commit()
+    with sql:
+        cursor = sql.repository(ContractOrder).page(size=1).next_cursor
+    with units["same secret"] as uow:  # a cursor is not tied to one backend
+        assert [o.ref for o in uow.repository(ContractOrder).page(after=cursor).items] == ["b", "c"]
+    for name in ("other secret", "no secret"):
+        with units[name] as uow, pytest.raises(DecodeError):
+            uow.repository(ContractOrder).page(after=cursor)
