@@ -23,7 +23,13 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from buttress.domain._entity import AggregateRoot, discard_events_after, pull_numbered_events
 from buttress.domain._spec import Specification
-from buttress.errors import ButtressError, ConcurrencyError, ConflictError, QueryError
+from buttress.errors import (
+    ButtressError,
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    QueryError,
+)
 from buttress.persistence._query import column_names, mapper_of, parse_order
 
 if TYPE_CHECKING:
@@ -242,7 +248,10 @@ def secret_bytes(secret: bytes | str | None) -> bytes | None:
         return secret
     if isinstance(secret, str):
         return hashlib.sha256(secret.encode()).digest()
-    raise QueryError(f"cursor_secret must be bytes or str, got {type(secret).__name__}")
+    raise ConfigurationError(
+        f"cursor_secret must be bytes or str (a secret from your settings), got "
+        f"{type(secret).__name__}"
+    )
 
 
 def _number(pair: tuple[int, DomainEvent]) -> int:

@@ -1,0 +1,147 @@
+"""What the in-memory twins refuse rather than fake, and their standalone use.
+
+The contract suite proves what they share with SQL; these tests cover what only
+the fake must decide: metadata it cannot reproduce raises `ConfigurationError`
+when the model is first used (or the value is first needed), never a silent
+difference.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+from buttress.errors import ConfigurationError, ConflictError, NotFoundError, QueryError
+from buttress.persistence import (
+    AsyncInMemoryRepository,
+    InMemoryRepository,
+    InMemoryStore,
+    InMemoryUnitOfWork,
+    SqlAlchemyUnitOfWork,
+)
+from buttress.testing import ContractOrder
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Parent(Base):
+    __tablename__ = "memory_parent"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    children: Mapped[list[Child]] = relationship(back_populates="parent")
+
+
+class Child(Base):
+    __tablename__ = "memory_child"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(sa.ForeignKey("memory_parent.id"))
+    parent: Mapped[Parent] = relationship(back_populates="children")
+
+
+class Stamped(Base):
+    __tablename__ = "memory_stamped"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created: Mapped[str] = mapped_column(server_default=sa.text("'now'"))
+
+
+class ServerVersioned(Base):
+    __tablename__ = "memory_server_versioned"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(server_default=sa.text("1"))
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}  # noqa: RUF012
+
+
+class Line(Base):
+    """A composite primary key: (order, number)."""
+
+    __tablename__ = "memory_line"
+    order: Mapped[str] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    sku: Mapped[str]
+    quantity: Mapped[int] = mapped_column(default=lambda: 1)
+
+
+@pytest.mark.parametrize("model", [Parent, ServerVersioned])
+def test_models_the_fake_cannot_store_are_refused_up_front(model):
+    with InMemoryUnitOfWork() as uow, pytest.raises(ConfigurationError, match=model.__name__):
+        uow.repository(model)
+
+
+def test_a_missing_value_with_a_server_default_is_refused():
+    with InMemoryUnitOfWork() as uow:
+        stamped = uow.repository(Stamped)
+        with pytest.raises(ConfigurationError, match=r"Stamped\.created .* set it before add"):
+            stamped.add(Stamped())
+        assert stamped.add(Stamped(created="given")).created == "given"
+
+
+def test_a_changed_key_is_refused():
+    with InMemoryUnitOfWork() as uow:
+        order = uow.repository(ContractOrder).add(ContractOrder(ref="a"))
+        order.id = 99
+        with pytest.raises(ConfigurationError, match="remove it and add a new one"):
+            uow.commit()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def lines_uow(request, tmp_path):
+    if request.param == "memory":
+        yield InMemoryUnitOfWork()
+        return
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'lines.db'}")
+    Base.metadata.create_all(engine, tables=[Line.__table__])
+    yield SqlAlchemyUnitOfWork(sessionmaker(engine))
+    engine.dispose()
+
+
+def test_composite_keys_are_tuples(lines_uow):
+    with lines_uow as uow:
+        lines = uow.repository(Line, tuple[str, int])
+        lines.add_many([Line(order="o1", number=2, sku="b"), Line(order="o1", number=1, sku="a")])
+        uow.commit()
+        assert lines.get(("o1", 1)).quantity == 1  # a Python-side default
+        assert [line.sku for line in lines.find()] == ["a", "b"]  # ordered by the whole key
+        with pytest.raises(NotFoundError):
+            lines.get(("o2", 1))
+        for key in ["o1", ("o1",), ("o1", "1"), (1, 1)]:
+            with pytest.raises(QueryError):
+                lines.get(key)
+        with pytest.raises(ConflictError):
+            lines.add(Line(order="o1", number=1, sku="again"))
+
+
+def test_a_standalone_repository_keeps_its_own_data():
+    orders = InMemoryRepository(ContractOrder)
+    order = orders.add(ContractOrder(ref="a"))
+    assert orders.get(order.id) is order
+    assert orders.model is ContractOrder
+    shared = InMemoryStore()
+    assert InMemoryRepository(ContractOrder, store=shared).count() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_standalone_async_repository():
+    orders = AsyncInMemoryRepository(ContractOrder, cursor_secret=b"key")
+    await orders.add_many([ContractOrder(ref="a"), ContractOrder(ref="b")])
+    page = await orders.page(size=1)
+    assert [o.ref for o in (await orders.page(size=1, after=page.next_cursor)).items] == ["b"]
+
+
+def test_units_sharing_a_store_see_each_others_commits():
+    store = InMemoryStore()
+    writer, reader = InMemoryUnitOfWork(store=store), InMemoryUnitOfWork(store=store)
+    assert writer.store is store
+    with writer:
+        writer.repository(ContractOrder).add(ContractOrder(ref="a"))
+        with reader:
+            assert reader.repository(ContractOrder).count() == 0  # not committed yet
+        writer.commit()
+    with reader:
+        assert reader.repository(ContractOrder).count() == 1
+
+
+def test_a_cursor_secret_must_be_text_or_bytes():
+    with pytest.raises(ConfigurationError, match="cursor_secret"):
+        InMemoryUnitOfWork(cursor_secret=42)  # type: ignore[arg-type]
