@@ -156,6 +156,9 @@ class Transaction:
         self.objects: dict[tuple[type[Any], Any], Any] = {}  # identity map
         self.flushed: dict[int, Row] = {}  # id(object) -> the row last written or read
         self.new: set[int] = set()  # objects added in this transaction
+        # objects removed in this transaction, kept alive so their ids stay theirs
+        self.removed: dict[int, tuple[tuple[type[Any], Any], Any]] = {}
+        self.deleted: dict[int, Any] = {}  # ... and those whose removal was committed
         self.savepoints: list[tuple[Any, ...]] = []
 
     # -- reading -----------------------------------------------------------------------
@@ -234,6 +237,8 @@ class Transaction:
         items = list(entities)
         for entity in items:
             info.check_entity(entity, "add")
+            if id(entity) in self.removed or id(entity) in self.deleted:
+                info.refuse_removed(entity)
         table = self.store.table(info.model)
         for entity in items:
             if id(entity) in self.flushed:
@@ -267,6 +272,7 @@ class Transaction:
         del self.objects[info.model, key]
         del self.flushed[id(entity)]
         self.new.discard(id(entity))
+        self.removed[id(entity)] = ((info.model, key), entity)
 
     def flush(self) -> None:
         """Write every changed object's row, checking versions and unique values."""
@@ -362,6 +368,8 @@ class Transaction:
             store._rows.update(tables)  # noqa: SLF001
         self.changes.clear()
         self.new.clear()
+        self.deleted.update(self.removed)
+        self.removed.clear()
 
     def _merged(
         self, table: _Table, rows: dict[Any, Row], changes: dict[Any, _Change]
@@ -395,6 +403,10 @@ class Transaction:
             entity = self.objects.pop(key)
             del self.flushed[id(entity)]
         self.new.clear()
+        for identity, entity in self.removed.values():  # a removal undone: loaded again
+            self.objects[identity] = entity
+            self.flushed[id(entity)] = {}
+        self.removed.clear()
         self._restore(self.objects)
         self.savepoints.clear()
 
@@ -418,6 +430,7 @@ class Transaction:
                 dict(self.objects),
                 dict(self.flushed),
                 set(self.new),
+                dict(self.removed),
             )
         )
 
@@ -428,11 +441,12 @@ class Transaction:
 
     def rollback_savepoint(self) -> None:
         """Undo the savepoint's work: rows, added objects and changed values."""
-        changes, objects, flushed, new = self.savepoints.pop()
+        changes, objects, flushed, new, removed = self.savepoints.pop()
         self.changes = changes
         self.objects = objects
         self.flushed = flushed
         self.new = new
+        self.removed = removed
         self._restore(objects)
 
     def close(self) -> None:

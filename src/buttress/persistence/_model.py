@@ -74,6 +74,17 @@ class ModelInfo:
                 f"(uow.repository({type(entity).__name__}))"
             )
 
+    def refuse_removed(self, entity: object) -> None:
+        """Refuse to add again an entity that was removed.
+
+        Raises:
+            QueryError: Always; the message says to build a new object.
+        """
+        raise QueryError(
+            f"cannot add {entity!r} to {self.name}: it was removed; build a new object to "
+            "store it again"
+        )
+
     def check_key(self, key: object) -> None:
         """Refuse a key the model's primary key cannot hold.
 

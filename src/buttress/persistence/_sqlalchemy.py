@@ -93,7 +93,7 @@ class SqlAlchemyRepository(Generic[T, ID]):
             QueryError: ``entity`` is not an instance of the model.
         """
         self._tracker.check()
-        self._info.check_entity(entity, "add")
+        self._check_new(entity)
         session = self._session
         session.add(entity)
         self._flush()
@@ -117,7 +117,7 @@ class SqlAlchemyRepository(Generic[T, ID]):
         self._tracker.check()
         items = list(entities)
         for entity in items:
-            self._info.check_entity(entity, "add")
+            self._check_new(entity)
         self._session.add_all(items)
         self._flush()
         if self._info.aggregate:
@@ -284,6 +284,12 @@ class SqlAlchemyRepository(Generic[T, ID]):
             info.model, pairs, info.values_of(items[-1], pairs), secret=self._tracker.secret
         )
         return Page(items, cursor)
+
+    def _check_new(self, entity: object) -> None:
+        self._info.check_entity(entity, "add")
+        state = sa.inspect(entity)
+        if state.deleted or state.was_deleted:
+            self._info.refuse_removed(entity)
 
     def _where(self, spec: Specification) -> Any:
         self._info.check_spec(spec)

@@ -376,6 +376,23 @@ class UnitOfWorkContract:
             uow.commit()
         assert _refs(make_uow) == ["o1"]
 
+    def test_a_removed_entity_cannot_be_added_again(self, make_uow: MakeUow) -> None:
+        keys = _seed(make_uow, 1, 2)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            first, second = orders.get(keys[0]), orders.get(keys[1])
+            orders.remove(first)
+            with pytest.raises(QueryError, match="removed"):
+                orders.add(first)
+            uow.commit()
+            with pytest.raises(QueryError, match="removed"):
+                orders.add(first)
+            orders.remove(second)
+            uow.rollback()
+            assert orders.get(keys[1]) is second
+        assert _refs(make_uow) == ["o1"]
+
     def test_remove_needs_an_entity_of_this_unit(self, make_uow: MakeUow) -> None:
         [key] = _seed(make_uow, 1)
         uow = make_uow()

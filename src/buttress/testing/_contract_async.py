@@ -386,6 +386,23 @@ class AsyncUnitOfWorkContract:
             await uow.commit()
         assert await _refs(make_uow) == ["o1"]
 
+    async def test_a_removed_entity_cannot_be_added_again(self, make_uow: MakeUow) -> None:
+        keys = await _seed(make_uow, 1, 2)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            first, second = await orders.get(keys[0]), await orders.get(keys[1])
+            await orders.remove(first)
+            with pytest.raises(QueryError, match="removed"):
+                await orders.add(first)
+            await uow.commit()
+            with pytest.raises(QueryError, match="removed"):
+                await orders.add(first)
+            await orders.remove(second)
+            await uow.rollback()
+            assert await orders.get(keys[1]) is second
+        assert await _refs(make_uow) == ["o1"]
+
     async def test_remove_needs_an_entity_of_this_unit(self, make_uow: MakeUow) -> None:
         [key] = await _seed(make_uow, 1)
         uow = make_uow()
