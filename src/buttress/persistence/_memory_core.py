@@ -127,12 +127,17 @@ class InMemoryStore:
         return self._rows.get(model, {})
 
     def next_key(self, model: type[Any]) -> int:
-        """The next generated key of ``model`` (never reused, like a sequence)."""
+        """The next generated key of ``model``: past every key seen, never reused."""
         with self._lock:
-            taken = max((k for k in self.rows(model) if isinstance(k, int)), default=0)
-            key = max(self._sequences.get(model, 0), taken) + 1
+            key = self._sequences.get(model, 0) + 1
             self._sequences[model] = key
             return key
+
+    def note_key(self, model: type[Any], key: object) -> None:
+        """Keep generated keys past ``key``, a key the caller chose."""
+        if type(key) is int and key > self._sequences.get(model, 0):
+            with self._lock:
+                self._sequences[model] = max(self._sequences.get(model, 0), key)
 
 
 class _Change:
@@ -245,6 +250,7 @@ class Transaction:
                 continue  # added or loaded already: a no-op, as session.add is
             table.fill(entity, self.store)
             key = info.key_of(entity)
+            self.store.note_key(info.model, key)
             row = _row_of(table, entity)
             self._check_required(table, row)
             if key in self.current(info.model) or (info.model, key) in self.objects:
