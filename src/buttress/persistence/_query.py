@@ -259,14 +259,27 @@ def parse_order(order_by: str | Sequence[str], model: type[Any]) -> tuple[tuple[
 
 
 def order_by_clauses(pairs: Sequence[tuple[str, bool]], model: type[Any]) -> list[Any]:
-    """ORDER BY clauses for checked pairs: code-point text, NULLs first ascending."""
+    """ORDER BY clauses for checked pairs: code-point text, NULLs first ascending.
+
+    A column that cannot hold NULL gets no ``NULLS FIRST``/``NULLS LAST``, so
+    PostgreSQL can walk a plain index in either direction instead of sorting.
+    """
     clauses = []
     for name, descending in pairs:
         column = _column(model, name)
+        nullable = _nullable(column)
         if _is_text(column):
             column = _CodePointText(column)
-        clauses.append(column.desc().nulls_last() if descending else column.asc().nulls_first())
+        if descending:
+            clauses.append(column.desc().nulls_last() if nullable else column.desc())
+        else:
+            clauses.append(column.asc().nulls_first() if nullable else column.asc())
     return clauses
+
+
+def _nullable(attribute: Any) -> bool:
+    """Whether the mapped column behind ``attribute`` can hold NULL."""
+    return any(column.nullable for column in attribute.property.columns)
 
 
 def sort_in_python(items: list[Any], pairs: Sequence[tuple[str, bool]]) -> None:
@@ -326,6 +339,8 @@ def _past(column: Any, value: Any, *, descending: bool) -> ColumnElement[bool]:
     bound = sa.bindparam(None, value, type_=column.type)
     compared = _CodePointText(column) if _is_text(column) else column
     if descending:
+        if not _nullable(column):
+            return compared < bound
         return sa.or_(compared < bound, column.is_(None))
     return compared > bound
 
