@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from postgres_schemas import emptied
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
@@ -48,21 +48,6 @@ def contract_schema(postgres_url: str) -> Iterator[str]:
         engine.dispose()
 
 
-def _postgres(postgres_url: str, schema: str, driver: str) -> tuple[str, dict[str, Any]]:
-    """The URL of ``driver`` and the connect arguments that put it in ``schema``, emptied."""
-    engine = sa.create_engine(postgres_url)
-    tables = ", ".join(f'"{schema}"."{table.name}"' for table in contract_metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-    url = make_url(postgres_url).set(drivername=f"postgresql+{driver}")
-    if driver == "asyncpg":
-        return url.render_as_string(hide_password=False), {
-            "server_settings": {"search_path": schema}
-        }
-    return url.render_as_string(hide_password=False), {"options": f"-csearch_path={schema}"}
-
-
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
 def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
     if request.param == "memory":
@@ -74,7 +59,7 @@ def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable
         contract_metadata.create_all(engine)
     else:
         schema = request.getfixturevalue("contract_schema")
-        url, connect_args = _postgres(request.getfixturevalue("postgres_url"), schema, "psycopg")
+        url, connect_args = emptied(request.getfixturevalue("postgres_url"), schema, "psycopg")
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     factory = sessionmaker(engine)
     yield lambda: SqlAlchemyUnitOfWork(factory)
@@ -103,9 +88,7 @@ async def make_async_uow(
         engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
     else:
         schema = request.getfixturevalue("contract_schema")
-        url, connect_args = _postgres(
-            request.getfixturevalue("postgres_url"), schema, request.param
-        )
+        url, connect_args = emptied(request.getfixturevalue("postgres_url"), schema, request.param)
         engine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
     factory = async_sessionmaker(engine)
     yield lambda: AsyncSqlAlchemyUnitOfWork(factory)

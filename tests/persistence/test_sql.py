@@ -128,3 +128,35 @@ def test_cursors_are_signed_with_the_secret(database):
     for name in ("other secret", "no secret"):
         with units[name] as uow, pytest.raises(DecodeError):
             uow.repository(ContractOrder).page(after=cursor)
+
+
+@pytest.mark.parametrize("order_by", ["total", "-total"])
+def test_a_deep_page_seeks_in_the_index(tmp_path, order_by):
+    """The keyset filter bounds the first sort field, so SQLite searches the index."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'pages.db'}")
+    contract_metadata.create_all(engine)
+    with engine.begin() as connection:  # not sa.Index: it would join the shared metadata
+        connection.exec_driver_sql(
+            "CREATE INDEX ix_order_total ON buttress_contract_order (total, id)"
+        )
+    uow = SqlAlchemyUnitOfWork(sessionmaker(engine))
+    with uow:
+        orders = uow.repository(ContractOrder)
+        orders.add_many(ContractOrder(ref=f"r{i}", total=i % 7) for i in range(50))
+        uow.commit()
+        cursor = orders.page(order_by=order_by, size=20).next_cursor
+        captured: list[tuple[str, object]] = []
+
+        def capture(_conn, _cursor, statement, parameters, *_args) -> None:
+            captured.append((statement, parameters))
+
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        orders.page(order_by=order_by, size=20, after=cursor)
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = captured
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+    engine.dispose()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "SEARCH" in details
+    assert "ix_order_total (total" in details

@@ -87,17 +87,19 @@ class _Table:
 
     def fill(self, entity: Any, store: InMemoryStore) -> None:
         """Give a new entity its generated key, defaults and first version, as an insert does."""
-        if self.autoincrement is not None and getattr(entity, self.autoincrement) is None:
-            setattr(entity, self.autoincrement, store.next_key(self.info.model))
-        for name, default in self.defaults.items():
-            if getattr(entity, name) is not None:
-                continue
+        missing = [name for name in self.defaults if getattr(entity, name) is None]
+        for name in missing:  # refuse before changing anything
+            default = self.defaults[name]
             if default is None or not (default.is_scalar or default.is_callable):
                 raise ConfigurationError(
                     f"{self.info.name}.{name} is missing and its default is computed by the "
                     "database, which the in-memory repositories cannot do: set it before add()"
                 )
+        for name in missing:
+            default = self.defaults[name]
             setattr(entity, name, default.arg(None) if default.is_callable else default.arg)
+        if self.autoincrement is not None and getattr(entity, self.autoincrement) is None:
+            setattr(entity, self.autoincrement, store.next_key(self.info.model))
         if self.version is not None:
             setattr(entity, self.version, self.mapper.version_id_generator(None))
 

@@ -323,7 +323,24 @@ def after_clause(
     for i, (_, descending) in enumerate(pairs):
         same = [_same(columns[j], values[j]) for j in range(i)]
         branches.append(sa.and_(*same, _past(columns[i], values[i], descending=descending)))
-    return sa.or_(*branches)
+    after = sa.or_(*branches)
+    bound = _not_before(columns[0], values[0], descending=pairs[0][1])
+    # The bound says nothing the branches do not, but an index can seek to it, so a
+    # deep page costs what the first one does instead of scanning the rows before it.
+    return after if bound is None else sa.and_(bound, after)
+
+
+def _not_before(column: Any, value: Any, *, descending: bool) -> ColumnElement[bool] | None:
+    """A range on the first sort field that every row after ``value`` is in."""
+    compared = _CodePointText(column) if _is_text(column) else column
+    if value is None:
+        return column.is_(None) if descending else None
+    bound = sa.bindparam(None, value, type_=column.type)
+    if not descending:
+        return compared >= bound
+    if _nullable(column):
+        return sa.or_(compared <= bound, column.is_(None))
+    return compared <= bound
 
 
 def _same(column: Any, value: Any) -> ColumnElement[bool]:

@@ -336,7 +336,7 @@ class AsyncSqlAlchemyUnitOfWork:
     The persistence guide shows it at work.
 
     Args:
-        session_factory: Makes a new session (an `async_sessionmaker`).
+        session_factory: Makes a new session: `async_sessionmaker(engine)`, for one.
         cursor_secret: A secret that signs page cursors, so clients cannot forge
             one. Without it cursors are still checked for damage, with a key
             derived from the model.

@@ -73,7 +73,8 @@ def test_a_missing_value_with_a_server_default_is_refused():
     with InMemoryUnitOfWork() as uow:
         stamped = uow.repository(Stamped)
         with pytest.raises(ConfigurationError, match=r"Stamped\.created .* set it before add"):
-            stamped.add(Stamped())
+            stamped.add(refused := Stamped())
+        assert refused.id is None  # left as it was
         assert stamped.add(Stamped(created="given")).created == "given"
 
 

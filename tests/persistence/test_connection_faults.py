@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
+from postgres_schemas import emptied
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.testing import ContractOrder
-from conftest import _postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -34,7 +34,7 @@ def terminate(postgres_url: str, pid: int) -> None:
 
 @pytest.fixture(params=[True, False], ids=["pre-ping", "no-pre-ping"])
 def engine(request, postgres_url, contract_schema) -> Iterator[sa.Engine]:
-    url, connect_args = _postgres(postgres_url, contract_schema, "psycopg")
+    url, connect_args = emptied(postgres_url, contract_schema, "psycopg")
     engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=request.param)
     yield engine
     engine.dispose()
@@ -83,7 +83,7 @@ def test_a_connection_killed_between_units_is_replaced(engine, postgres_url):
 
 @pytest_asyncio.fixture(params=["asyncpg", "psycopg"])
 async def async_engine(request, postgres_url, contract_schema) -> AsyncIterator[AsyncEngine]:
-    url, connect_args = _postgres(postgres_url, contract_schema, request.param)
+    url, connect_args = emptied(postgres_url, contract_schema, request.param)
     engine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
     yield engine
     await engine.dispose()
