@@ -14,9 +14,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 from buttress.domain import F, Specification
 from buttress.errors import QueryError
 from buttress.persistence._query import (
-    after_clause,
     after_in_python,
     column_names,
+    keyset_filter,
     order_by_clauses,
     parse_order,
     sort_in_python,
@@ -171,9 +171,11 @@ def test_walking_keyset_pages_visits_every_row_once_in_order(
     with table.connect() as connection:
         for _ in range(len(rows) + 1):
             query = sa.select(Row).order_by(*order_by_clauses(pairs, Row)).limit(size)
+            parameters = None
             if last is not None:
-                query = query.where(after_clause(pairs, last, Row))
-            page = list(connection.execute(query))  # rows with an attribute per column
+                keyset, parameters = keyset_filter(pairs, last, Row)
+                query = query.where(keyset)
+            page = list(connection.execute(query, parameters))  # an attribute per column
             remaining = [
                 row for row in expected if last is None or after_in_python(row, pairs, last)
             ]

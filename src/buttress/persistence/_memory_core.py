@@ -234,8 +234,7 @@ class Transaction:
     def check_spec(self, info: ModelInfo, spec: Specification | None) -> None:
         """Make the checks the SQL repositories make when they compile ``spec``."""
         if spec is not None:
-            info.check_spec(spec)
-            where(spec, info.model)  # the same value checks as SQL, clause discarded
+            where(spec, info.model)  # the same field and value checks as SQL, clause discarded
 
     # -- writing -----------------------------------------------------------------------
 

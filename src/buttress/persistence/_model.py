@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
 from buttress.domain._entity import AggregateRoot, discard_events_after, pull_numbered_events
-from buttress.domain._spec import Specification
 from buttress.errors import (
     ButtressError,
     ConcurrencyError,
@@ -144,18 +143,6 @@ class ModelInfo:
         if names and len(self.orders) < 256:  # noqa: PLR2004 - a bound, not a magic value
             self.orders[names] = pairs
         return pairs
-
-    def check_spec(self, spec: object) -> None:
-        """Refuse a filter that is not a specification over this model's fields.
-
-        Raises:
-            QueryError: ``spec`` is not a `Specification`, or names an unknown field.
-        """
-        if not isinstance(spec, Specification):
-            raise QueryError(
-                f"a filter must be a Specification, such as F('total') > 100; got {spec!r}"
-            )
-        spec.check_fields(self.columns, model=self.name)
 
     def values_of(self, entity: Any, pairs: Sequence[tuple[str, bool]]) -> list[Any]:
         """The values of the ordered fields of ``entity``, for a page cursor."""

@@ -15,6 +15,7 @@ specification selects the same rows from memory, SQLite and PostgreSQL:
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import operator
 from typing import TYPE_CHECKING, Any, Final
@@ -47,10 +48,10 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
-    "after_clause",
     "after_in_python",
     "check_value",
     "column_names",
+    "keyset_filter",
     "order_by_clauses",
     "parse_order",
     "sort_in_python",
@@ -75,29 +76,61 @@ def column_names(model: type[Any]) -> tuple[str, ...]:
     return tuple(mapper_of(model).column_attrs.keys())
 
 
-def _column(model: type[Any], name: str) -> Any:
-    """The mapped attribute ``name`` of ``model``; `QueryError` for anything else."""
-    check_field_name(name)
-    attrs = mapper_of(model).column_attrs
-    if name not in attrs:
-        raise QueryError(unknown_fields([name], attrs.keys(), model.__name__))
-    return getattr(model, name)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class _Field:
+    """One mapped column of a model, with what queries need of it read once."""
+
+    attribute: Any  # the instrumented attribute, Model.field
+    type: Any  # its SQL type, bound to every value compared with it
+    python_type: type[Any] | None  # None for a custom type: the database decides
+    nullable: bool
+    ordered: Any  # what ORDER BY and range comparisons use: code-point text or the attribute
 
 
-def _is_text(column: Any) -> bool:
-    return isinstance(column.type, sa.String)
+_FIELDS: dict[type[Any], dict[str, _Field]] = {}
+
+
+def _fields_of(model: type[Any]) -> dict[str, _Field]:
+    fields = _FIELDS.get(model)
+    if fields is None:
+        fields = {}
+        for prop in mapper_of(model).column_attrs:
+            attribute = getattr(model, prop.key)
+            column_type = prop.columns[0].type
+            try:
+                python_type: type[Any] | None = column_type.python_type
+            except NotImplementedError:
+                python_type = None
+            fields[prop.key] = _Field(
+                attribute=attribute,
+                type=column_type,
+                python_type=None if python_type is object else python_type,
+                nullable=any(column.nullable for column in prop.columns),
+                ordered=(
+                    _CodePointText(attribute) if isinstance(column_type, sa.String) else attribute
+                ),
+            )
+        _FIELDS[model] = fields
+    return fields
+
+
+def _column(model: type[Any], name: str) -> _Field:
+    """The mapped column ``name`` of ``model``; `QueryError` for anything else."""
+    fields = _fields_of(model)
+    found = fields.get(name)
+    if found is None:
+        check_field_name(name)
+        raise QueryError(unknown_fields([name], fields.keys(), model.__name__))
+    return found
 
 
 _NUMBERS: Final = (int, float, decimal.Decimal)
 
 
-def _check_value(column: Any, field: str, value: object) -> None:
+def _check_value(field: _Field, name: str, value: object) -> None:
     """Refuse a value of another type than the column's: backends disagree on those."""
-    try:
-        expected = column.type.python_type
-    except NotImplementedError:
-        return  # a custom type: the database decides
-    check_value(expected, field, value)
+    if field.python_type is not None and type(value) is not field.python_type:
+        check_value(field.python_type, name, value)
 
 
 def check_value(expected: type[Any], field: str, value: object) -> None:
@@ -190,7 +223,7 @@ def where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:
         raise QueryError(
             f"a filter must be a Specification, such as F('total') > 100; got {spec!r}"
         )
-    spec.check_fields(column_names(model), model=model.__name__)
+    spec.check_fields(_fields_of(model).keys(), model=model.__name__)
     return _where(spec, model)
 
 
@@ -199,10 +232,9 @@ def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noq
         case Compare(field=field, op=op, value=value):
             column = _column(model, field)
             _check_value(column, field, value)
-            if op in _ORDERING and _is_text(column):
-                column = _CodePointText(column)
+            compared = column.ordered if op in _ORDERING else column.attribute
             bound = sa.bindparam(None, value, type_=column.type)
-            clause: ColumnElement[bool] = OPERATORS[op](column, bound)  # column.__lt__ and so on
+            clause: ColumnElement[bool] = OPERATORS[op](compared, bound)  # __lt__ and so on
             return clause
         case In(field=field, values=values):
             column = _column(model, field)
@@ -211,17 +243,18 @@ def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noq
                     _check_value(column, field, value)
             if not values:
                 return sa.false()
-            return column.in_(values)  # type: ignore[no-any-return]
+            return column.attribute.in_(values)  # type: ignore[no-any-return]
         case IsNone(field=field):
-            return _column(model, field).is_(None)  # type: ignore[no-any-return]
+            return _column(model, field).attribute.is_(None)  # type: ignore[no-any-return]
         case Contains(field=field, text=text):
             column = _column(model, field)
             _check_value(column, field, text)
-            return _TextContains(column, sa.literal(text, sa.String()))
+            return _TextContains(column.attribute, sa.literal(text, sa.String()))
         case StartsWith(field=field, text=text):
             column = _column(model, field)
             _check_value(column, field, text)
-            return sa.func.substr(column, 1, len(text)) == sa.literal(text, sa.String())
+            prefix = sa.func.substr(column.attribute, 1, len(text))
+            return prefix == sa.literal(text, sa.String())
         case And(parts=parts):
             return sa.and_(*(_where(part, model) for part in parts))
         case Or(parts=parts):
@@ -263,23 +296,26 @@ def order_by_clauses(pairs: Sequence[tuple[str, bool]], model: type[Any]) -> lis
 
     A column that cannot hold NULL gets no ``NULLS FIRST``/``NULLS LAST``, so
     PostgreSQL can walk a plain index in either direction instead of sorting.
+    The clauses are immutable and made once per model and order.
     """
-    clauses = []
-    for name, descending in pairs:
-        column = _column(model, name)
-        nullable = _nullable(column)
-        if _is_text(column):
-            column = _CodePointText(column)
-        if descending:
-            clauses.append(column.desc().nulls_last() if nullable else column.desc())
-        else:
-            clauses.append(column.asc().nulls_first() if nullable else column.asc())
+    cache_key = (model, tuple(pairs))
+    clauses = _ORDER_CLAUSES.get(cache_key)
+    if clauses is None:
+        clauses = []
+        for name, descending in pairs:
+            column = _column(model, name)
+            ordered = column.ordered
+            if descending:
+                clauses.append(ordered.desc().nulls_last() if column.nullable else ordered.desc())
+            else:
+                clauses.append(ordered.asc().nulls_first() if column.nullable else ordered.asc())
+        if len(_ORDER_CLAUSES) < _ORDER_CLAUSES_KEPT:
+            _ORDER_CLAUSES[cache_key] = clauses
     return clauses
 
 
-def _nullable(attribute: Any) -> bool:
-    """Whether the mapped column behind ``attribute`` can hold NULL."""
-    return any(column.nullable for column in attribute.property.columns)
+_ORDER_CLAUSES: dict[tuple[type[Any], tuple[tuple[str, bool], ...]], list[Any]] = {}
+_ORDER_CLAUSES_KEPT: Final = 4096
 
 
 def sort_in_python(items: list[Any], pairs: Sequence[tuple[str, bool]]) -> None:
@@ -299,9 +335,9 @@ def sort_in_python(items: list[Any], pairs: Sequence[tuple[str, bool]]) -> None:
         items.sort(key=key, reverse=descending)
 
 
-def after_clause(
+def keyset_filter(
     pairs: Sequence[tuple[str, bool]], values: Sequence[Any], model: type[Any]
-) -> ColumnElement[bool]:
+) -> tuple[ColumnElement[bool], dict[str, Any]]:
     """The rows that come after ``values`` in the order of ``pairs`` (keyset pagination).
 
     ``pairs`` must end with the primary key, so no two rows tie and every row
@@ -310,60 +346,84 @@ def after_clause(
     earlier fields equal and this one past its value, where a missing value sorts
     first ascending and last descending.
 
+    The clause is made once per order: its values are named parameters
+    (``buttress_after_0`` ...), returned alongside it to pass to ``execute``.
+    Which values are missing (``NULL``) changes the clause's shape, so that is
+    part of what it is made once for.
+
     Args:
         pairs: Checked ``(field, descending)`` pairs, ending with the primary key.
         values: The last row's value of each field.
         model: The mapped class.
 
     Returns:
-        The where-clause.
+        The where-clause and its parameters.
     """
+    nulls = tuple(value is None for value in values)
+    cache_key = (model, tuple(pairs), nulls)
+    template = _KEYSETS.get(cache_key)
+    if template is None:
+        template = _keyset_template(pairs, nulls, model)
+        if len(_KEYSETS) < _ORDER_CLAUSES_KEPT:
+            _KEYSETS[cache_key] = template
+    parameters = {
+        f"buttress_after_{i}": value for i, value in enumerate(values) if value is not None
+    }
+    return template, parameters
+
+
+_KEYSETS: dict[tuple[type[Any], tuple[tuple[str, bool], ...], tuple[bool, ...]], Any] = {}
+
+
+def _keyset_template(
+    pairs: Sequence[tuple[str, bool]], nulls: Sequence[bool], model: type[Any]
+) -> ColumnElement[bool]:
     columns = [_column(model, name) for name, _ in pairs]
+    bounds = [
+        None if null else sa.bindparam(f"buttress_after_{i}", type_=column.type)
+        for i, (column, null) in enumerate(zip(columns, nulls, strict=True))
+    ]
     branches = []
     for i, (_, descending) in enumerate(pairs):
-        same = [_same(columns[j], values[j]) for j in range(i)]
-        branches.append(sa.and_(*same, _past(columns[i], values[i], descending=descending)))
+        same = [_same(columns[j], bounds[j]) for j in range(i)]
+        branches.append(sa.and_(*same, _past(columns[i], bounds[i], descending=descending)))
     after = sa.or_(*branches)
-    bound = _not_before(columns[0], values[0], descending=pairs[0][1])
+    first = _not_before(columns[0], bounds[0], descending=pairs[0][1])
     # The bound says nothing the branches do not, but an index can seek to it, so a
     # deep page costs what the first one does instead of scanning the rows before it.
-    return after if bound is None else sa.and_(bound, after)
+    return after if first is None else sa.and_(first, after)
 
 
-def _not_before(column: Any, value: Any, *, descending: bool) -> ColumnElement[bool] | None:
-    """A range on the first sort field that every row after ``value`` is in."""
-    compared = _CodePointText(column) if _is_text(column) else column
-    if value is None:
-        return column.is_(None) if descending else None
-    bound = sa.bindparam(None, value, type_=column.type)
+def _not_before(column: _Field, bound: Any, *, descending: bool) -> ColumnElement[bool] | None:
+    """A range on the first sort field that every row after ``bound`` is in."""
+    if bound is None:
+        return column.attribute.is_(None) if descending else None
     if not descending:
-        return compared >= bound
-    if _nullable(column):
-        return sa.or_(compared <= bound, column.is_(None))
-    return compared <= bound
+        return column.ordered >= bound  # type: ignore[no-any-return]
+    if column.nullable:
+        return sa.or_(column.ordered <= bound, column.attribute.is_(None))
+    return column.ordered <= bound  # type: ignore[no-any-return]
 
 
-def _same(column: Any, value: Any) -> ColumnElement[bool]:
-    if value is None:
-        return column.is_(None)  # type: ignore[no-any-return]
-    return column == sa.bindparam(None, value, type_=column.type)  # type: ignore[no-any-return]
+def _same(column: _Field, bound: Any) -> ColumnElement[bool]:
+    if bound is None:
+        return column.attribute.is_(None)  # type: ignore[no-any-return]
+    return column.attribute == bound  # type: ignore[no-any-return]
 
 
-def _past(column: Any, value: Any, *, descending: bool) -> ColumnElement[bool]:
-    if value is None:
+def _past(column: _Field, bound: Any, *, descending: bool) -> ColumnElement[bool]:
+    if bound is None:
         # a missing value sorts first ascending (all values come after it), last descending
-        return sa.false() if descending else column.is_not(None)
-    bound = sa.bindparam(None, value, type_=column.type)
-    compared = _CodePointText(column) if _is_text(column) else column
-    if descending:
-        if not _nullable(column):
-            return compared < bound
-        return sa.or_(compared < bound, column.is_(None))
-    return compared > bound
+        return sa.false() if descending else column.attribute.is_not(None)
+    if not descending:
+        return column.ordered > bound  # type: ignore[no-any-return]
+    if column.nullable:
+        return sa.or_(column.ordered < bound, column.attribute.is_(None))
+    return column.ordered < bound  # type: ignore[no-any-return]
 
 
 def after_in_python(item: Any, pairs: Sequence[tuple[str, bool]], values: Sequence[Any]) -> bool:
-    """Whether ``item`` comes after ``values`` in the order of ``pairs`` (as `after_clause`)."""
+    """Whether ``item`` comes after ``values`` in the order of ``pairs`` (as `keyset_filter`)."""
     for (name, descending), value in zip(pairs, values, strict=True):
         found = getattr(item, name)
         if found == value and (found is None) == (value is None):

@@ -23,7 +23,7 @@ from buttress.persistence._model import (
     translate,
 )
 from buttress.persistence._protocols import Page
-from buttress.persistence._query import after_clause, order_by_clauses, where
+from buttress.persistence._query import keyset_filter, order_by_clauses, where
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -273,10 +273,12 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         info = self._info
         pairs = info.order(order_by)
         statement = self._select(spec, pairs)
+        parameters = None
         if after is not None:
             values = decode_cursor(info.model, pairs, after, secret=self._tracker.secret)
-            statement = statement.where(after_clause(pairs, values, info.model))
-        items = await self._all(statement.limit(size + 1))
+            keyset, parameters = keyset_filter(pairs, values, info.model)
+            statement = statement.where(keyset)
+        items = await self._all(statement.limit(size + 1), parameters)
         if len(items) <= size:
             return Page(items, None)
         del items[size:]
@@ -292,8 +294,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             self._info.refuse_removed(entity)
 
     def _where(self, spec: Specification) -> Any:
-        self._info.check_spec(spec)
-        return where(spec, self._info.model)
+        return where(spec, self._info.model)  # checks the fields and values first
 
     def _select(self, spec: Specification | None, pairs: Sequence[tuple[str, bool]]) -> Any:
         model = self._info.model
@@ -302,9 +303,9 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             statement = statement.where(self._where(spec))
         return statement.order_by(*order_by_clauses(pairs, model))
 
-    async def _all(self, statement: Any) -> list[T]:
+    async def _all(self, statement: Any, parameters: dict[str, Any] | None = None) -> list[T]:
         try:
-            result = await self._session.scalars(statement)
+            result = await self._session.scalars(statement, parameters)
         except DRIVER_ERRORS as error:  # an autoflush of earlier changes
             raise self._tracker.fail(self._info.translate(error)) from error
         items: list[T] = list(result.all())
