@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from buttress.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from buttress.domain._events import DomainEvent
 
@@ -243,20 +243,26 @@ class AggregateRoot(Entity):
         Returns:
             The events recorded since the last call; each event is returned once.
         """
-        return [event for _, event in pull_numbered_events(self)]
+        return [event for _, event in pull_numbered_events((self,))]
 
 
-def pull_numbered_events(aggregate: AggregateRoot) -> list[tuple[int, DomainEvent]]:
-    """`AggregateRoot.pull_events` with each event's global recording number.
+def pull_numbered_events(aggregates: Iterable[AggregateRoot]) -> list[tuple[int, DomainEvent]]:
+    """Pull the events of several aggregates, in the order they were recorded.
 
-    A unit of work sorts the events of all its aggregates by these numbers, so
-    they come out in the order they were recorded.
+    Each event comes with its global recording number; a unit of work calls it
+    at commit with every aggregate it saw. It reads the pending lists directly
+    (one pass, no call per aggregate): a commit over many aggregates stays cheap.
     """
-    events = aggregate._recorded()  # noqa: SLF001 - the unit of work owns this bookkeeping
-    if not events:
-        return []
-    pulled = list(events)
-    events.clear()
+    pulled: list[tuple[int, DomainEvent]] = []
+    sources = 0
+    for aggregate in aggregates:
+        stored = aggregate.__dict__.get(_EVENTS_ATTR)
+        if stored is not None and stored[1] and stored[0] == id(aggregate):
+            pulled += stored[1]
+            stored[1].clear()
+            sources += 1
+    if sources > 1:
+        pulled.sort()  # numbers are unique, so events themselves are never compared
     return pulled
 
 

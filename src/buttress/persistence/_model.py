@@ -29,7 +29,7 @@ from buttress.errors import (
     ConflictError,
     QueryError,
 )
-from buttress.persistence._query import column_names, mapper_of, parse_order
+from buttress.persistence._query import mapper_of, parse_order
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -53,7 +53,6 @@ class ModelInfo:
     name: str
     key_names: tuple[str, ...]
     key_types: tuple[type[Any] | None, ...]
-    columns: tuple[str, ...]
     version: str | None
     aggregate: bool
     orders: dict[tuple[str, ...], tuple[tuple[str, bool], ...]] = dataclasses.field(
@@ -203,7 +202,6 @@ def _read_info(model: type[Any]) -> ModelInfo:
         name=model.__name__,
         key_names=key_names,
         key_types=key_types,
-        columns=column_names(model),
         version=version,
         aggregate=issubclass(model, AggregateRoot),
     )
@@ -252,10 +250,6 @@ def secret_bytes(secret: bytes | str | None) -> bytes | None:
     )
 
 
-def _number(pair: tuple[int, DomainEvent]) -> int:
-    return pair[0]
-
-
 class Tracker:
     """The bookkeeping of one unit of work: seen aggregates, failure, collected events."""
 
@@ -298,11 +292,7 @@ class Tracker:
 
     def committed(self) -> None:
         """Move the events of every seen aggregate to the queue, in recording order."""
-        numbered = [
-            pair for aggregate in self.seen.values() for pair in pull_numbered_events(aggregate)
-        ]
-        numbered.sort(key=_number)
-        self.events.extend(event for _, event in numbered)
+        self.events.extend(event for _, event in pull_numbered_events(self.seen.values()))
         self.marks.clear()
 
     def rolled_back(self) -> None:
