@@ -10,9 +10,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
-from buttress.errors import ConfigurationError, NotFoundError
+from buttress.errors import NotFoundError
 from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
-from buttress.persistence._model import DEFAULT_PAGE_SIZE, Tracker, model_info, secret_bytes
+from buttress.persistence._model import (
+    DEFAULT_PAGE_SIZE,
+    Tracker,
+    already_in_transaction,
+    model_info,
+    not_in_transaction,
+    secret_bytes,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -198,9 +205,7 @@ class InMemoryUnitOfWork:
     def _active(self) -> Transaction:
         transaction = self._transaction
         if transaction is None:
-            raise ConfigurationError(
-                "this unit of work is not in a transaction: use it inside `with uow:`"
-            )
+            raise not_in_transaction()
         return transaction
 
     def __enter__(self) -> Self:
@@ -210,10 +215,7 @@ class InMemoryUnitOfWork:
             ConfigurationError: The unit of work is already entered.
         """
         if self._transaction is not None:
-            raise ConfigurationError(
-                "this unit of work is already in a transaction: it cannot be entered twice at "
-                "once; use uow.savepoint() for a nested transaction, or another unit of work"
-            )
+            raise already_in_transaction()
         self._transaction = Transaction(self._store, self._tracker)
         self._repositories = {}
         return self

@@ -215,6 +215,22 @@ def _python_type(column: Any) -> type[Any] | None:
     return python_type
 
 
+def not_in_transaction() -> ConfigurationError:
+    """The error for using a unit of work outside its ``with`` block."""
+    return ConfigurationError(
+        "this unit of work is not in a transaction: use it inside `with uow:` "
+        "(`async with uow:` for an asyncio one)"
+    )
+
+
+def already_in_transaction() -> ConfigurationError:
+    """The error for entering a unit of work that is already entered."""
+    return ConfigurationError(
+        "this unit of work is already in a transaction: it cannot be entered twice at "
+        "once; use uow.savepoint() for a nested transaction, or another unit of work"
+    )
+
+
 def check_window(limit: object, offset: object) -> None:
     """Refuse a ``limit`` or ``offset`` that is not a whole number of rows.
 

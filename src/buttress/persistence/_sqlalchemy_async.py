@@ -16,9 +16,11 @@ from buttress.persistence._model import (
     DRIVER_ERRORS,
     ModelInfo,
     Tracker,
+    already_in_transaction,
     check_size,
     check_window,
     model_info,
+    not_in_transaction,
     secret_bytes,
     translate,
 )
@@ -373,9 +375,7 @@ class AsyncSqlAlchemyUnitOfWork:
         """
         session = self._session
         if session is None:
-            raise ConfigurationError(
-                "this unit of work is not in a transaction: use it inside `async with uow:`"
-            )
+            raise not_in_transaction()
         return session
 
     async def __aenter__(self) -> Self:
@@ -385,10 +385,7 @@ class AsyncSqlAlchemyUnitOfWork:
             ConfigurationError: The unit of work is already entered.
         """
         if self._session is not None:
-            raise ConfigurationError(
-                "this unit of work is already in a transaction: it cannot be entered twice at "
-                "once; use uow.savepoint() for a nested transaction, or another unit of work"
-            )
+            raise already_in_transaction()
         session = self._factory()
         session.sync_session.expire_on_commit = self._expire_on_commit
         self._session = session
