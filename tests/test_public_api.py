@@ -55,6 +55,7 @@ EXPORTS = {
     ],
     "buttress.testing": [
         "AsyncUnitOfWorkContract",
+        "ContractLine",
         "ContractNote",
         "ContractOrder",
         "ContractTag",

@@ -48,6 +48,14 @@ def contract_schema(postgres_url: str) -> Iterator[str]:
         engine.dispose()
 
 
+def foreign_keys_on(engine: sa.Engine) -> None:
+    """Make SQLite enforce foreign keys on every connection, as PostgreSQL does."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA foreign_keys=ON")
+
+
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
 def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
     if request.param == "memory":
@@ -56,6 +64,7 @@ def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable
         return
     if request.param == "sqlite":
         engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'contract.db'}")
+        foreign_keys_on(engine)
         contract_metadata.create_all(engine)
     else:
         schema = request.getfixturevalue("contract_schema")
@@ -86,6 +95,7 @@ async def make_async_uow(
         contract_metadata.create_all(sync := sa.create_engine(f"sqlite+pysqlite:///{path}"))
         sync.dispose()
         engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        foreign_keys_on(engine.sync_engine)
     else:
         schema = request.getfixturevalue("contract_schema")
         url, connect_args = emptied(request.getfixturevalue("postgres_url"), schema, request.param)

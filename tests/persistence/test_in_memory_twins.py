@@ -63,9 +63,42 @@ class Line(Base):
     quantity: Mapped[int] = mapped_column(default=lambda: 1)
 
 
-@pytest.mark.parametrize("model", [Parent, ServerVersioned])
-def test_models_the_fake_cannot_store_are_refused_up_front(model):
-    with InMemoryUnitOfWork() as uow, pytest.raises(ConfigurationError, match=model.__name__):
+class Checked(Base):
+    __tablename__ = "memory_checked"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    quantity: Mapped[int]
+    __table_args__ = (sa.CheckConstraint("quantity > 0", name="positive"),)
+
+
+class Cascading(Base):
+    __tablename__ = "memory_cascading"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line: Mapped[str] = mapped_column(sa.ForeignKey("memory_line.order", ondelete="CASCADE"))
+
+
+_unmapped = sa.Table(
+    "memory_unmapped", Base.metadata, sa.Column("id", sa.Integer, primary_key=True)
+)
+
+
+class Orphan(Base):
+    __tablename__ = "memory_orphan"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    other: Mapped[int] = mapped_column(sa.ForeignKey("memory_unmapped.id"))
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        (Parent, "relationships"),
+        (ServerVersioned, "version counter"),
+        (Checked, "quantity > 0"),
+        (Cascading, "CASCADE"),
+        (Orphan, "memory_unmapped"),
+    ],
+)
+def test_models_the_fake_cannot_store_are_refused_up_front(model, reason):
+    with InMemoryUnitOfWork() as uow, pytest.raises(ConfigurationError, match=reason):
         uow.repository(model)
 
 

@@ -42,7 +42,16 @@ _DELETED: Final[Any] = None  # an overlay entry of None: the row was deleted
 class _Table:
     """How the store enforces one model's metadata."""
 
-    __slots__ = ("autoincrement", "defaults", "info", "mapper", "required", "uniques", "version")
+    __slots__ = (
+        "autoincrement",
+        "defaults",
+        "info",
+        "mapper",
+        "references",
+        "required",
+        "uniques",
+        "version",
+    )
 
     def __init__(self, model: type[Any]) -> None:
         info = model_info(model)
@@ -84,6 +93,16 @@ class _Table:
         ]
         groups += [index.columns for index in table.indexes if index.unique]
         self.uniques = [tuple(by_column[column.name] for column in group) for group in groups]
+        checks = [c for c in table.constraints if isinstance(c, sa.CheckConstraint)]
+        if checks:
+            raise ConfigurationError(
+                f"{info.name} has CHECK constraints ({', '.join(str(c.sqltext) for c in checks)}), "
+                "which are SQL the in-memory repositories cannot evaluate; test it against "
+                "SQLite instead (SqlAlchemyUnitOfWork on sqlite:///:memory:)"
+            )
+        self.references = [
+            _Reference(info.name, mapper, fk) for fk in table.foreign_key_constraints
+        ]
 
     def fill(self, entity: Any, store: InMemoryStore) -> None:
         """Give a new entity its generated key, defaults and first version, as an insert does."""
@@ -102,6 +121,42 @@ class _Table:
             setattr(entity, self.autoincrement, store.next_key(self.info.model))
         if self.version is not None:
             setattr(entity, self.version, self.mapper.version_id_generator(None))
+
+
+class _Reference:
+    """A foreign key of a model: its fields, and the model and fields it refers to."""
+
+    __slots__ = ("fields", "target", "target_fields", "text")
+
+    def __init__(self, name: str, mapper: Any, constraint: sa.ForeignKeyConstraint) -> None:
+        for action in (constraint.ondelete, constraint.onupdate):
+            if action is not None and action.upper() not in {"NO ACTION", "RESTRICT"}:
+                raise ConfigurationError(
+                    f"{name} has a foreign key with ON DELETE/UPDATE {action}, which the "
+                    "in-memory repositories cannot carry out; test it against SQLite with "
+                    "PRAGMA foreign_keys=ON instead"
+                )
+        by_column = {prop.columns[0]: prop.key for prop in mapper.column_attrs}
+        self.fields = tuple(by_column[element.parent] for element in constraint.elements)
+        target_table = constraint.referred_table
+        targets = [m for m in mapper.registry.mappers if m.local_table is target_table]
+        if not targets:
+            raise ConfigurationError(
+                f"{name} refers to the table {target_table.name}, which no class in its "
+                "registry maps; the in-memory repositories keep rows of mapped classes only"
+            )
+        target = targets[0]
+        target_by_column = {prop.columns[0]: prop.key for prop in target.column_attrs}
+        self.target: type[Any] = target.class_
+        self.target_fields = tuple(
+            target_by_column[element.column] for element in constraint.elements
+        )
+        self.text = f"{name}({', '.join(self.fields)}) -> {target.class_.__name__}"
+
+    def values(self, row: Row) -> tuple[Any, ...] | None:
+        """The referring values of ``row``, or None when one is NULL (nothing is checked)."""
+        values = tuple(row[name] for name in self.fields)
+        return None if None in values else values
 
 
 class InMemoryStore:
@@ -257,6 +312,7 @@ class Transaction:
             if key in self.current(info.model) or (info.model, key) in self.objects:
                 raise self.tracker.fail(ConflictError(entity=info.name, key=key))
             self._check_unique(table, key, row)
+            self._check_references(table, row)
             self._write(info.model, key, row)
             self.objects[info.model, key] = entity
             self.flushed[id(entity)] = row
@@ -275,6 +331,7 @@ class Transaction:
         table = self.store.table(info.model)
         key = info.key_of(entity)
         self._check_version(table, key, self.flushed[id(entity)])
+        self._check_referrers(table, self.flushed[id(entity)])
         self._write(info.model, key, _DELETED)
         del self.objects[info.model, key]
         del self.flushed[id(entity)]
@@ -302,6 +359,7 @@ class Transaction:
                 row[table.version] = new_version
             self._check_required(table, row)
             self._check_unique(table, key, row)
+            self._check_references(table, row)
             self._write(model, key, row)
             self.flushed[id(entity)] = row
 
@@ -322,6 +380,44 @@ class Transaction:
             table.version is not None and stored[table.version] != last[table.version]
         ):
             raise self.tracker.fail(_stale(table.info, key))
+
+    def _check_references(self, table: _Table, row: Row) -> None:
+        """Refuse a row whose foreign key names a row that does not exist."""
+        for reference in table.references:
+            values = reference.values(row)
+            if values is None:
+                continue
+            self.store.table(reference.target)
+            if not any(
+                tuple(target[name] for name in reference.target_fields) == values
+                for target in self.current(reference.target).values()
+            ):
+                raise self.tracker.fail(
+                    ConflictError(
+                        f"writing {table.info.name} violates a constraint of the stored data: "
+                        f"its foreign key {reference.text} names {values!r}, which is not "
+                        "stored; store that first",
+                        entity=table.info.name,
+                    )
+                )
+
+    def _check_referrers(self, table: _Table, row: Row) -> None:
+        """Refuse to remove a row that rows of another model still refer to."""
+        for other in list(self.store._tables.values()):  # noqa: SLF001 - one unit with the store
+            for reference in other.references:
+                if reference.target is not table.info.model:
+                    continue
+                values = tuple(row[name] for name in reference.target_fields)
+                if any(
+                    reference.values(r) == values for r in self.current(other.info.model).values()
+                ):
+                    raise self.tracker.fail(
+                        ConflictError(
+                            f"removing {table.info.name} violates a constraint of the stored "
+                            f"data: {reference.text} still refers to it; remove those first",
+                            entity=table.info.name,
+                        )
+                    )
 
     def _check_required(self, table: _Table, row: Row) -> None:
         for name in table.required:

@@ -22,6 +22,7 @@ class TestInMemory(UnitOfWorkContract):
 from buttress.testing._contract import UnitOfWorkContract
 from buttress.testing._contract_async import AsyncUnitOfWorkContract
 from buttress.testing._models import (
+    ContractLine,
     ContractNote,
     ContractOrder,
     ContractTag,
@@ -32,6 +33,7 @@ from buttress.testing._models import (
 
 __all__ = [
     "AsyncUnitOfWorkContract",
+    "ContractLine",
     "ContractNote",
     "ContractOrder",
     "ContractTag",

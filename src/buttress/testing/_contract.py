@@ -5,7 +5,8 @@
 Subclass `UnitOfWorkContract` in a test module and override the
 ``make_uow`` fixture: it returns a function that makes a new unit of work over
 one database whose contract tables (`contract_metadata`) start empty. Every
-unit it makes must see the others' commits.
+unit it makes must see the others' commits. On SQLite, turn foreign keys on
+for every connection (``PRAGMA foreign_keys=ON``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from buttress.errors import (
     NotFoundError,
     QueryError,
 )
-from buttress.testing._models import ContractNote, ContractOrder, ContractTag, OrderPaid
+from buttress.testing._models import (
+    ContractLine,
+    ContractNote,
+    ContractOrder,
+    ContractTag,
+    OrderPaid,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -220,6 +227,30 @@ class UnitOfWorkContract:
             with pytest.raises(ConflictError):
                 uow.commit()
         assert _refs(make_uow) == ["o0", "o1"]
+
+    def test_a_reference_to_a_missing_row_conflicts(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            with pytest.raises(ConflictError):
+                uow.repository(ContractLine).add(ContractLine(order_id=404, sku="x"))
+        assert _refs(make_uow) == []
+
+    def test_a_row_others_refer_to_cannot_be_removed(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            uow.repository(ContractLine).add(ContractLine(order_id=key, sku="x"))
+            uow.commit()
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(ConflictError):
+                orders.remove(orders.get(key))
+        with uow:
+            lines = uow.repository(ContractLine)
+            lines.remove((lines.find())[0])
+            orders = uow.repository(ContractOrder)
+            orders.remove(orders.get(key))
+            uow.commit()
+        assert _refs(make_uow) == []
 
     # -- transactions ---------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Subclass `AsyncUnitOfWorkContract` in a test module and override the
 ``make_uow`` fixture: it returns a function that makes a new unit of work over
 one database whose contract tables (`contract_metadata`) start empty. Every
-unit it makes must see the others' commits.
+unit it makes must see the others' commits. On SQLite, turn foreign keys on
+for every connection (``PRAGMA foreign_keys=ON``).
 """
 
 # The source of _contract.py (scripts/unasync.py writes it).  # unasync: drop
@@ -23,7 +24,13 @@ from buttress.errors import (
     NotFoundError,
     QueryError,
 )
-from buttress.testing._models import ContractNote, ContractOrder, ContractTag, OrderPaid
+from buttress.testing._models import (
+    ContractLine,
+    ContractNote,
+    ContractOrder,
+    ContractTag,
+    OrderPaid,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -226,6 +233,30 @@ class AsyncUnitOfWorkContract:
             with pytest.raises(ConflictError):
                 await uow.commit()
         assert await _refs(make_uow) == ["o0", "o1"]
+
+    async def test_a_reference_to_a_missing_row_conflicts(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        async with uow:
+            with pytest.raises(ConflictError):
+                await uow.repository(ContractLine).add(ContractLine(order_id=404, sku="x"))
+        assert await _refs(make_uow) == []
+
+    async def test_a_row_others_refer_to_cannot_be_removed(self, make_uow: MakeUow) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            await uow.repository(ContractLine).add(ContractLine(order_id=key, sku="x"))
+            await uow.commit()
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(ConflictError):
+                await orders.remove(await orders.get(key))
+        async with uow:
+            lines = uow.repository(ContractLine)
+            await lines.remove((await lines.find())[0])
+            orders = uow.repository(ContractOrder)
+            await orders.remove(await orders.get(key))
+            await uow.commit()
+        assert await _refs(make_uow) == []
 
     # -- transactions ---------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The models the contract suites store, with their own metadata.
 
 Create their tables (``contract_metadata.create_all(engine)``) in the database
-your unit of work uses before running a contract suite against it.
+your unit of work uses before running a contract suite against it. On SQLite,
+turn foreign keys on for every connection (``PRAGMA foreign_keys=ON``), as
+PostgreSQL always has them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 from buttress.domain import AggregateRoot, DomainEvent
 
 __all__ = [
+    "ContractLine",
     "ContractNote",
     "ContractOrder",
     "ContractTag",
@@ -54,6 +57,16 @@ class ContractOrder(AggregateRoot, _Base):
     def pay(self) -> None:
         """Record that the order was paid."""
         self.record_event(OrderPaid(order_id=self.id, total=self.total))
+
+
+class ContractLine(_Base):
+    """A row that refers to a `ContractOrder` by a foreign key."""
+
+    __tablename__ = "buttress_contract_line"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey(ContractOrder.id))
+    sku: Mapped[str] = mapped_column(sa.String(40))
 
 
 class ContractTag(_Base):
