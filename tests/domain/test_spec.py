@@ -436,3 +436,12 @@ def test_a_field_cannot_be_renamed_after_its_name_was_checked() -> None:
     with pytest.raises(AttributeError, match="immutable"):
         field.name = "__class__"  # type: ignore[misc]
     assert field.name == "n"
+
+
+def test_specifications_with_values_of_other_types_differ():
+    # 1 == True == 1.0 in Python, but they compile differently (a bool field refuses 1)
+    assert (F("n") == 1) != (F("n") == True)  # noqa: E712 - the point of the test
+    assert (F("n") == 1) != (F("n") == 1.0)
+    assert F("n").in_([1]) != F("n").in_([True])
+    assert {F("n") == 1, F("n") == 1} == {F("n") == 1}
+    assert len({F("n") == 1, F("n") == True}) == 2  # noqa: E712

@@ -225,14 +225,31 @@ def _parts(spec: Specification, kind: type[And | Or]) -> tuple[Specification, ..
     return spec.parts if isinstance(spec, kind) else (spec,)
 
 
+def _typed(values: tuple[Any, ...]) -> tuple[tuple[type[Any], Any], ...]:
+    """Values with their types, so ``1``, ``1.0`` and ``True`` make different specifications."""
+    return tuple((type(value), value) for value in values)
+
+
 @final
-@dataclasses.dataclass(frozen=True, slots=True, eq=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Compare(_OnField):
     """``field <op> value``, with ``value`` not None (see `IsNone`)."""
 
     field: str
     op: Operator
     value: Any
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Compare:
+            return NotImplemented
+        return (self.field, self.op, _typed((self.value,))) == (
+            other.field,
+            other.op,
+            _typed((other.value,)),
+        )
+
+    def __hash__(self) -> int:
+        return hash((Compare, self.field, self.op, _typed((self.value,))))
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
@@ -253,7 +270,7 @@ class Compare(_OnField):
 
 
 @final
-@dataclasses.dataclass(frozen=True, slots=True, eq=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class In(_OnField):
     """``field IN values``: true for a listed value, unknown for a missing one.
 
@@ -263,6 +280,14 @@ class In(_OnField):
 
     field: str
     values: tuple[Any, ...]
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not In:
+            return NotImplemented
+        return (self.field, _typed(self.values)) == (other.field, _typed(other.values))
+
+    def __hash__(self) -> int:
+        return hash((In, self.field, _typed(self.values)))
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
