@@ -8,10 +8,13 @@ difference.
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
+from buttress.domain import F
 from buttress.errors import ConfigurationError, ConflictError, NotFoundError, QueryError
 from buttress.persistence import (
     AsyncInMemoryRepository,
@@ -20,7 +23,7 @@ from buttress.persistence import (
     InMemoryUnitOfWork,
     SqlAlchemyUnitOfWork,
 )
-from buttress.testing import ContractOrder
+from buttress.testing import ContractLine, ContractOrder, ContractTag
 
 
 class Base(DeclarativeBase):
@@ -179,3 +182,111 @@ def test_units_sharing_a_store_see_each_others_commits():
 def test_a_cursor_secret_must_be_text_or_bytes():
     with pytest.raises(ConfigurationError, match="cursor_secret"):
         InMemoryUnitOfWork(cursor_secret=42)  # type: ignore[arg-type]
+
+
+class Doc(Base):
+    __tablename__ = "memory_doc"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[dict[str, int]] = mapped_column(sa.JSON)
+    touched: Mapped[int] = mapped_column(default=0, onupdate=lambda: 1)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Painted(Base):
+    __tablename__ = "memory_painted"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    color: Mapped[Color]
+
+
+class LowerEmail(Base):
+    __tablename__ = "memory_lower_email"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str]
+    __table_args__ = (sa.Index("ix_lower_email", sa.func.lower(sa.column("email")), unique=True),)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def docs_uow(request, tmp_path):
+    if request.param == "memory":
+        yield InMemoryUnitOfWork()
+        return
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'docs.db'}")
+    Base.metadata.create_all(engine, tables=[Doc.__table__, Painted.__table__])
+    yield SqlAlchemyUnitOfWork(sessionmaker(engine))
+    engine.dispose()
+
+
+def test_values_changed_in_place_are_kept_only_by_a_commit(docs_uow):
+    data = {"a": 1}
+    with docs_uow as uow:
+        doc = uow.repository(Doc).add(Doc(data=data))
+        uow.commit()
+    data["a"] = 2  # the caller's dict is not the stored one
+    with docs_uow as uow:
+        assert uow.repository(Doc).get(doc.id).data == {"a": 1}
+        uow.repository(Doc).get(doc.id).data = {"a": 3}
+        uow.rollback()
+    with docs_uow as uow:
+        assert uow.repository(Doc).get(doc.id).data == {"a": 1}
+
+
+def test_an_onupdate_default_is_applied_on_update(docs_uow):
+    with docs_uow as uow:
+        doc = uow.repository(Doc).add(Doc(data={}))
+        assert doc.touched == 0
+        uow.commit()
+        doc.data = {"b": 1}
+        uow.commit()
+    with docs_uow as uow:
+        assert uow.repository(Doc).get(doc.id).touched == 1
+
+
+def test_an_enum_field_cannot_be_ordered(docs_uow):
+    with docs_uow as uow:
+        painted = uow.repository(Painted)
+        painted.add(Painted(color=Color.RED))
+        assert [p.color for p in painted.find(F("color") == Color.RED)] == [Color.RED]
+        with pytest.raises(QueryError, match="no order every database agrees on"):
+            painted.find(order_by="color")
+        with pytest.raises(QueryError, match="no order"):
+            painted.find(F("color") > Color.BLUE)
+
+
+def test_a_unique_index_on_an_expression_is_refused():
+    with InMemoryUnitOfWork() as uow, pytest.raises(ConfigurationError, match="ix_lower_email"):
+        uow.repository(LowerEmail)
+
+
+def test_a_reference_is_checked_again_at_commit():
+    store = InMemoryStore()
+    with InMemoryUnitOfWork(store=store) as setup:
+        key = setup.repository(ContractOrder).add(ContractOrder(ref="a")).id
+        setup.commit()
+    writer, remover = InMemoryUnitOfWork(store=store), InMemoryUnitOfWork(store=store)
+    with writer, remover:
+        writer.repository(ContractLine).add(ContractLine(order_id=key, sku="x"))
+        orders = remover.repository(ContractOrder)
+        orders.remove(orders.get(key))
+        remover.commit()
+        with pytest.raises(ConflictError, match="not stored"):
+            writer.commit()
+
+
+def test_removing_a_row_someone_removed_is_not_an_error_without_a_version():
+    store = InMemoryStore()
+    with InMemoryUnitOfWork(store=store) as setup:
+        setup.repository(ContractTag).add(ContractTag(name="t"))
+        setup.commit()
+    first, second = InMemoryUnitOfWork(store=store), InMemoryUnitOfWork(store=store)
+    with first, second:
+        mine = first.repository(ContractTag).get("t")
+        theirs = second.repository(ContractTag).get("t")
+        second.repository(ContractTag).remove(theirs)
+        second.commit()
+        first.repository(ContractTag).remove(mine)  # SQL only warns: DELETE matched 0 rows
+        first.commit()
+        assert first.repository(ContractTag).count() == 0

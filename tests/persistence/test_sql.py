@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from buttress.errors import ConcurrencyError, ConflictError, DecodeError
+from buttress.domain import F
+from buttress.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    DecodeError,
+    QueryError,
+)
 from buttress.persistence import InMemoryStore, InMemoryUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.testing import ContractOrder, contract_metadata
 
@@ -160,3 +167,32 @@ def test_a_deep_page_seeks_in_the_index(tmp_path, order_by):
     details = " ".join(str(row[-1]) for row in plan)
     assert "SEARCH" in details
     assert "ix_order_total (total" in details
+
+
+def test_queries_see_changes_even_from_a_factory_without_autoflush(database):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database, autoflush=False))
+    with uow:
+        orders = uow.repository(ContractOrder)
+        orders.add(ContractOrder(ref="a", total=1)).total = 5
+        assert orders.count(F("total") == 5) == 1
+
+
+@pytest.mark.parametrize("factory", [lambda: None, sessionmaker], ids=["none", "the class"])
+def test_a_factory_that_makes_no_sessions_is_refused(factory):
+    with pytest.raises(ConfigurationError, match="not a session"), SqlAlchemyUnitOfWork(factory):
+        pass  # pragma: no cover - never entered
+
+
+def test_a_value_postgresql_cannot_hold_is_a_query_error(postgres_engine):
+    contract_metadata.create_all(postgres_engine)
+    try:
+        uow = SqlAlchemyUnitOfWork(sessionmaker(postgres_engine))
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(QueryError, match="cannot hold") as raised:
+                orders.add(ContractOrder(ref="big", total=2**40))  # an INTEGER column
+            assert isinstance(raised.value.__cause__, sa.exc.DataError)
+            with pytest.raises(QueryError, match="roll it back"):
+                orders.count()
+    finally:
+        contract_metadata.drop_all(postgres_engine)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 from buttress.errors import NotFoundError
 from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
 from buttress.persistence._model import (
+    CLOSED,
     DEFAULT_PAGE_SIZE,
     Tracker,
     already_in_transaction,
@@ -229,8 +230,10 @@ class InMemoryUnitOfWork:
         """Roll back what was not committed and end the transaction."""
         transaction = self._active()
         self._transaction = None
-        self._repositories = {}
         self._tracker.rolled_back()
+        for repository in self._repositories.values():
+            repository._transaction = CLOSED  # noqa: SLF001 - a repository kept after the block fails
+        self._repositories = {}
         transaction.close()
 
     @overload
@@ -250,6 +253,7 @@ class InMemoryUnitOfWork:
     def commit(self) -> None:
         """See `SqlAlchemyUnitOfWork.commit`."""
         transaction = self._active()
+        self._tracker.check_outside_savepoint("commit")
         self._tracker.check()
         transaction.commit()
         self._tracker.committed()
@@ -257,6 +261,7 @@ class InMemoryUnitOfWork:
     def rollback(self) -> None:
         """See `SqlAlchemyUnitOfWork.rollback`."""
         transaction = self._active()
+        self._tracker.check_outside_savepoint("roll back")
         self._tracker.rolled_back()
         transaction.rollback()
 
@@ -270,6 +275,7 @@ class InMemoryUnitOfWork:
         tracker.mark()
         try:
             yield
+            tracker.check()  # a write failed in the block and was caught: undo the block
             transaction.release_savepoint()
         except BaseException:
             transaction.rollback_savepoint()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 from buttress.errors import NotFoundError
 from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
 from buttress.persistence._model import (
+    CLOSED,
     DEFAULT_PAGE_SIZE,
     Tracker,
     already_in_transaction,
@@ -229,8 +230,10 @@ class AsyncInMemoryUnitOfWork:
         """Roll back what was not committed and end the transaction."""
         transaction = self._active()
         self._transaction = None
-        self._repositories = {}
         self._tracker.rolled_back()
+        for repository in self._repositories.values():
+            repository._transaction = CLOSED  # noqa: SLF001 - a repository kept after the block fails
+        self._repositories = {}
         transaction.close()
 
     @overload
@@ -252,6 +255,7 @@ class AsyncInMemoryUnitOfWork:
     async def commit(self) -> None:
         """See `AsyncSqlAlchemyUnitOfWork.commit`."""
         transaction = self._active()
+        self._tracker.check_outside_savepoint("commit")
         self._tracker.check()
         transaction.commit()
         self._tracker.committed()
@@ -259,6 +263,7 @@ class AsyncInMemoryUnitOfWork:
     async def rollback(self) -> None:
         """See `AsyncSqlAlchemyUnitOfWork.rollback`."""
         transaction = self._active()
+        self._tracker.check_outside_savepoint("roll back")
         self._tracker.rolled_back()
         transaction.rollback()
 
@@ -272,6 +277,7 @@ class AsyncInMemoryUnitOfWork:
         tracker.mark()
         try:
             yield
+            tracker.check()  # a write failed in the block and was caught: undo the block
             transaction.release_savepoint()
         except BaseException:
             transaction.rollback_savepoint()

@@ -16,13 +16,25 @@ reproduce (server-side defaults, relationships) rather than differ from SQL.
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+import decimal
+import enum
 import threading
+import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.orm import attributes
 
-from buttress.errors import ConcurrencyError, ConfigurationError, ConflictError, QueryError
+from buttress.errors import (
+    ButtressError,
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    QueryError,
+)
 from buttress.persistence._cursor import decode_cursor, encode_cursor
 from buttress.persistence._model import ModelInfo, Tracker, check_size, check_window, model_info
 from buttress.persistence._protocols import Page
@@ -47,13 +59,14 @@ class _Table:
         "defaults",
         "info",
         "mapper",
+        "on_update",
         "references",
         "required",
         "uniques",
         "version",
     )
 
-    def __init__(self, model: type[Any]) -> None:
+    def __init__(self, model: type[Any]) -> None:  # noqa: PLR0912 - one branch per rule
         info = model_info(model)
         mapper = sa.inspect(model)
         if mapper.relationships:
@@ -71,6 +84,7 @@ class _Table:
                 "repositories cannot reproduce it: use a Python-side version_id_generator"
             )
         self.defaults: dict[str, Any] = {}
+        self.on_update: dict[str, Any] = {}
         self.required: list[str] = []
         self.autoincrement: str | None = None
         table = mapper.local_table
@@ -85,13 +99,37 @@ class _Table:
                 self.defaults[prop.key] = None  # refused when the value is missing
             if not column.nullable and prop.key != self.version:
                 self.required.append(prop.key)
+            if column.server_onupdate is not None or (
+                column.onupdate is not None
+                and not (column.onupdate.is_scalar or column.onupdate.is_callable)
+            ):
+                raise ConfigurationError(
+                    f"{info.name}.{prop.key} is updated by the database (onupdate computed in "
+                    "SQL), which the in-memory repositories cannot do; use a Python-side "
+                    "onupdate, or test it against SQLite"
+                )
+            if column.onupdate is not None:
+                self.on_update[prop.key] = column.onupdate
         by_column = {prop.columns[0].name: prop.key for prop in mapper.column_attrs}
         groups = [
             constraint.columns
             for constraint in table.constraints
             if isinstance(constraint, sa.UniqueConstraint)
         ]
-        groups += [index.columns for index in table.indexes if index.unique]
+        for index in table.indexes:
+            if not index.unique:
+                continue
+            partial = any(
+                key.endswith("_where") and value is not None
+                for key, value in index.dialect_kwargs.items()
+            )
+            if partial or not all(isinstance(e, sa.Column) for e in index.expressions):
+                raise ConfigurationError(
+                    f"{info.name} has the unique index {index.name} on an expression or "
+                    "with a WHERE clause, which the in-memory repositories cannot evaluate; "
+                    "test it against SQLite instead (SqlAlchemyUnitOfWork on sqlite:///:memory:)"
+                )
+            groups.append(index.columns)
         self.uniques = [tuple(by_column[column.name] for column in group) for group in groups]
         checks = [c for c in table.constraints if isinstance(c, sa.CheckConstraint)]
         if checks:
@@ -104,8 +142,14 @@ class _Table:
             _Reference(info.name, mapper, fk) for fk in table.foreign_key_constraints
         ]
 
-    def fill(self, entity: Any, store: InMemoryStore) -> None:
-        """Give a new entity its generated key, defaults and first version, as an insert does."""
+    def fill(self, entity: Any, store: InMemoryStore) -> dict[str, Any]:
+        """Give a new entity its generated key, defaults and first version, as an insert does.
+
+        Returns:
+            The attributes it set, with their values before, to undo a refused insert.
+        """
+        names = [*self.defaults, self.autoincrement, self.version]
+        before = {name: getattr(entity, name) for name in names if name is not None}
         missing = [name for name in self.defaults if getattr(entity, name) is None]
         for name in missing:  # refuse before changing anything
             default = self.defaults[name]
@@ -121,6 +165,7 @@ class _Table:
             setattr(entity, self.autoincrement, store.next_key(self.info.model))
         if self.version is not None:
             setattr(entity, self.version, self.mapper.version_id_generator(None))
+        return before
 
 
 class _Reference:
@@ -171,6 +216,8 @@ class InMemoryStore:
         self._rows: dict[type[Any], dict[Any, Row]] = {}
         self._tables: dict[type[Any], _Table] = {}
         self._sequences: dict[type[Any], int] = {}
+        # every entity handed out, by id; weak, so entities die when users drop them
+        self._issued: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
     def table(self, model: type[Any]) -> _Table:
         """What the store enforces for ``model``, read from its metadata once."""
@@ -178,6 +225,14 @@ class InMemoryStore:
         if table is None:
             table = self._tables[model] = _Table(model)
         return table
+
+    def issue(self, entity: Any) -> None:
+        """Remember that ``entity`` came from this store (loaded or added)."""
+        self._issued[id(entity)] = entity
+
+    def issued(self, entity: Any) -> bool:
+        """Whether ``entity`` was loaded from or added to this store before."""
+        return self._issued.get(id(entity)) is entity
 
     def rows(self, model: type[Any]) -> dict[Any, Row]:
         """The committed rows of ``model`` (a table never changed in place)."""
@@ -244,8 +299,8 @@ class Transaction:
         if found is not None:
             return found
         entity = self.store.table(info.model).mapper.class_manager.new_instance()
-        for name, value in row.items():
-            attributes.set_committed_value(entity, name, value)
+        _load(entity, row)
+        self.store.issue(entity)
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
         return entity
@@ -294,30 +349,47 @@ class Transaction:
     # -- writing -----------------------------------------------------------------------
 
     def add(self, info: ModelInfo, entities: Iterable[Any]) -> None:
-        """Insert new entities (all checked first), as a flush of pending objects does."""
+        """Insert new entities (all checked first), as a flush of pending objects does.
+
+        A refused insert leaves every entity of the call as it was given.
+        """
         items = list(entities)
         for entity in items:
             info.check_entity(entity, "add")
             if id(entity) in self.removed or id(entity) in self.deleted:
                 info.refuse_removed(entity)
+            if id(entity) not in self.flushed and self.store.issued(entity):
+                info.refuse_not_new(entity)
         table = self.store.table(info.model)
-        for entity in items:
-            if id(entity) in self.flushed:
-                continue  # added or loaded already: a no-op, as session.add is
-            table.fill(entity, self.store)
-            key = info.key_of(entity)
-            self.store.note_key(info.model, key)
-            row = _row_of(table, entity)
-            self._check_required(table, row)
-            if key in self.current(info.model) or (info.model, key) in self.objects:
-                raise self.tracker.fail(ConflictError(entity=info.name, key=key))
-            self._check_unique(table, key, row)
-            self._check_references(table, row)
-            self._write(info.model, key, row)
-            self.objects[info.model, key] = entity
-            self.flushed[id(entity)] = row
-            self.new.add(id(entity))
-        self.flush()
+        filled: list[tuple[Any, dict[str, Any]]] = []
+        try:
+            for entity in items:
+                if id(entity) in self.flushed:
+                    continue  # added or loaded already: a no-op, as session.add is
+                filled.append((entity, table.fill(entity, self.store)))
+                self._insert(table, entity)
+            self.flush()
+        except ButtressError:
+            for entity, before in filled:
+                for name, value in before.items():
+                    setattr(entity, name, value)
+            raise
+
+    def _insert(self, table: _Table, entity: Any) -> None:
+        info = table.info
+        key = info.key_of(entity)
+        self.store.note_key(info.model, key)
+        row = _row_of(table, entity)
+        self._check_required(table, row)
+        if key in self.current(info.model) or (info.model, key) in self.objects:
+            raise self.tracker.fail(ConflictError(entity=info.name, key=key))
+        self._check_unique(table, key, row)
+        self._check_references(table, row)
+        self._write(info.model, key, row, None)
+        self.objects[info.model, key] = entity
+        self.flushed[id(entity)] = row
+        self.new.add(id(entity))
+        self.store.issue(entity)
 
     def remove(self, info: ModelInfo, entity: Any) -> None:
         """Delete an entity of this transaction's identity map."""
@@ -330,9 +402,11 @@ class Transaction:
         self.flush()
         table = self.store.table(info.model)
         key = info.key_of(entity)
-        self._check_version(table, key, self.flushed[id(entity)])
+        if table.version is not None or key in self.current(info.model):
+            # an unversioned row someone else removed: DELETE matches nothing, as in SQL
+            self._check_version(table, key, self.flushed[id(entity)])
         self._check_referrers(table, self.flushed[id(entity)])
-        self._write(info.model, key, _DELETED)
+        self._write(info.model, key, _DELETED, None)
         del self.objects[info.model, key]
         del self.flushed[id(entity)]
         self.new.discard(id(entity))
@@ -353,24 +427,39 @@ class Transaction:
                     "move an entity to another key: remove it and add a new one"
                 )
             self._check_version(table, key, last)
+            for name, default in table.on_update.items():
+                if row[name] == last[name]:  # not set by the caller: the UPDATE sets it
+                    value = default.arg(None) if default.is_callable else default.arg
+                    setattr(entity, name, value)
+                    row[name] = _own(value)
             if table.version is not None:
                 new_version = table.mapper.version_id_generator(last[table.version])
                 setattr(entity, table.version, new_version)
                 row[table.version] = new_version
+            changed = {name for name, value in row.items() if last.get(name, _UNSET) != value}
             self._check_required(table, row)
-            self._check_unique(table, key, row)
+            self._check_unique(table, key, row, changed=changed)
             self._check_references(table, row)
-            self._write(model, key, row)
+            self._write(model, key, row, last)
             self.flushed[id(entity)] = row
 
-    def _write(self, model: type[Any], key: Any, row: Row | None) -> None:
+    def _write(self, model: type[Any], key: Any, row: Row | None, previous: Row | None) -> None:
+        """Record ``row`` (None: deleted) for ``key``; ``previous`` is the row it replaces.
+
+        The fields that differ from ``previous``, the row this transaction read or
+        wrote last, are the ones an UPDATE sets, and the only ones commit writes
+        over what other units committed meanwhile.
+        """
         changes = self.changes.setdefault(model, {})
         change = changes.get(key)
         base = self.store.rows(model).get(key) if change is None else change.base
         fields = change.fields if change is not None else frozenset()
         if row is not None:
-            previous = self.current(model).get(key) or {}
-            fields |= {name for name, value in row.items() if previous.get(name, _UNSET) != value}
+            fields |= {
+                name
+                for name, value in row.items()
+                if previous is None or previous.get(name, _UNSET) != value
+            }
         changes[key] = _Change(base, row, fields)
 
     def _check_version(self, table: _Table, key: Any, last: Row) -> None:
@@ -392,14 +481,7 @@ class Transaction:
                 tuple(target[name] for name in reference.target_fields) == values
                 for target in self.current(reference.target).values()
             ):
-                raise self.tracker.fail(
-                    ConflictError(
-                        f"writing {table.info.name} violates a constraint of the stored data: "
-                        f"its foreign key {reference.text} names {values!r}, which is not "
-                        "stored; store that first",
-                        entity=table.info.name,
-                    )
-                )
+                raise self.tracker.fail(_dangling(table, reference, values))
 
     def _check_referrers(self, table: _Table, row: Row) -> None:
         """Refuse to remove a row that rows of another model still refer to."""
@@ -411,13 +493,7 @@ class Transaction:
                 if any(
                     reference.values(r) == values for r in self.current(other.info.model).values()
                 ):
-                    raise self.tracker.fail(
-                        ConflictError(
-                            f"removing {table.info.name} violates a constraint of the stored "
-                            f"data: {reference.text} still refers to it; remove those first",
-                            entity=table.info.name,
-                        )
-                    )
+                    raise self.tracker.fail(_referred(table, reference))
 
     def _check_required(self, table: _Table, row: Row) -> None:
         for name in table.required:
@@ -431,12 +507,19 @@ class Transaction:
                 )
 
     def _check_unique(
-        self, table: _Table, key: Any, row: Row, rows: dict[Any, Row] | None = None
+        self,
+        table: _Table,
+        key: Any,
+        row: Row,
+        rows: dict[Any, Row] | None = None,
+        changed: set[str] | None = None,
     ) -> None:
         if not table.uniques:
             return
         current = self.current(table.info.model) if rows is None else rows
         for names in table.uniques:
+            if changed is not None and changed.isdisjoint(names):
+                continue  # an UPDATE that leaves these fields alone cannot break them
             values = tuple(row[name] for name in names)
             if None in values:
                 continue  # NULLs never clash, in SQL either
@@ -468,6 +551,7 @@ class Transaction:
                 model: self._merged(store.table(model), dict(store.rows(model)), changes)
                 for model, changes in self.changes.items()
             }
+            self._check_links(tables)
             store._rows.update(tables)  # noqa: SLF001
         self.changes.clear()
         self.new.clear()
@@ -486,9 +570,11 @@ class Transaction:
                     continue  # added and removed in this transaction
                 if stored is not None:
                     raise self.tracker.fail(ConflictError(entity=table.info.name, key=key))
-            elif stored is None or (
-                table.version is not None and stored[table.version] != base[table.version]
-            ):
+            elif stored is None:
+                if row is None and table.version is None:
+                    continue  # removed by someone else too: DELETE matches nothing, as in SQL
+                raise self.tracker.fail(_stale(table.info, key))
+            elif table.version is not None and stored[table.version] != base[table.version]:
                 raise self.tracker.fail(_stale(table.info, key))
             if row is None:
                 rows.pop(key, None)
@@ -498,6 +584,37 @@ class Transaction:
             self._check_unique(table, key, row, rows)
             rows[key] = row
         return rows
+
+    def _check_links(self, tables: dict[type[Any], dict[Any, Row]]) -> None:
+        """Check this transaction's foreign keys again against what others committed."""
+
+        def rows(model: type[Any]) -> dict[Any, Row]:
+            found = tables.get(model)
+            return self.store.rows(model) if found is None else found
+
+        tables_known = list(self.store._tables.values())  # noqa: SLF001
+        for model, changes in self.changes.items():
+            table = self.store.table(model)
+            for key, change in changes.items():
+                if change.row is not None:
+                    for reference in table.references:
+                        values = reference.values(rows(model)[key])
+                        if values is not None and not any(
+                            tuple(target[name] for name in reference.target_fields) == values
+                            for target in rows(reference.target).values()
+                        ):
+                            raise self.tracker.fail(_dangling(table, reference, values))
+                elif change.base is not None:
+                    for other in tables_known:
+                        for reference in other.references:
+                            if reference.target is not model:
+                                continue
+                            values = tuple(change.base[n] for n in reference.target_fields)
+                            if any(
+                                reference.values(r) == values
+                                for r in rows(other.info.model).values()
+                            ):
+                                raise self.tracker.fail(_referred(table, reference))
 
     def rollback(self) -> None:
         """Forget this transaction's changes; loaded objects get their stored values back."""
@@ -520,8 +637,7 @@ class Transaction:
                 del self.objects[model, key]
                 del self.flushed[id(entity)]
                 continue
-            for name, value in row.items():
-                attributes.set_committed_value(entity, name, value)
+            _load(entity, row)
             self.flushed[id(entity)] = row
 
     def begin_savepoint(self) -> None:
@@ -543,20 +659,36 @@ class Transaction:
         self.savepoints.pop()
 
     def rollback_savepoint(self) -> None:
-        """Undo the savepoint's work: rows, added objects and changed values."""
+        """Undo the savepoint's work: rows, added objects and changed values.
+
+        Objects loaded inside the savepoint stay in the identity map (with their
+        stored values), as SQLAlchemy keeps them in the session.
+        """
         changes, objects, flushed, new, removed = self.savepoints.pop()
+        added_inside = self.new - new
+        kept = dict(objects)
+        loaded_inside = [
+            *self.objects.items(),
+            *(pair for eid, pair in self.removed.items() if eid not in removed),
+        ]
+        for identity, entity in loaded_inside:
+            if identity not in kept and id(entity) not in added_inside:
+                kept[identity] = entity
         self.changes = changes
-        self.objects = objects
-        self.flushed = flushed
+        self.objects = kept
+        self.flushed = {id(entity): flushed.get(id(entity), {}) for entity in kept.values()}
         self.new = new
         self.removed = removed
-        self._restore(objects)
+        self._restore(kept)
 
     def close(self) -> None:
-        """Forget everything: the block ended."""
-        self.rollback()
+        """Forget everything: the block ended (entities keep the values they have)."""
+        self.changes.clear()
         self.objects.clear()
         self.flushed.clear()
+        self.new.clear()
+        self.removed.clear()
+        self.savepoints.clear()
 
 
 _UNSET: Final = object()
@@ -575,8 +707,56 @@ class _View:
         return self.row_[name]
 
 
+_IMMUTABLE: Final = (
+    str,
+    int,
+    float,
+    bool,
+    bytes,
+    decimal.Decimal,
+    dt.date,
+    dt.time,
+    dt.timedelta,
+    uuid.UUID,
+    enum.Enum,
+    type(None),
+)
+
+
+def _own(value: Any) -> Any:
+    """``value``, or a deep copy of it when it can change in place (a dict, a list ...).
+
+    Rows never share a mutable value with an entity, as a database shares nothing
+    with the objects it loads: changing a dict in place changes the store only
+    through a flush, and a rollback undoes it.
+    """
+    return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+
+
 def _row_of(table: _Table, entity: Any) -> Row:
-    return {prop.key: getattr(entity, prop.key) for prop in table.mapper.column_attrs}
+    return {prop.key: _own(getattr(entity, prop.key)) for prop in table.mapper.column_attrs}
+
+
+def _load(entity: Any, row: Row) -> None:
+    """Set ``entity``'s attributes to ``row``'s values, as a load from the database does."""
+    for name, value in row.items():
+        attributes.set_committed_value(entity, name, _own(value))
+
+
+def _dangling(table: _Table, reference: _Reference, values: tuple[Any, ...]) -> ConflictError:
+    return ConflictError(
+        f"writing {table.info.name} violates a constraint of the stored data: its foreign "
+        f"key {reference.text} names {values!r}, which is not stored; store that first",
+        entity=table.info.name,
+    )
+
+
+def _referred(table: _Table, reference: _Reference) -> ConflictError:
+    return ConflictError(
+        f"removing {table.info.name} violates a constraint of the stored data: "
+        f"{reference.text} still refers to it; remove those first",
+        entity=table.info.name,
+    )
 
 
 def _stale(info: ModelInfo, key: Any) -> ConcurrencyError:

@@ -38,8 +38,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DRIVER_ERRORS", "ModelInfo", "Tracker", "model_info", "translate"]
 
-DRIVER_ERRORS: Final = (sa.exc.IntegrityError, StaleDataError)
-"""The database errors a repository translates (`ConflictError`, `ConcurrencyError`)."""
+DRIVER_ERRORS: Final = (sa.exc.IntegrityError, StaleDataError, sa.exc.DataError)
+"""The database errors a repository translates, to its own errors."""
+
+MAX_ROWS: Final = 2**63 - 1
+"""The largest ``limit`` or ``offset`` a database takes (a signed 64-bit integer)."""
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 10_000
@@ -81,6 +84,18 @@ class ModelInfo:
         raise QueryError(
             f"cannot add {entity!r} to {self.name}: it was removed; build a new object to "
             "store it again"
+        )
+
+    def refuse_not_new(self, entity: object) -> None:
+        """Refuse to add an entity that was loaded or added by another unit of work.
+
+        Raises:
+            QueryError: Always; the message says what to do instead.
+        """
+        raise QueryError(
+            f"cannot add {entity!r} to {self.name}: it is not new, it was loaded or added by "
+            "another unit of work; get it through this one and change it there, or build a "
+            "new object"
         )
 
     def check_key(self, key: object) -> None:
@@ -155,6 +170,11 @@ class ModelInfo:
 def translate(error: Exception, name: str | None = None) -> ButtressError:
     """The Buttress error for a database error about ``name`` (the caller chains it)."""
     what = name or "an entity"
+    if isinstance(error, sa.exc.DataError):
+        return QueryError(
+            f"the database cannot hold a value of {what}: {_first_line(error)}; "
+            "check its size and type against the column"
+        )
     if isinstance(error, StaleDataError):
         return ConcurrencyError(
             f"{what} was changed or removed by someone else since it was loaded: load it "
@@ -237,10 +257,10 @@ def check_window(limit: object, offset: object) -> None:
     Raises:
         QueryError: ``limit`` is not None or an int >= 0, or ``offset`` not an int >= 0.
     """
-    if limit is not None and (type(limit) is not int or limit < 0):
-        raise QueryError(f"limit must be None or a whole number >= 0, got {limit!r}")
-    if type(offset) is not int or offset < 0:
-        raise QueryError(f"offset must be a whole number >= 0, got {offset!r}")
+    if limit is not None and (type(limit) is not int or not 0 <= limit <= MAX_ROWS):
+        raise QueryError(f"limit must be None or a whole number from 0 to 2**63-1, got {limit!r}")
+    if type(offset) is not int or not 0 <= offset <= MAX_ROWS:
+        raise QueryError(f"offset must be a whole number from 0 to 2**63-1, got {offset!r}")
 
 
 def check_size(size: object) -> int:
@@ -264,6 +284,22 @@ def secret_bytes(secret: bytes | str | None) -> bytes | None:
         f"cursor_secret must be bytes or str (a secret from your settings), got "
         f"{type(secret).__name__}"
     )
+
+
+class _Closed:
+    """Stands for the session or transaction of a unit of work that has ended."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise not_in_transaction()
+
+    def __contains__(self, item: object) -> bool:
+        raise not_in_transaction()
+
+
+CLOSED: Final[Any] = _Closed()
+"""What a repository holds once its unit of work has ended: any use raises."""
 
 
 class Tracker:
@@ -290,6 +326,18 @@ class Tracker:
                 f"this unit of work failed earlier ({failure.message}); roll it back "
                 "(leave the with block or call rollback()) before using it again"
             ) from failure
+
+    def check_outside_savepoint(self, action: str) -> None:
+        """Refuse to commit or roll back the whole unit from inside a savepoint block.
+
+        Raises:
+            ConfigurationError: A savepoint block is open.
+        """
+        if self.marks:
+            raise ConfigurationError(
+                f"cannot {action} the unit of work inside a savepoint block: leave the block "
+                "first (raise to undo its work, or let it end to keep it)"
+            )
 
     def fail(self, error: ButtressError) -> ButtressError:
         """Remember ``error`` as the failure that ends this transaction, and return it."""

@@ -85,9 +85,23 @@ class _Field:
     python_type: type[Any] | None  # None for a custom type: the database decides
     nullable: bool
     ordered: Any  # what ORDER BY and range comparisons use: code-point text or the attribute
+    orderable: bool  # False where backends order differently (enums) or not at all (JSON)
 
 
 _FIELDS: dict[type[Any], dict[str, _Field]] = {}
+
+# SQLite orders an enum by name and PostgreSQL by declaration; JSON has no order.
+_UNORDERED: Final = (sa.Enum, sa.JSON, sa.ARRAY, sa.PickleType)
+
+
+def _orderable(column: _Field, name: str, model: type[Any]) -> _Field:
+    if not column.orderable:
+        raise QueryError(
+            f"{model.__name__}.{name} ({type(column.type).__name__}) has no order every "
+            "database agrees on, so it cannot be sorted or compared with < <= > >=; "
+            "compare it with == != in_(), or sort by another field"
+        )
+    return column
 
 
 def _fields_of(model: type[Any]) -> dict[str, _Field]:
@@ -107,8 +121,11 @@ def _fields_of(model: type[Any]) -> dict[str, _Field]:
                 python_type=None if python_type is object else python_type,
                 nullable=any(column.nullable for column in prop.columns),
                 ordered=(
-                    _CodePointText(attribute) if isinstance(column_type, sa.String) else attribute
+                    _CodePointText(attribute)
+                    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum)
+                    else attribute
                 ),
+                orderable=not isinstance(column_type, _UNORDERED),
             )
         _FIELDS[model] = fields
     return fields
@@ -232,6 +249,8 @@ def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noq
         case Compare(field=field, op=op, value=value):
             column = _column(model, field)
             _check_value(column, field, value)
+            if op in _ORDERING:
+                _orderable(column, field, model)
             compared = column.ordered if op in _ORDERING else column.attribute
             bound = sa.bindparam(None, value, type_=column.type)
             clause: ColumnElement[bool] = OPERATORS[op](compared, bound)  # __lt__ and so on
@@ -284,7 +303,7 @@ def parse_order(order_by: str | Sequence[str], model: type[Any]) -> tuple[tuple[
             raise QueryError(f"order_by takes field names, got {raw!r}")
         descending = raw.startswith("-")
         name = raw[1:] if descending else raw
-        _column(model, name)
+        _orderable(_column(model, name), name, model)
         if any(name == seen for seen, _ in pairs):
             raise QueryError(f"order_by names {name!r} twice: name each field once")
         pairs.append((name, descending))

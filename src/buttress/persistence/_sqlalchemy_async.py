@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from buttress.errors import ConfigurationError, NotFoundError, QueryError
 from buttress.persistence._cursor import decode_cursor, encode_cursor
 from buttress.persistence._model import (
+    CLOSED,
     DEFAULT_PAGE_SIZE,
     DRIVER_ERRORS,
     ModelInfo,
@@ -294,6 +295,8 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         state = sa.inspect(entity)
         if state.deleted or state.was_deleted:
             self._info.refuse_removed(entity)
+        if state.key is not None and entity not in self._session:
+            self._info.refuse_not_new(entity)
 
     def _where(self, spec: Specification) -> Any:
         return where(spec, self._info.model)  # checks the fields and values first
@@ -387,7 +390,14 @@ class AsyncSqlAlchemyUnitOfWork:
         if self._session is not None:
             raise already_in_transaction()
         session = self._factory()
-        session.sync_session.expire_on_commit = self._expire_on_commit
+        if not all(hasattr(session, name) for name in ("get", "scalars", "close")):
+            raise ConfigurationError(
+                f"session_factory made {session!r}, not a session: pass a factory such as "
+                "async_sessionmaker(engine)"
+            )
+        sync = session.sync_session
+        sync.expire_on_commit = self._expire_on_commit
+        sync.autoflush = True  # queries see the unit's changes, on every backend
         self._session = session
         self._repositories = {}
         return self
@@ -402,6 +412,8 @@ class AsyncSqlAlchemyUnitOfWork:
         session = self.session
         self._session = None
         self._tracker.rolled_back()
+        for repository in self._repositories.values():
+            repository._session = CLOSED  # noqa: SLF001 - a repository kept after the block fails
         self._repositories = {}
         await session.close()  # closing rolls the transaction back
 
@@ -442,6 +454,7 @@ class AsyncSqlAlchemyUnitOfWork:
         """
         session = self.session
         tracker = self._tracker
+        tracker.check_outside_savepoint("commit")
         tracker.check()
         try:
             await session.commit()
@@ -452,6 +465,7 @@ class AsyncSqlAlchemyUnitOfWork:
     async def rollback(self) -> None:
         """Undo the work done since the last commit, and drop its events."""
         session = self.session
+        self._tracker.check_outside_savepoint("roll back")
         self._tracker.rolled_back()
         await session.rollback()
 
@@ -460,7 +474,9 @@ class AsyncSqlAlchemyUnitOfWork:
         """A nested transaction (``SAVEPOINT``): its work is undone if the block raises.
 
         The exception still propagates; the outer transaction goes on. Events
-        recorded inside an undone block are dropped.
+        recorded inside an undone block are dropped. A write that failed inside
+        the block fails the block even if the block caught its error: the block
+        is undone and the error raised again as it ends.
 
         Raises:
             ConfigurationError: The unit of work is not entered.
@@ -472,6 +488,7 @@ class AsyncSqlAlchemyUnitOfWork:
         tracker.mark()
         try:
             yield
+            tracker.check()  # a write failed in the block and was caught: undo the block
             await session.flush()
         except BaseException as error:
             await nested.rollback()  # also after a failed flush deactivated it

@@ -11,6 +11,7 @@ for every connection (``PRAGMA foreign_keys=ON``).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -300,6 +301,45 @@ class UnitOfWorkContract:
         uow = make_uow()
         with pytest.raises(ConfigurationError, match="not in a transaction"):
             uow.repository(ContractOrder)
+        with uow:
+            kept = uow.repository(ContractOrder)
+        with pytest.raises(ConfigurationError, match="not in a transaction"):
+            kept.count()
+        with pytest.raises(ConfigurationError, match="not in a transaction"):
+            kept.add(_order("late"))
+        assert _refs(make_uow) == []
+
+    def test_entities_keep_their_values_when_a_block_ends_uncommitted(
+        self, make_uow: MakeUow
+    ) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).get(key)
+            order.total = 99
+        assert order.total == 99
+        assert _refs(make_uow, spec=F("total") == 1) == ["o0"]
+
+    def test_an_entity_of_another_unit_cannot_be_added(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            loaded = uow.repository(ContractOrder).get(key)
+        loaded.total = 50
+        with uow:
+            with pytest.raises(QueryError, match="not new"):
+                uow.repository(ContractOrder).add(loaded)
+        assert _refs(make_uow, spec=F("total") == 1) == ["o0"]
+
+    def test_a_refused_batch_leaves_its_entities_as_given(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1)
+        fresh, taken = _order("fresh"), _order("o0")
+        uow = make_uow()
+        with uow:
+            with pytest.raises(ConflictError):
+                uow.repository(ContractOrder).add_many([fresh, taken])
+        assert [vars(order).get("id") for order in (fresh, taken)] == [None, None]
+        assert _refs(make_uow) == ["o0"]
 
     def test_a_savepoint_undoes_only_its_block(self, make_uow: MakeUow) -> None:
         uow = make_uow()
@@ -327,6 +367,48 @@ class UnitOfWorkContract:
             orders.add(_order("after"))
             uow.commit()
         assert _refs(make_uow) == ["o0", "before", "after"]
+
+    def test_entities_loaded_in_an_undone_savepoint_stay_in_the_unit(
+        self, make_uow: MakeUow
+    ) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(RuntimeError):
+                with uow.savepoint():
+                    loaded = orders.get(key)
+                    raise RuntimeError
+            assert orders.get(key) is loaded
+            loaded.total = 9
+            uow.commit()
+        assert _refs(make_uow, spec=F("total") == 9) == ["o0"]
+
+    def test_a_failure_caught_inside_a_savepoint_still_undoes_it(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            orders = uow.repository(ContractOrder)
+            with pytest.raises(ConflictError):
+                with uow.savepoint():
+                    orders.add(_order("inside"))
+                    with contextlib.suppress(ConflictError):  # caught: the block still fails
+                        orders.add(_order("o0"))
+            orders.add(_order("after"))
+            uow.commit()
+        assert _refs(make_uow) == ["o0", "after"]
+
+    def test_commit_and_rollback_wait_for_the_savepoint_block(self, make_uow: MakeUow) -> None:
+        uow = make_uow()
+        with uow:
+            with uow.savepoint():
+                uow.repository(ContractOrder).add(_order("a"))
+                with pytest.raises(ConfigurationError, match="savepoint"):
+                    uow.commit()
+                with pytest.raises(ConfigurationError, match="savepoint"):
+                    uow.rollback()
+            uow.commit()
+        assert _refs(make_uow) == ["a"]
 
     def test_a_savepoint_rollback_restores_changed_values(self, make_uow: MakeUow) -> None:
         [key] = _seed(make_uow, 1)
@@ -393,6 +475,25 @@ class UnitOfWorkContract:
             with pytest.raises(ConcurrencyError):
                 second.repository(ContractOrder).remove(theirs)
         assert _refs(make_uow) == ["o0"]
+
+    def test_without_a_version_each_unit_writes_only_what_it_changed(
+        self, make_uow: MakeUow
+    ) -> None:
+        uow = make_uow()
+        with uow:
+            uow.repository(ContractTag).add(ContractTag(name="t", label="a"))
+            uow.commit()
+        first, second = make_uow(), make_uow()
+        with first, second:
+            mine = first.repository(ContractTag).get("t")
+            theirs = second.repository(ContractTag).get("t")
+            theirs.label = "theirs"
+            second.commit()
+            mine.color = "red"
+            first.commit()
+        with uow:
+            stored = uow.repository(ContractTag).get("t")
+            assert (stored.label, stored.color) == ("theirs", "red")
 
     # -- removing -----------------------------------------------------------------------
 
@@ -498,6 +599,7 @@ class UnitOfWorkContract:
             {"order_by": ["-total", "total"]},
             {"order_by": "_sa_instance_state"},
             {"limit": -1},
+            {"limit": 2**63},
             {"offset": -1},
             {"spec": F("total") == "ten"},
             {"spec": "total > 1"},

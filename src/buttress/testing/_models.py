@@ -70,12 +70,13 @@ class ContractLine(_Base):
 
 
 class ContractTag(_Base):
-    """An entity whose text key the caller chooses."""
+    """An entity whose text key the caller chooses, without a version column."""
 
     __tablename__ = "buttress_contract_tag"
 
     name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     label: Mapped[str | None] = mapped_column(sa.String(80))
+    color: Mapped[str | None] = mapped_column(sa.String(20))
 
 
 class NoteEdited(DomainEvent, name="buttress.contract.note-edited"):
