@@ -63,7 +63,9 @@ EXPORTS = {
         "OrderPaid",
         "UnitOfWorkContract",
         "contract_metadata",
+        "provider_overrides",
     ],
+    "buttress.di": ["PersistenceContainer", "check", "override"],
     "buttress.caching": [
         "MISSING",
         "CacheListener",

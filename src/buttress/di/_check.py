@@ -1,0 +1,159 @@
+"""`check`: find what would fail in a container before the first request does."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from dependency_injector import containers, providers
+
+from buttress.errors import ButtressError, ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["check"]
+
+_BUILT = (providers.Callable, providers.Factory, providers.BaseSingleton, providers.Resource)
+_LONG_LIVED = (providers.BaseSingleton, providers.Resource)
+_PER_CONTEXT = tuple(
+    getattr(providers, name)
+    for name in ("ContextLocalSingleton", "ContextLocalResource")
+    if hasattr(providers, name)
+)
+
+
+def check(container: containers.Container) -> None:
+    """Check every provider of ``container`` (and of the containers in it) at once.
+
+    It finds, without building anything but settings:
+
+    - a provider whose callable needs an argument nobody gives (the first
+      resolve would fail with a `TypeError`);
+    - a `providers.Dependency` nobody provides;
+    - settings that cannot be read (a missing or invalid environment variable);
+    - a request-scoped object (a unit of work, a session, a context-local
+      provider) injected into a singleton or resource, which would keep one
+      for every request.
+
+    Args:
+        container: The container to check, as the application will use it
+            (overrides included).
+
+    Raises:
+        ConfigurationError: Listing every problem found, each naming its provider.
+    """
+    problems: list[str] = []
+    for name, provider in _walk(container, ""):
+        if isinstance(provider, providers.Dependency) and not provider.is_defined:
+            problems.append(f"{name} is a dependency nobody provides: override it or pass it in")
+            continue
+        if not isinstance(provider, _BUILT):
+            continue
+        if _is_settings(provider.provides):  # fields come from the environment: build it
+            try:
+                provider()
+            except (ButtressError, ValueError) as error:
+                problems.append(f"{name} cannot read its settings: {error}")
+            continue
+        missing = _missing_arguments(provider)
+        if missing:
+            problems.append(
+                f"{name} calls {_describe(provider.provides)} without {', '.join(missing)}: "
+                "give the provider those arguments"
+            )
+            continue
+        if isinstance(provider, _LONG_LIVED):
+            problems.extend(
+                f"{name} is built once but holds {held}, which is made per request: inject "
+                f"{held}.provider (a factory) instead, or make {name} a Factory"
+                for held in _request_scoped(provider, container)
+            )
+    if problems:
+        raise ConfigurationError.from_problems(
+            f"{type(container).__name__} cannot be built as wired", problems
+        )
+
+
+def _walk(container: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """Every provider of ``container``, overridden ones replaced, by dotted name."""
+    for name, provider in container.providers.items():
+        path = f"{prefix}{name}"
+        effective = provider.last_overriding or provider
+        if isinstance(effective, providers.Container):
+            yield from _walk(effective.container, f"{path}.")
+        elif isinstance(effective, providers.DependenciesContainer):
+            for inner, dependency in effective.providers.items():
+                yield f"{path}.{inner}", dependency.last_overriding or dependency
+        else:
+            yield path, effective
+
+
+def _describe(target: object) -> str:
+    return getattr(target, "__qualname__", repr(target))
+
+
+def _missing_arguments(provider: Any) -> list[str]:
+    """The required parameters of the provider's callable that it does not pass."""
+    try:
+        signature = inspect.signature(provider.provides)
+    except (TypeError, ValueError):
+        return []  # a builtin or an extension type: nothing to read
+    given_positionally = len(provider.args)
+    given = set(provider.kwargs)
+    missing = []
+    for index, parameter in enumerate(signature.parameters.values()):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is not parameter.empty:
+            continue
+        positional = parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+        if positional and index < given_positionally:
+            continue
+        if parameter.name in given and parameter.kind != parameter.POSITIONAL_ONLY:
+            continue
+        missing.append(parameter.name)
+    return missing
+
+
+def _is_settings(target: object) -> bool:
+    return isinstance(target, type) and any(
+        (klass.__module__, klass.__name__) == ("pydantic_settings.main", "BaseSettings")
+        for klass in target.__mro__
+    )
+
+
+def _request_scoped(provider: Any, container: Any) -> Iterator[str]:
+    """Names of request-scoped providers whose products ``provider`` receives, transitively."""
+    names = {id(p): n for n, p in _walk(container, "")}
+    seen: set[int] = set()
+    stack = [*provider.args, *provider.kwargs.values()]
+    while stack:
+        injected = stack.pop()
+        if not isinstance(injected, providers.Provider) or id(injected) in seen:
+            continue
+        seen.add(id(injected))
+        injected = injected.last_overriding or injected
+        if isinstance(injected, (providers.Delegate, *_LONG_LIVED)):
+            continue  # a provider passed as such, or a long-lived one checked on its own
+        if _makes_per_request(injected):
+            yield names.get(id(injected), _describe(getattr(injected, "provides", injected)))
+            continue
+        if isinstance(injected, _BUILT):
+            stack.extend([*injected.args, *injected.kwargs.values()])
+
+
+def _makes_per_request(provider: Any) -> bool:
+    if _PER_CONTEXT and isinstance(provider, _PER_CONTEXT):
+        return True
+    if not isinstance(provider, providers.Factory):
+        return False
+    made = provider.provides
+    if not isinstance(made, type):
+        return False
+    if hasattr(made, "repository") and hasattr(made, "collect_events"):
+        return True  # a unit of work
+    return any(
+        klass.__module__.startswith("sqlalchemy.") and klass.__name__ in ("Session", "AsyncSession")
+        for klass in made.__mro__
+    )

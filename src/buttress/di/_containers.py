@@ -1,0 +1,53 @@
+"""The containers: each block wired from its settings, ready to include in yours."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dependency_injector import containers, providers
+from sqlalchemy.orm import sessionmaker
+
+from buttress.di._engines import async_engine_resource, engine_resource
+from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.settings import DatabaseSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+__all__ = ["PersistenceContainer"]
+
+
+def _async_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    from sqlalchemy.ext.asyncio import async_sessionmaker  # noqa: PLC0415 - needs greenlet
+
+    return async_sessionmaker(engine)
+
+
+class PersistenceContainer(containers.DeclarativeContainer):
+    """Engines, session factories and units of work built from `DatabaseSettings`.
+
+    ``settings`` reads ``BUTTRESS_DATABASE__*`` (override it with your own
+    `DatabaseSettings`). The engines are resources: made on first use,
+    disposed by ``shutdown_resources()`` (``await`` it when the asyncio engine
+    was used). ``unit_of_work`` and ``async_unit_of_work`` give a new unit of
+    work on each call; the rest are thread-safe singletons.
+
+    Attributes:
+        settings: The `DatabaseSettings`.
+        engine: The SQLAlchemy engine (SQLite gets foreign keys turned on).
+        session_factory: A ``sessionmaker`` bound to ``engine``.
+        unit_of_work: A new `SqlAlchemyUnitOfWork` on each call.
+        async_engine: The asyncio engine (``aiosqlite`` or ``psycopg`` for a sync URL).
+        async_session_factory: An ``async_sessionmaker`` bound to ``async_engine``.
+        async_unit_of_work: A new `AsyncSqlAlchemyUnitOfWork` on each call.
+    """
+
+    settings = providers.ThreadSafeSingleton(DatabaseSettings)
+    engine = providers.Resource(engine_resource, settings=settings)
+    session_factory = providers.ThreadSafeSingleton(sessionmaker, bind=engine)
+    unit_of_work = providers.Factory(SqlAlchemyUnitOfWork, session_factory=session_factory)
+    async_engine = providers.Resource(async_engine_resource, settings=settings)
+    async_session_factory = providers.ThreadSafeSingleton(_async_sessionmaker, engine=async_engine)
+    async_unit_of_work = providers.Factory(
+        AsyncSqlAlchemyUnitOfWork, session_factory=async_session_factory
+    )

@@ -1,0 +1,134 @@
+"""The shipped containers build working units of work, release everything, and take overrides."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from dependency_injector import containers, providers
+
+from buttress.di import PersistenceContainer, override
+from buttress.errors import ConfigurationError
+from buttress.persistence import (
+    AsyncSqlAlchemyUnitOfWork,
+    InMemoryUnitOfWork,
+    SqlAlchemyUnitOfWork,
+)
+from buttress.settings import DatabaseSettings
+from buttress.testing import ContractLine, ContractOrder, contract_metadata, provider_overrides
+
+__all__ = ["provider_overrides"]  # the fixture, imported to be used here
+
+
+def test_units_of_work_share_the_embedded_database():
+    container = PersistenceContainer()
+    contract_metadata.create_all(container.engine())
+    with container.unit_of_work() as uow:
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        uow.repository(ContractOrder).add(ContractOrder(ref="a"))
+        uow.commit()
+    with container.unit_of_work() as uow:  # another session, the same in-memory database
+        assert uow.repository(ContractOrder).count() == 1
+    container.shutdown_resources()
+
+
+def test_sqlite_engines_enforce_foreign_keys():
+    container = PersistenceContainer()
+    contract_metadata.create_all(container.engine())
+    with container.unit_of_work() as uow, pytest.raises(Exception, match="FOREIGN KEY"):
+        uow.repository(ContractLine).add(ContractLine(order_id=404, sku="x"))
+    container.shutdown_resources()
+
+
+def connections_named(postgres_url: str, name: str) -> int:
+    admin = sa.create_engine(postgres_url)
+    with admin.connect() as connection:
+        count = connection.execute(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": name},
+        ).scalar_one()
+    admin.dispose()
+    return int(count)
+
+
+def test_shutdown_leaves_no_connection_open(postgres_url):
+    name = f"buttress-di-{uuid.uuid4().hex[:8]}"
+    container = PersistenceContainer()
+    container.settings.override(DatabaseSettings(url=f"{postgres_url}?application_name={name}"))
+    for _ in range(3):
+        with container.unit_of_work() as uow:
+            uow.session.execute(sa.text("SELECT 1"))
+    assert connections_named(postgres_url, name) == 1  # pooled, kept for the next unit
+    container.shutdown_resources()
+    assert connections_named(postgres_url, name) == 0
+
+
+@pytest.mark.asyncio
+async def test_async_shutdown_leaves_no_connection_open(postgres_url):
+    name = f"buttress-di-{uuid.uuid4().hex[:8]}"
+    container = PersistenceContainer()
+    container.settings.override(DatabaseSettings(url=f"{postgres_url}?application_name={name}"))
+    await container.init_resources()
+    uow = await container.async_unit_of_work()
+    assert isinstance(uow, AsyncSqlAlchemyUnitOfWork)
+    async with uow:
+        await uow.session.execute(sa.text("SELECT 1"))
+    assert connections_named(postgres_url, name) >= 1
+    await container.shutdown_resources()
+    assert connections_named(postgres_url, name) == 0
+
+
+class Service:
+    def __init__(self, unit_of_work: object) -> None:
+        self.unit_of_work = unit_of_work
+
+
+class App(containers.DeclarativeContainer):
+    persistence = providers.Container(PersistenceContainer)
+    unit_of_work = providers.Factory(InMemoryUnitOfWork)
+    service = providers.Singleton(Service, unit_of_work=unit_of_work)
+
+
+def test_override_restores_the_original_even_when_the_block_raises():
+    app = App()
+    original = app.service()
+    fake = InMemoryUnitOfWork()
+
+    def fails_inside() -> None:
+        with override(app, unit_of_work=providers.Object(fake)):
+            assert app.service().unit_of_work is fake  # the singleton was rebuilt
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fails_inside()
+    assert app.service() is not original  # reset again: nothing built from the fake stays
+    assert app.service().unit_of_work is not fake
+
+
+def test_override_wraps_plain_values_and_callables():
+    app = App()
+    marker = object()
+    with override(app, unit_of_work=marker, service=lambda: "made"):
+        assert app.unit_of_work() is marker
+        assert app.service() == "made"
+
+
+def test_override_refuses_an_unknown_name():
+    with (
+        pytest.raises(ConfigurationError, match="has no provider 'unit_of_wrok'"),
+        override(App(), unit_of_wrok=None),
+    ):
+        pass  # pragma: no cover - never entered
+
+
+SHARED = App()
+
+
+def test_the_fixture_overrides_for_the_test(provider_overrides):
+    provider_overrides(SHARED, unit_of_work=providers.Object("fake"))
+    assert SHARED.unit_of_work() == "fake"
+
+
+def test_the_fixture_restored_the_original_after_the_test_before():
+    assert isinstance(SHARED.unit_of_work(), InMemoryUnitOfWork)
