@@ -65,7 +65,15 @@ EXPORTS = {
         "contract_metadata",
         "provider_overrides",
     ],
-    "buttress.di": ["PersistenceContainer", "check", "override"],
+    "buttress.di": [
+        "CachingContainer",
+        "CircuitBreakers",
+        "PersistenceContainer",
+        "ResilienceContainer",
+        "RetryPolicy",
+        "check",
+        "override",
+    ],
     "buttress.caching": [
         "MISSING",
         "CacheListener",

@@ -8,14 +8,21 @@ import pytest
 import sqlalchemy as sa
 from dependency_injector import containers, providers
 
-from buttress.di import PersistenceContainer, override
+from buttress.caching import MemoryCache, RedisCache, TieredCache, cached
+from buttress.di import (
+    CachingContainer,
+    PersistenceContainer,
+    ResilienceContainer,
+    check,
+    override,
+)
 from buttress.errors import ConfigurationError
 from buttress.persistence import (
     AsyncSqlAlchemyUnitOfWork,
     InMemoryUnitOfWork,
     SqlAlchemyUnitOfWork,
 )
-from buttress.settings import DatabaseSettings
+from buttress.settings import CacheSettings, DatabaseSettings, RedisSettings, ResilienceSettings
 from buttress.testing import ContractLine, ContractOrder, contract_metadata, provider_overrides
 
 __all__ = ["provider_overrides"]  # the fixture, imported to be used here
@@ -132,3 +139,66 @@ def test_the_fixture_overrides_for_the_test(provider_overrides):
 
 def test_the_fixture_restored_the_original_after_the_test_before():
     assert isinstance(SHARED.unit_of_work(), InMemoryUnitOfWork)
+
+
+def test_the_memory_cache_by_default():
+    container = CachingContainer()
+    cache = container.cache()
+    assert isinstance(cache, MemoryCache)
+    assert cache.maxsize == 1024
+    container.shutdown_resources()
+
+
+@pytest.mark.parametrize(("backend", "kind"), [("redis", RedisCache), ("tiered", TieredCache)])
+def test_redis_caches_close_their_clients_at_shutdown(redis_url, namespace, backend, kind):
+    container = CachingContainer()
+    container.settings.override(CacheSettings(backend=backend, namespace=namespace))
+    container.redis_settings.override(RedisSettings(url=redis_url))
+    cache = container.cache()
+    assert isinstance(cache, kind)
+
+    @cached(cache=cache, ttl=5)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(2) == double(2) == 4
+    assert double.stats().hits == 1
+    shared = cache if isinstance(cache, RedisCache) else cache.redis
+    assert shared._client is not None  # a connection was made
+    container.shutdown_resources()
+    assert shared._client is None
+
+
+def test_breakers_are_one_per_name_with_the_settings_defaults():
+    container = ResilienceContainer()
+    container.settings.override(ResilienceSettings(breaker={"fail_max": 2}))
+    breakers = container.breakers()
+    assert breakers is container.breakers()  # a singleton
+    first, second = (f"di-{uuid.uuid4().hex[:8]}" for _ in range(2))  # names are process-wide
+    payments = breakers(first)
+    assert breakers(first) is payments
+    assert payments.fail_max == 2
+    assert breakers(second, reset_timeout=1.0).reset_timeout == 1.0
+    with pytest.raises(ConfigurationError, match="made with"):
+        breakers(second, reset_timeout=2.0)
+    assert {b.name for b in breakers} == {first, second}
+
+
+def test_the_retry_policy_uses_the_settings_defaults():
+    container = ResilienceContainer()
+    container.settings.override(ResilienceSettings(retry={"attempts": 2, "wait_initial": 0}))
+    calls = []
+
+    @container.retry()(on=ValueError, wait_max=0)
+    def flaky() -> str:
+        calls.append(1)
+        raise ValueError
+
+    with pytest.raises(ValueError):
+        flaky()
+    assert len(calls) == 2
+
+
+def test_the_shipped_containers_pass_the_check():
+    for container in (PersistenceContainer(), CachingContainer(), ResilienceContainer()):
+        check(container)

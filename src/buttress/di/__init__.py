@@ -2,12 +2,22 @@
 
 dependency-injector does the injecting. Buttress gives you containers for its
 blocks, built from the pydantic settings models, that you can include in your
-own (`PersistenceContainer`); `check` finds what would fail before the first
-request; `override` swaps providers for fakes in tests.
+own (`PersistenceContainer`, `CachingContainer`, `ResilienceContainer`); `check`
+finds what would fail before the first request; `override` swaps providers for
+fakes in tests.
 """
 
+from buttress.di._blocks import CircuitBreakers, RetryPolicy
 from buttress.di._check import check
-from buttress.di._containers import PersistenceContainer
+from buttress.di._containers import CachingContainer, PersistenceContainer, ResilienceContainer
 from buttress.di._override import override
 
-__all__ = ["PersistenceContainer", "check", "override"]
+__all__ = [
+    "CachingContainer",
+    "CircuitBreakers",
+    "PersistenceContainer",
+    "ResilienceContainer",
+    "RetryPolicy",
+    "check",
+    "override",
+]

@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING
 from dependency_injector import containers, providers
 from sqlalchemy.orm import sessionmaker
 
+from buttress.di._blocks import CircuitBreakers, RetryPolicy, cache_resource
 from buttress.di._engines import async_engine_resource, engine_resource
 from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
-from buttress.settings import DatabaseSettings
+from buttress.settings import CacheSettings, DatabaseSettings, RedisSettings, ResilienceSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-__all__ = ["PersistenceContainer"]
+__all__ = ["CachingContainer", "PersistenceContainer", "ResilienceContainer"]
 
 
 def _async_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -51,3 +52,41 @@ class PersistenceContainer(containers.DeclarativeContainer):
     async_unit_of_work = providers.Factory(
         AsyncSqlAlchemyUnitOfWork, session_factory=async_session_factory
     )
+
+
+class CachingContainer(containers.DeclarativeContainer):
+    """The cache `CacheSettings` describe: in memory, in Redis, or both (tiered).
+
+    ``settings`` reads ``BUTTRESS_CACHE__*`` and ``redis_settings``
+    ``BUTTRESS_REDIS__*``. ``cache`` is a resource: made on first use, its
+    Redis clients closed by ``shutdown_resources()``. Pass it to
+    `buttress.caching.cached` (``cached(cache=container.cache(), ttl=...)``).
+
+    Attributes:
+        settings: The `CacheSettings`.
+        redis_settings: The `RedisSettings` (for the ``redis`` and ``tiered`` backends).
+        cache: A `MemoryCache`, `RedisCache` or `TieredCache`.
+    """
+
+    settings = providers.ThreadSafeSingleton(CacheSettings)
+    redis_settings = providers.ThreadSafeSingleton(RedisSettings)
+    cache = providers.Resource(cache_resource, settings=settings, redis=redis_settings)
+
+
+class ResilienceContainer(containers.DeclarativeContainer):
+    """Named circuit breakers and a retry policy with the defaults of `ResilienceSettings`.
+
+    ``settings`` reads ``BUTTRESS_RESILIENCE__*``. ``breakers`` and ``retry``
+    are thread-safe singletons: ``container.breakers()("payments")`` is the
+    same breaker everywhere; ``container.retry()(on=TimeoutError)`` a retry
+    decorator with the configured attempts and waits.
+
+    Attributes:
+        settings: The `ResilienceSettings`.
+        breakers: The `CircuitBreakers` registry.
+        retry: The `RetryPolicy`.
+    """
+
+    settings = providers.ThreadSafeSingleton(ResilienceSettings)
+    breakers = providers.ThreadSafeSingleton(CircuitBreakers, settings=settings)
+    retry = providers.ThreadSafeSingleton(RetryPolicy, settings=settings)
