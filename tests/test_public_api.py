@@ -65,6 +65,7 @@ EXPORTS = {
         "contract_metadata",
         "provider_overrides",
     ],
+    "buttress.di.fastapi": ["install_error_handlers", "lifespan", "provided", "unit_of_work"],
     "buttress.di": [
         "CachingContainer",
         "CircuitBreakers",

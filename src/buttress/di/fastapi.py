@@ -1,0 +1,170 @@
+"""FastAPI integration: a lifespan for containers, plain `Depends` adapters, error responses.
+
+Routes take what they need with FastAPI's own ``Depends`` and no ``@inject``:
+
+- `lifespan` checks the containers at startup and shuts their resources down
+  at the end (engines disposed, Redis clients closed);
+- `unit_of_work` gives a request its own unit of work, entered for the
+  request and always left (so rolled back unless the handler commits);
+- `provided` gives a request whatever a provider makes (a cache, the breakers);
+- `install_error_handlers` turns Buttress errors into HTTP responses.
+
+Needs the ``fastapi`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from typing import TYPE_CHECKING, Any
+
+from buttress.di._check import check
+from buttress.errors import (
+    CircuitOpenError,
+    ConcurrencyError,
+    ConflictError,
+    DecodeError,
+    MissingDependencyError,
+    NotFoundError,
+    QueryError,
+    UnavailableError,
+)
+
+try:
+    from fastapi.responses import JSONResponse
+except ImportError as error:  # pragma: no cover - the extra is installed in CI
+    raise MissingDependencyError("fastapi", "fastapi", "buttress.di.fastapi") from error
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from dependency_injector import containers, providers
+    from fastapi import FastAPI, Request
+
+    from buttress.errors import ButtressError
+
+__all__ = ["install_error_handlers", "lifespan", "provided", "unit_of_work"]
+
+
+def lifespan(
+    *containers: containers.Container, check_wiring: bool = True
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan that checks ``containers`` and shuts their resources down.
+
+    Resources start on first use; when the application stops, every resource
+    that was started is shut down (awaited where it is asynchronous), in the
+    reverse order of ``containers``, even if one of them fails.
+
+    Args:
+        *containers: The application's containers.
+        check_wiring: Run `buttress.di.check` on each at startup.
+
+    Returns:
+        The lifespan, for ``FastAPI(lifespan=...)``.
+    """
+
+    @contextlib.asynccontextmanager
+    async def run(_app: FastAPI) -> AsyncIterator[None]:
+        if check_wiring:
+            for container in containers:
+                check(container)
+        try:
+            yield
+        finally:
+            async with contextlib.AsyncExitStack() as stack:
+                for container in containers:
+                    stack.push_async_callback(_shut_down, container)
+
+    return run
+
+
+async def _shut_down(container: containers.Container) -> None:
+    result = container.shutdown_resources()
+    if inspect.isawaitable(result):
+        await result
+
+
+def unit_of_work(provider: providers.Provider[Any]) -> Callable[[], AsyncIterator[Any]]:
+    """A dependency giving each request a new unit of work from ``provider``, entered.
+
+    The unit of work is left when the request is done: what the handler did
+    not commit is rolled back, and the session is closed, whatever happened.
+    It works with sync and asyncio units of work (an asyncio one is awaited).
+
+    Use it as ``uow=Depends(unit_of_work(container.async_unit_of_work))``.
+
+    Args:
+        provider: A provider making units of work, such as
+            ``PersistenceContainer.async_unit_of_work``.
+
+    Returns:
+        The dependency, for ``Depends``.
+    """
+
+    async def dependency() -> AsyncIterator[Any]:
+        made = provider()
+        uow = await made if inspect.isawaitable(made) else made
+        if hasattr(uow, "__aenter__"):
+            async with uow:
+                yield uow
+        else:
+            with uow:
+                yield uow
+
+    return dependency
+
+
+def provided(provider: providers.Provider[Any]) -> Callable[[], Any]:
+    """A dependency giving a request what ``provider`` makes (awaited if asynchronous).
+
+    Args:
+        provider: Any provider, such as ``CachingContainer.cache`` or
+            ``ResilienceContainer.breakers``.
+
+    Returns:
+        The dependency, for ``Depends``.
+    """
+
+    async def dependency() -> Any:
+        made = provider()
+        return await made if inspect.isawaitable(made) else made
+
+    return dependency
+
+
+_STATUS: tuple[tuple[type[ButtressError], int], ...] = (
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (ConcurrencyError, 409),
+    (CircuitOpenError, 503),
+    (UnavailableError, 503),
+    (QueryError, 400),
+    (DecodeError, 400),
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer Buttress errors with HTTP responses: ``{"detail": message}`` and a status.
+
+    ``NotFoundError`` is 404; ``ConflictError`` and ``ConcurrencyError`` 409;
+    ``CircuitOpenError`` (and any `UnavailableError`) 503 with ``Retry-After``
+    in whole seconds, rounded up; ``QueryError`` and ``DecodeError`` (a bad
+    filter, order or page cursor from the client) 400.
+
+    Args:
+        app: The application.
+    """
+    for error_type, status in _STATUS:
+        app.add_exception_handler(error_type, _handler(status))
+
+
+def _handler(status: int) -> Callable[[Request, Exception], Any]:
+    async def handle(_request: Request, error: Exception) -> JSONResponse:
+        headers = {}
+        retry_after = getattr(error, "retry_after", None)
+        if status == 503 and retry_after is not None:  # noqa: PLR2004 - the status named above
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+    return handle

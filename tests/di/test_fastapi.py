@@ -1,0 +1,122 @@
+"""The FastAPI adapters: a unit of work per request, error responses, resources released."""
+
+# No `from __future__ import annotations`: FastAPI reads route annotations at runtime.
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from dependency_injector import containers, providers
+from fastapi import Depends, FastAPI
+
+from buttress.di import PersistenceContainer, ResilienceContainer
+from buttress.di.fastapi import install_error_handlers, lifespan, provided, unit_of_work
+from buttress.settings import DatabaseSettings, ResilienceSettings
+from buttress.testing import ContractOrder, contract_metadata
+
+
+class App(containers.DeclarativeContainer):
+    persistence = providers.Container(PersistenceContainer)
+    resilience = providers.Container(ResilienceContainer)
+
+
+def make_app(container: App) -> FastAPI:
+    app = FastAPI(lifespan=lifespan(container))
+    install_error_handlers(app)
+    breaker_name = f"upstream-{uuid.uuid4().hex[:8]}"
+    persistence = container.persistence
+    AsyncUow = Annotated[Any, Depends(unit_of_work(persistence.async_unit_of_work))]  # noqa: N806
+    SyncUow = Annotated[Any, Depends(unit_of_work(persistence.unit_of_work))]  # noqa: N806
+    Breakers = Annotated[Any, Depends(provided(container.resilience.breakers))]  # noqa: N806
+
+    @app.post("/orders/{ref}")
+    async def place(ref: str, uow: AsyncUow, commit: bool = True) -> dict[str, Any]:
+        order = await uow.repository(ContractOrder).add(ContractOrder(ref=ref, total=10))
+        if commit:
+            await uow.commit()
+        return {"id": order.id, "ref": order.ref}
+
+    @app.get("/orders/{key}")
+    def read(key: int, uow: SyncUow) -> dict[str, Any]:
+        order = uow.repository(ContractOrder, int).get(key)
+        return {"id": order.id, "ref": order.ref}
+
+    @app.get("/upstream")
+    async def upstream(breakers: Breakers) -> str:
+        breaker = breakers(breaker_name)
+
+        @breaker
+        async def call() -> str:
+            raise ConnectionError("upstream is down")
+
+        return await call()
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on ``app``, inside its lifespan (started and stopped as a server would)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+@pytest.fixture
+def container(tmp_path):
+    container = App()
+    container.persistence.settings.override(
+        DatabaseSettings(url=f"sqlite:///{tmp_path / 'service.db'}")
+    )
+    container.resilience.settings.override(ResilienceSettings(breaker={"fail_max": 1}))
+    engine = container.persistence.engine()
+    contract_metadata.create_all(engine)
+    container.persistence.shutdown_resources()
+    return container
+
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_create_read_conflict_and_not_found(container):
+    async with serving(make_app(container)) as client:
+        created = await client.post("/orders/A-1")
+        assert created.status_code == 200
+        key = created.json()["id"]
+        assert (await client.get(f"/orders/{key}")).json() == {"id": key, "ref": "A-1"}
+        conflict = await client.post("/orders/A-1")
+        assert conflict.status_code == 409
+        assert "ref" in conflict.json()["detail"]
+        missing = await client.get("/orders/404")
+        assert missing.status_code == 404
+        assert "not found" in missing.json()["detail"]
+
+
+async def test_work_the_handler_does_not_commit_is_rolled_back(container):
+    async with serving(make_app(container)) as client:
+        key = (await client.post("/orders/draft", params={"commit": False})).json()["id"]
+        assert (await client.get(f"/orders/{key}")).status_code == 404
+
+
+async def test_an_open_circuit_is_503_with_retry_after(container):
+    async with serving(make_app(container)) as client:
+        assert (await client.get("/upstream")).status_code == 500  # the failure, counted
+        refused = await client.get("/upstream")
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_the_lifespan_releases_the_engines(container):
+    async with serving(make_app(container)) as client:
+        await client.post("/orders/A-1")
+        await client.get("/orders/1")
+        engine = container.persistence.engine()
+        async_engine = await container.persistence.async_engine()
+        assert engine.pool.checkedin() >= 1
+        assert async_engine.pool.checkedin() >= 1
+    assert engine.pool.checkedin() == 0  # disposed: no pooled connection left
+    assert async_engine.pool.checkedin() == 0
