@@ -22,3 +22,15 @@ def test_the_quickstart_runs_and_prints_its_transcript() -> None:
     assert "s3cret" not in result.stdout
     assert "rejected  BUTTRESS_DATABASE__POOL_SIZE" in result.stdout
     assert "read back from JSON as the same event" in result.stdout
+    for line in [
+        "wiring    checked: every provider can be built",
+        "saved     order Q-1 (id 1, version 2)",
+        "cached    total 42.50 EUR: 1 database read for 2 calls",
+        "cached    after a discount and invalidate(): 40.00 EUR",
+        "retried   exchange rate 1.08 after 3 attempts",
+        "log       circuit quickstart-shipping opened",
+        "breaker   open: refused without calling",
+        "shutdown  engine disposed, cache closed",
+    ]:
+        assert line in result.stdout
+    assert result.stderr == ""
