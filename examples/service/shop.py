@@ -1,0 +1,187 @@
+"""A small shop service built only on Buttress's public API.
+
+Products with stock, and orders that reserve it and charge a payment gateway:
+
+- repositories and a unit of work per request (SQLite by default, PostgreSQL with
+  ``BUTTRESS_DATABASE__URL``), optimistic locking on stock;
+- product reads cached (in memory by default, Redis with ``BUTTRESS_CACHE__BACKEND``)
+  and invalidated when an order changes the stock;
+- the payment call protected by a `Policy` (retry, breaker, timeout): when the
+  gateway is down the breaker opens and the service answers 503 with Retry-After;
+- containers checked at startup, resources released at shutdown.
+
+Run it with ``uv run uvicorn shop:app --app-dir examples/service`` (uvicorn is not a
+Buttress dependency: install it to serve), or drive it in tests through httpx.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from dependency_injector import containers, providers
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from buttress.caching import cached
+from buttress.di import CachingContainer, PersistenceContainer, ResilienceContainer
+from buttress.di.fastapi import install_error_handlers, lifespan, provided, unit_of_work
+from buttress.domain import AggregateRoot, DomainEvent
+from buttress.errors import ConflictError
+from buttress.resilience import Policy
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OrderPlaced(DomainEvent, name="shop.order-placed"):
+    order_id: int
+    sku: str
+    quantity: int
+
+
+class Product(Base):
+    __tablename__ = "shop_product"
+
+    sku: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    price: Mapped[Decimal] = mapped_column(sa.Numeric(10, 2))
+    stock: Mapped[int]
+    version: Mapped[int] = mapped_column(nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
+
+    def reserve(self, quantity: int) -> None:
+        if quantity > self.stock:
+            raise ConflictError(
+                f"only {self.stock} of {self.sku} in stock, {quantity} asked",
+                entity="Product",
+                key=self.sku,
+            )
+        self.stock -= quantity
+
+
+class Order(AggregateRoot, Base):
+    __tablename__ = "shop_order"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(sa.ForeignKey(Product.sku))
+    quantity: Mapped[int]
+    paid: Mapped[bool] = mapped_column(default=False)
+    version: Mapped[int] = mapped_column(nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class PaymentGateway:
+    """The outbound dependency: a payment service (here in process; ``down`` to break it)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.charges: list[tuple[int, Decimal]] = []
+
+    async def charge(self, order_id: int, amount: Decimal) -> None:
+        await asyncio.sleep(0)
+        if self.down:
+            raise ConnectionError("the payment gateway does not answer")
+        self.charges.append((order_id, amount))
+
+
+class Shop(containers.DeclarativeContainer):
+    """The service's composition root."""
+
+    persistence = providers.Container(PersistenceContainer)
+    caching = providers.Container(CachingContainer)
+    resilience = providers.Container(ResilienceContainer)
+    gateway = providers.ThreadSafeSingleton(PaymentGateway)
+
+
+class NewProduct(BaseModel):
+    sku: str = Field(min_length=1, max_length=20)
+    name: str
+    price: Decimal
+    stock: int = Field(ge=0)
+
+
+class NewOrder(BaseModel):
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+class ProductOut(BaseModel):
+    sku: str
+    name: str
+    price: Decimal
+    stock: int
+
+
+def create_app(shop: Shop) -> FastAPI:
+    """The application, wired to ``shop``'s providers."""
+    checked = lifespan(shop)
+
+    @contextlib.asynccontextmanager
+    async def startup(app: FastAPI) -> AsyncIterator[None]:
+        async with checked(app):  # wiring checked now; resources released at the end
+            engine = await shop.persistence.async_engine()
+            async with engine.begin() as connection:
+                await connection.run_sync(Base.metadata.create_all)
+            yield
+
+    app = FastAPI(title="shop", lifespan=startup)
+    install_error_handlers(app)
+    Uow = Annotated[Any, Depends(unit_of_work(shop.persistence.async_unit_of_work))]  # noqa: N806
+    Gateway = Annotated[PaymentGateway, Depends(provided(shop.gateway))]  # noqa: N806
+
+    payments = Policy(
+        retry=shop.resilience.retry()(on=ConnectionError, attempts=2, wait_initial=0.01),
+        breaker=shop.resilience.breakers()(f"payments-{id(shop)}"),
+        timeout=2.0,
+    )
+
+    @cached(cache=shop.caching.cache(), ttl=60)
+    async def product_view(sku: str) -> ProductOut:
+        async with await shop.persistence.async_unit_of_work() as uow:
+            product = await uow.repository(Product, str).get(sku)
+            return ProductOut(
+                sku=product.sku, name=product.name, price=product.price, stock=product.stock
+            )
+
+    @app.post("/products", status_code=201)
+    async def add_product(body: NewProduct, uow: Uow) -> ProductOut:
+        await uow.repository(Product, str).add(Product(**body.model_dump()))
+        await uow.commit()
+        return ProductOut(**body.model_dump())
+
+    @app.get("/products/{sku}")
+    async def read_product(sku: str) -> ProductOut:
+        return await product_view(sku)
+
+    @app.post("/orders", status_code=201)
+    async def place_order(body: NewOrder, uow: Uow, gateway: Gateway) -> dict[str, Any]:
+        product = await uow.repository(Product, str).get(body.sku)
+        product.reserve(body.quantity)
+        order = await uow.repository(Order, int).add(Order(sku=body.sku, quantity=body.quantity))
+        order.record_event(OrderPlaced(order_id=order.id, sku=body.sku, quantity=body.quantity))
+        await payments(gateway.charge)(order.id, product.price * body.quantity)
+        order.paid = True
+        await uow.commit()
+        await product_view.ainvalidate(body.sku)
+        return {"id": order.id, "sku": order.sku, "quantity": order.quantity, "paid": order.paid}
+
+    @app.get("/orders/{order_id}")
+    async def read_order(order_id: int, uow: Uow) -> dict[str, Any]:
+        order = await uow.repository(Order, int).get(order_id)
+        return {"id": order.id, "sku": order.sku, "quantity": order.quantity, "paid": order.paid}
+
+    app.state.product_view = product_view
+    return app
+
+
+shop = Shop()
+app = create_app(shop)
