@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 
 from buttress.settings import CacheSettings, DatabaseSettings, RedisSettings, ResilienceSettings
@@ -76,6 +77,20 @@ async def serving(shop: Any) -> AsyncIterator[httpx.AsyncClient]:
 pytestmark = pytest.mark.asyncio
 
 LAMP = {"sku": "LAMP", "name": "Desk lamp", "price": "19.90", "stock": 3}
+
+
+async def test_the_lifespan_leaves_no_connection_open(container):
+    async with serving(container) as client:
+        await client.post("/products", json=LAMP)
+        await client.get("/products/LAMP")
+        engine = await container.persistence.async_engine()
+    assert engine.pool.checkedin() == 0  # the pool was disposed
+    settings = container.caching.settings()
+    if settings.backend == "redis":
+        server = redis.Redis.from_url(container.caching.redis_settings().url.get_secret_value())
+        names = [client["name"] for client in server.client_list()]
+        server.close()
+        assert f"buttress:{settings.namespace}" not in names
 
 
 async def test_create_and_read_a_product(container):

@@ -34,6 +34,7 @@ def cache_resource(settings: CacheSettings, redis: RedisSettings) -> Iterator[Sh
         serializer=settings.serializer,
         signing_key=settings.signing_key,
         client_options={
+            "client_name": f"buttress:{settings.namespace}",  # seen in CLIENT LIST
             "socket_timeout": redis.socket_timeout,
             "socket_connect_timeout": redis.socket_connect_timeout,
             "health_check_interval": redis.health_check_interval,

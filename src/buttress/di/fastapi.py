@@ -36,10 +36,12 @@ try:
 except ImportError as error:  # pragma: no cover - the extra is installed in CI
     raise MissingDependencyError("fastapi", "fastapi", "buttress.di.fastapi") from error
 
+from dependency_injector import providers
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from dependency_injector import containers, providers
+    from dependency_injector import containers
     from fastapi import FastAPI, Request
 
     from buttress.errors import ButtressError
@@ -80,6 +82,16 @@ def lifespan(
 
 
 async def _shut_down(container: containers.Container) -> None:
+    """Close what the resources opened in this event loop, then shut them down."""
+    for provider in container.traverse(types=[providers.Resource]):
+        if not provider.initialized:
+            continue
+        value = provider()
+        if inspect.isawaitable(value):
+            value = await value
+        aclose = getattr(value, "aclose", None)
+        if inspect.iscoroutinefunction(aclose):
+            await aclose()  # a cache's asyncio Redis clients belong to this loop
     result = container.shutdown_resources()
     if inspect.isawaitable(result):
         await result
