@@ -34,3 +34,6 @@ def test_the_quickstart_runs_and_prints_its_transcript() -> None:
     ]:
         assert line in result.stdout
     assert result.stderr == ""
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    shown = home.split("```text\n", 1)[1].split("```", 1)[0]
+    assert shown == result.stdout, "docs/index.md shows another transcript: paste the new one"
