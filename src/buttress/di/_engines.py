@@ -45,7 +45,9 @@ def engine_options(
     if asynchronous and driver not in _ASYNC_CAPABLE and backend in _ASYNC_DRIVERS:
         driver = _ASYNC_DRIVERS[backend]
         url = url.set(drivername=f"{backend}+{driver}")
-    options: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": settings.pool_pre_ping}
+    options: dict[str, Any] = {"echo": settings.echo}
+    if backend != "sqlite":  # a SQLite connection cannot go stale: no ping per checkout
+        options["pool_pre_ping"] = settings.pool_pre_ping
     connect_args: dict[str, Any] = {}
     if backend == "sqlite" and url.database in (None, "", ":memory:"):
         options["poolclass"] = sa.StaticPool

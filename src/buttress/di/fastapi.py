@@ -32,6 +32,7 @@ from buttress.errors import (
 )
 
 try:
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
 except ImportError as error:  # pragma: no cover - the extra is installed in CI
     raise MissingDependencyError("fastapi", "fastapi", "buttress.di.fastapi") from error
@@ -102,7 +103,8 @@ def unit_of_work(provider: providers.Provider[Any]) -> Callable[[], AsyncIterato
 
     The unit of work is left when the request is done: what the handler did
     not commit is rolled back, and the session is closed, whatever happened.
-    It works with sync and asyncio units of work (an asyncio one is awaited).
+    It works with sync and asyncio units of work (an asyncio one is awaited; a
+    sync one is entered and left in the thread pool, off the event loop).
 
     Use it as ``uow=Depends(unit_of_work(container.async_unit_of_work))``.
 
@@ -120,9 +122,15 @@ def unit_of_work(provider: providers.Provider[Any]) -> Callable[[], AsyncIterato
         if hasattr(uow, "__aenter__"):
             async with uow:
                 yield uow
-        else:
-            with uow:
-                yield uow
+            return
+        # A sync unit of work: its rollback and close may block, so not on the event loop.
+        await run_in_threadpool(uow.__enter__)
+        try:
+            yield uow
+        except BaseException as error:
+            await run_in_threadpool(uow.__exit__, type(error), error, error.__traceback__)
+            raise
+        await run_in_threadpool(uow.__exit__, None, None, None)
 
     return dependency
 
