@@ -17,7 +17,8 @@ one, is reported with a note, sorted by median, and without ratios. Any other
 = 1``, say) becomes a column of its group's table, after the ratio, named by
 its key; rows without it show a dash.
 
-Pure standard library, so it runs anywhere the JSON file can be copied.
+Pure standard library, so it runs anywhere the JSON file can be copied; only
+``--plot`` needs matplotlib (a development dependency).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "format_ratio",
     "load",
     "main",
+    "plot",
     "render",
     "rows",
 ]
@@ -217,6 +219,60 @@ def render(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_COLOURS = {"buttress": "#3f51b5", "peer": "#e07b39", "reference": "#9e9e9e"}
+
+
+def plot(data: Mapping[str, Any], path: str | Path) -> None:
+    """Draw every group's ratios to its baseline in one PNG, Buttress against the others.
+
+    One line per group (groups without exactly one baseline are left out); on
+    it a dot per benchmark at its ratio, on a logarithmic axis where the
+    baseline stands at 1. The title carries the run's date and machine.
+
+    Args:
+        data: The object returned by `load`.
+        path: Where to write the PNG.
+
+    Raises:
+        ReportError: A benchmark lacks a name or a positive median.
+    """
+    import matplotlib as mpl  # noqa: PLC0415 - only --plot needs it
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    groups: dict[str, list[BenchmarkRow]] = {}
+    for row in rows(data):
+        groups.setdefault(row.group, []).append(row)
+    ratioed = []
+    for group in sorted(groups, reverse=True):
+        baselines = [row for row in groups[group] if row.baseline]
+        if len(baselines) == 1:
+            base = baselines[0].median
+            ratioed.append((group, [(row, row.median / base) for row in groups[group]]))
+    figure, axes = plt.subplots(figsize=(9, 0.32 * len(ratioed) + 1.6))
+    for index, (_, members) in enumerate(ratioed):
+        for row, ratio in members:
+            if row.baseline:
+                continue
+            colour = _COLOURS.get(row.role, "#607d8b")
+            size = 46 if row.role == "buttress" else 22
+            axes.scatter(ratio, index, s=size, color=colour, zorder=3)
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.set_yticks(range(len(ratioed)), [group for group, _ in ratioed], fontsize=7)
+    axes.set_xlabel("time relative to the group's baseline (log scale; left is faster)")
+    axes.grid(axis="x", which="both", alpha=0.3)
+    for role, colour in _COLOURS.items():
+        axes.scatter([], [], color=colour, label=role)
+    axes.legend(loc="lower right", fontsize=7)
+    header = " · ".join(line.removeprefix("- ") for line in _header(data)[:3])
+    axes.set_title(f"Buttress benchmarks — {header}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line: read a JSON report and print or write the markdown.
 
@@ -235,9 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "-o", "--output", type=Path, help="write the markdown to this file instead of stdout"
     )
+    parser.add_argument("--plot", type=Path, help="also draw the ratios into this PNG file")
     args = parser.parse_args(argv)
     try:
-        markdown = render(load(args.results))
+        data = load(args.results)
+        markdown = render(data)
+        if args.plot is not None:
+            plot(data, args.plot)
     except ReportError as exc:
         print(f"report.py: error: {exc}", file=sys.stderr)
         return 1

@@ -366,3 +366,21 @@ def test_the_date_is_shown_as_written(report: Any, stamp: str, expected: str) ->
     data["datetime"] = stamp
 
     assert f"- Date: {expected}\n" in report.render(data)
+
+
+def test_plot_draws_every_group_with_one_baseline_into_a_png(report: Any, tmp_path: Path) -> None:
+    source = tmp_path / "results.json"
+    source.write_text(
+        json.dumps(
+            results(
+                bench("test_raw", 1e-6, role="baseline"),
+                bench("test_ours", 1.2e-6, role="buttress"),
+                bench("test_peer", 3e-6, role="peer"),
+                bench("test_alone", 2e-6, group="domain.no-baseline", role="buttress"),
+            )
+        ),
+        encoding="utf-8",
+    )
+    image = tmp_path / "ratios.png"
+    assert report.main([str(source), "--output", str(tmp_path / "r.md"), "--plot", str(image)]) == 0
+    assert image.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
