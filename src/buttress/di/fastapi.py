@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from buttress.di._check import check
 from buttress.errors import (
+    ButtressError,
     CircuitOpenError,
     ConcurrencyError,
     ConflictError,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from dependency_injector import containers
     from fastapi import FastAPI, Request
 
-    from buttress.errors import ButtressError
 
 __all__ = ["install_error_handlers", "lifespan", "provided", "unit_of_work"]
 
@@ -104,7 +104,8 @@ def unit_of_work(provider: providers.Provider[Any]) -> Callable[[], AsyncIterato
     The unit of work is left when the request is done: what the handler did
     not commit is rolled back, and the session is closed, whatever happened.
     It works with sync and asyncio units of work (an asyncio one is awaited; a
-    sync one is entered and left in the thread pool, off the event loop).
+    sync one that holds a connection is left in the thread pool, off the
+    event loop, and one that never used its session is left at no cost).
 
     Use it as ``uow=Depends(unit_of_work(container.async_unit_of_work))``.
 
@@ -123,16 +124,28 @@ def unit_of_work(provider: providers.Provider[Any]) -> Callable[[], AsyncIterato
             async with uow:
                 yield uow
             return
-        # A sync unit of work: its rollback and close may block, so not on the event loop.
-        await run_in_threadpool(uow.__enter__)
+        uow.__enter__()  # opening a unit of work does no I/O (the session connects lazily)
         try:
             yield uow
         except BaseException as error:
-            await run_in_threadpool(uow.__exit__, type(error), error, error.__traceback__)
+            await _leave(uow, type(error), error, error.__traceback__)
             raise
-        await run_in_threadpool(uow.__exit__, None, None, None)
+        await _leave(uow, None, None, None)
 
     return dependency
+
+
+async def _leave(uow: Any, *exc_info: Any) -> None:
+    """Leave a sync unit of work; in the thread pool if that rolls back over a connection."""
+    try:
+        session = getattr(uow, "session", None)
+        busy = session is not None and session.in_transaction()
+    except ButtressError:  # pragma: no cover - a unit of work without a session
+        busy = False
+    if busy:
+        await run_in_threadpool(uow.__exit__, *exc_info)
+    else:
+        uow.__exit__(*exc_info)  # nothing to roll back: no I/O, no thread hop
 
 
 def provided(provider: providers.Provider[Any]) -> Callable[[], Any]:
