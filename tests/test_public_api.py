@@ -65,7 +65,13 @@ EXPORTS = {
         "contract_metadata",
         "provider_overrides",
     ],
-    "buttress.di.fastapi": ["install_error_handlers", "lifespan", "provided", "unit_of_work"],
+    "buttress.di.fastapi": [
+        "breaker",
+        "install_error_handlers",
+        "lifespan",
+        "provided",
+        "unit_of_work",
+    ],
     "buttress.di": [
         "CachingContainer",
         "CircuitBreakers",

@@ -13,7 +13,7 @@ from dependency_injector import containers, providers
 from fastapi import Depends, FastAPI
 
 from buttress.di import PersistenceContainer, ResilienceContainer
-from buttress.di.fastapi import install_error_handlers, lifespan, provided, unit_of_work
+from buttress.di.fastapi import breaker, install_error_handlers, lifespan, unit_of_work
 from buttress.settings import DatabaseSettings, ResilienceSettings
 from buttress.testing import ContractOrder, contract_metadata
 
@@ -30,7 +30,7 @@ def make_app(container: App) -> FastAPI:
     persistence = container.persistence
     AsyncUow = Annotated[Any, Depends(unit_of_work(persistence.async_unit_of_work))]  # noqa: N806
     SyncUow = Annotated[Any, Depends(unit_of_work(persistence.unit_of_work))]  # noqa: N806
-    Breakers = Annotated[Any, Depends(provided(container.resilience.breakers))]  # noqa: N806
+    Upstream = Annotated[Any, Depends(breaker(container.resilience.breakers, breaker_name))]  # noqa: N806
 
     @app.post("/orders/{ref}")
     async def place(ref: str, uow: AsyncUow, commit: bool = True) -> dict[str, Any]:
@@ -45,10 +45,8 @@ def make_app(container: App) -> FastAPI:
         return {"id": order.id, "ref": order.ref}
 
     @app.get("/upstream")
-    async def upstream(breakers: Breakers) -> str:
-        breaker = breakers(breaker_name)
-
-        @breaker
+    async def upstream(protect: Upstream) -> str:
+        @protect
         async def call() -> str:
             raise ConnectionError("upstream is down")
 
@@ -108,6 +106,12 @@ async def test_an_open_circuit_is_503_with_retry_after(container):
         refused = await client.get("/upstream")
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_the_lifespan_starts_the_resources_before_the_first_request(container):
+    async with serving(make_app(container)):
+        assert container.persistence.engine.initialized
+        assert container.persistence.async_engine.initialized
 
 
 async def test_the_lifespan_releases_the_engines(container):

@@ -6,7 +6,8 @@ Routes take what they need with FastAPI's own ``Depends`` and no ``@inject``:
   at the end (engines disposed, Redis clients closed);
 - `unit_of_work` gives a request its own unit of work, entered for the
   request and always left (so rolled back unless the handler commits);
-- `provided` gives a request whatever a provider makes (a cache, the breakers);
+- `provided` gives a request whatever a provider makes (a cache), and `breaker`
+  one named circuit breaker;
 - `install_error_handlers` turns Buttress errors into HTTP responses.
 
 Needs the ``fastapi`` extra.
@@ -47,21 +48,26 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
 
-__all__ = ["install_error_handlers", "lifespan", "provided", "unit_of_work"]
+__all__ = ["breaker", "install_error_handlers", "lifespan", "provided", "unit_of_work"]
 
 
 def lifespan(
-    *containers: containers.Container, check_wiring: bool = True
+    *containers: containers.Container, check_wiring: bool = True, init: bool = True
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """A FastAPI lifespan that checks ``containers`` and shuts their resources down.
+    """A FastAPI lifespan that checks ``containers``, starts their resources, and stops them.
 
-    Resources start on first use; when the application stops, every resource
-    that was started is shut down (awaited where it is asynchronous), in the
+    At startup each container is checked (`buttress.di.check`) and its
+    resources initialised (engines, caches), so a mistake fails the start,
+    not the first request. When the application stops, every resource that
+    was started is shut down (awaited where it is asynchronous), in the
     reverse order of ``containers``, even if one of them fails.
 
     Args:
         *containers: The application's containers.
         check_wiring: Run `buttress.di.check` on each at startup.
+        init: Initialise every resource at startup (else on first use): with
+            `PersistenceContainer`, that includes the asyncio engine, whose
+            driver (``aiosqlite``, ``psycopg`` or ``asyncpg``) must be installed.
 
     Returns:
         The lifespan, for ``FastAPI(lifespan=...)``.
@@ -73,6 +79,11 @@ def lifespan(
             for container in containers:
                 check(container)
         try:
+            if init:
+                for container in containers:
+                    started = container.init_resources()
+                    if inspect.isawaitable(started):
+                        await started
             yield
         finally:
             async with contextlib.AsyncExitStack() as stack:
@@ -162,6 +173,26 @@ def provided(provider: providers.Provider[Any]) -> Callable[[], Any]:
     async def dependency() -> Any:
         made = provider()
         return await made if inspect.isawaitable(made) else made
+
+    return dependency
+
+
+def breaker(provider: providers.Provider[Any], name: str) -> Callable[[], Any]:
+    """A dependency giving a request the circuit breaker ``name`` of a breaker registry.
+
+    Args:
+        provider: A provider of `buttress.di.CircuitBreakers`, such as
+            ``ResilienceContainer.breakers``.
+        name: The breaker's name: one breaker per dependency it protects.
+
+    Returns:
+        The dependency, for ``Depends``.
+    """
+
+    async def dependency() -> Any:
+        made = provider()
+        registry = await made if inspect.isawaitable(made) else made
+        return registry(name)
 
     return dependency
 
