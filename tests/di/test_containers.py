@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -202,3 +204,36 @@ def test_the_retry_policy_uses_the_settings_defaults():
 def test_the_shipped_containers_pass_the_check():
     for container in (PersistenceContainer(), CachingContainer(), ResilienceContainer()):
         check(container)
+
+
+FAILING_TEST_FILE = """
+from dependency_injector import containers, providers
+from buttress.testing import provider_overrides
+
+class App(containers.DeclarativeContainer):
+    name = providers.Object("real")
+
+APP = App()
+
+def test_fails_while_overridden(provider_overrides):
+    provider_overrides(APP, name="fake")
+    assert APP.name() == "fake"
+    raise AssertionError("the test body fails")
+
+def test_sees_the_original_again():
+    assert APP.name() == "real"
+"""
+
+
+def test_the_fixture_restores_providers_after_a_failing_test(tmp_path):
+    test_file = tmp_path / "test_failing_override.py"
+    test_file.write_text(FAILING_TEST_FILE, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert "1 failed, 1 passed" in result.stdout, result.stdout
