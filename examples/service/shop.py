@@ -40,7 +40,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class OrderPlaced(DomainEvent, name="shop.order-placed"):
+class OrderPlaced(DomainEvent, name="shop-service.order-placed"):
     order_id: int
     sku: str
     quantity: int
