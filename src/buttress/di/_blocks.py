@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from buttress.caching import MemoryCache, RedisCache, TieredCache
@@ -66,7 +65,6 @@ class CircuitBreakers:
     def __init__(self, settings: ResilienceSettings) -> None:
         self.defaults = settings.breaker
         self._breakers: dict[str, tuple[CircuitBreaker, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
 
     def __call__(self, name: str, **options: Any) -> CircuitBreaker:
         """The breaker called ``name``, made with the defaults and ``options`` on first use.
@@ -76,11 +74,10 @@ class CircuitBreakers:
         """
         found = self._breakers.get(name)
         if found is None:
-            with self._lock:
-                found = self._breakers.get(name)
-                if found is None:
-                    breaker = CircuitBreaker(name, **{**self.defaults.model_dump(), **options})
-                    found = self._breakers[name] = (breaker, options)
+            # CircuitBreaker keeps one live breaker per name, thread-safely: two callers
+            # racing here get the same one (or a ConfigurationError for other settings).
+            breaker = CircuitBreaker(name, **{**self.defaults.model_dump(), **options})
+            found = self._breakers.setdefault(name, (breaker, options))
         breaker, made_with = found
         if options and options != made_with:
             raise ConfigurationError(

@@ -44,7 +44,9 @@ def check(container: containers.Container) -> None:
         ConfigurationError: Listing every problem found, each naming its provider.
     """
     problems: list[str] = []
-    for name, provider in _walk(container, ""):
+    walked = list(_walk(container, ""))
+    names = {id(provider): name for name, provider in walked}
+    for name, provider in walked:
         if isinstance(provider, providers.Dependency) and not provider.is_defined:
             problems.append(f"{name} is a dependency nobody provides: override it or pass it in")
             continue
@@ -67,7 +69,7 @@ def check(container: containers.Container) -> None:
             problems.extend(
                 f"{name} is built once but holds {held}, which is made per request: inject "
                 f"{held}.provider (a factory) instead, or make {name} a Factory"
-                for held in _request_scoped(provider, container)
+                for held in _request_scoped(provider, names)
             )
     if problems:
         raise ConfigurationError.from_problems(
@@ -123,9 +125,8 @@ def _is_settings(target: object) -> bool:
     )
 
 
-def _request_scoped(provider: Any, container: Any) -> Iterator[str]:
+def _request_scoped(provider: Any, names: dict[int, str]) -> Iterator[str]:
     """Names of request-scoped providers whose products ``provider`` receives, transitively."""
-    names = {id(p): n for n, p in _walk(container, "")}
     seen: set[int] = set()
     stack = [*provider.args, *provider.kwargs.values()]
     while stack:

@@ -41,7 +41,7 @@ from buttress.persistence._protocols import Page
 from buttress.persistence._query import after_in_python, sort_in_python, where
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from buttress.domain import Specification
 
@@ -470,8 +470,14 @@ class Transaction:
         ):
             raise self.tracker.fail(_stale(table.info, key))
 
-    def _check_references(self, table: _Table, row: Row) -> None:
-        """Refuse a row whose foreign key names a row that does not exist."""
+    def _check_references(
+        self, table: _Table, row: Row, rows: Callable[[type[Any]], dict[Any, Row]] | None = None
+    ) -> None:
+        """Refuse a row whose foreign key names a row that does not exist.
+
+        ``rows`` reads a model's rows (default: as this transaction sees them).
+        """
+        rows = rows or self.current
         for reference in table.references:
             values = reference.values(row)
             if values is None:
@@ -479,20 +485,21 @@ class Transaction:
             self.store.table(reference.target)
             if not any(
                 tuple(target[name] for name in reference.target_fields) == values
-                for target in self.current(reference.target).values()
+                for target in rows(reference.target).values()
             ):
                 raise self.tracker.fail(_dangling(table, reference, values))
 
-    def _check_referrers(self, table: _Table, row: Row) -> None:
+    def _check_referrers(
+        self, table: _Table, row: Row, rows: Callable[[type[Any]], dict[Any, Row]] | None = None
+    ) -> None:
         """Refuse to remove a row that rows of another model still refer to."""
+        rows = rows or self.current
         for other in list(self.store._tables.values()):  # noqa: SLF001 - one unit with the store
             for reference in other.references:
                 if reference.target is not table.info.model:
                     continue
                 values = tuple(row[name] for name in reference.target_fields)
-                if any(
-                    reference.values(r) == values for r in self.current(other.info.model).values()
-                ):
+                if any(reference.values(r) == values for r in rows(other.info.model).values()):
                     raise self.tracker.fail(_referred(table, reference))
 
     def _check_required(self, table: _Table, row: Row) -> None:
@@ -592,29 +599,13 @@ class Transaction:
             found = tables.get(model)
             return self.store.rows(model) if found is None else found
 
-        tables_known = list(self.store._tables.values())  # noqa: SLF001
         for model, changes in self.changes.items():
             table = self.store.table(model)
             for key, change in changes.items():
                 if change.row is not None:
-                    for reference in table.references:
-                        values = reference.values(rows(model)[key])
-                        if values is not None and not any(
-                            tuple(target[name] for name in reference.target_fields) == values
-                            for target in rows(reference.target).values()
-                        ):
-                            raise self.tracker.fail(_dangling(table, reference, values))
+                    self._check_references(table, rows(model)[key], rows)
                 elif change.base is not None:
-                    for other in tables_known:
-                        for reference in other.references:
-                            if reference.target is not model:
-                                continue
-                            values = tuple(change.base[n] for n in reference.target_fields)
-                            if any(
-                                reference.values(r) == values
-                                for r in rows(other.info.model).values()
-                            ):
-                                raise self.tracker.fail(_referred(table, reference))
+                    self._check_referrers(table, change.base, rows)
 
     def rollback(self) -> None:
         """Forget this transaction's changes; loaded objects get their stored values back."""
