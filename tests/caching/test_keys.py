@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import enum
+import functools
 import gc
 import inspect
 import weakref
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buttress.caching import MemoryCache, cached
-from buttress.caching._keys import KeyMaker, tokens
+from buttress.caching._keys import KeyMaker, exact, tokens
 from buttress.errors import CacheKeyError
 
 VALUES = st.one_of(
@@ -88,13 +92,15 @@ def expected_key(
 ) -> tuple[Any, ...]:
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
-    values = [
-        tuple(sorted(value.items()))
-        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD
-        else value
-        for name, value in bound.arguments.items()
-    ]
-    return (identity, *values, *map(type, values))
+    forms, types = [], []
+    for name, value in bound.arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            forms.append(tuple((k, exact(v), type(v)) for k, v in sorted(value.items())))
+            types.append(tuple)
+        else:
+            forms.append(exact(value))
+            types.append(type(value))
+    return (identity, *forms, *types)
 
 
 @given(data=st.data(), signature=signatures())
@@ -317,3 +323,244 @@ def test_a_custom_key_replaces_binding() -> None:
     assert name.stats().hits == 1
     name.invalidate({"id": 1})
     assert name({"id": 1, "name": "changed"}) == "changed"
+
+
+# -- the key rule: one entry exactly for interchangeable arguments -----------------------
+
+UTC = dt.UTC
+PLUS_ONE = dt.timezone(dt.timedelta(hours=1))
+INSTANT = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Level(enum.IntEnum):
+    ONE = 1
+
+
+def spelled(value: Any) -> Any:
+    """What a function could tell apart about ``value``: the oracle of interchangeability.
+
+    Written independently of `exact`: type, then everything ``==`` ignores.
+    """
+    kind = type(value)
+    if isinstance(value, float | complex):
+        return (kind, repr(value))
+    if isinstance(value, Decimal):
+        return (kind, str(value))
+    if isinstance(value, dt.datetime | dt.time):
+        return (kind, value.isoformat(), value.fold, repr(value.tzinfo))
+    if isinstance(value, tuple):
+        return (kind, tuple(spelled(item) for item in value))
+    if isinstance(value, frozenset):
+        return (kind, frozenset(spelled(item) for item in value))
+    return (kind, value)
+
+
+EQUALS: list[list[Any]] = [  # each list: values Python calls equal to each other
+    [0, False, 0.0, -0.0, Decimal(0), Decimal("-0"), Decimal("0.0"), complex(0, 0)],
+    [1, True, 1.0, Level.ONE, Decimal(1), Decimal("1.0"), Decimal("1.00"), complex(1, 0)],
+    [float("nan"), float("-nan")],
+    [
+        INSTANT,
+        INSTANT.astimezone(PLUS_ONE),
+        INSTANT.astimezone(dt.timezone(dt.timedelta(hours=1), "CET")),
+        INSTANT.replace(fold=1),
+    ],
+    [INSTANT.replace(tzinfo=None), INSTANT.replace(tzinfo=None, fold=1)],
+    [dt.time(12, 0, tzinfo=UTC), dt.time(13, 0, tzinfo=PLUS_ONE)],
+    [dt.date(2024, 3, 1)],
+    ["1"],
+    [b"1"],
+    [None],
+]
+LEAVES = st.sampled_from([value for group in EQUALS for value in group])
+ARGUMENTS = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(tuple), st.frozensets(inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def twin(draw: st.DrawFn, value: Any) -> Any:
+    """A value equal to ``value``, each leaf swapped for an equal one (maybe itself)."""
+    if isinstance(value, tuple):
+        return tuple(twin(draw, item) for item in value)
+    if isinstance(value, frozenset):
+        items = [twin(draw, item) for item in value]
+        made = frozenset(items)
+        return made if len(made) == len(value) else value  # two items became equal: keep it
+    for group in EQUALS:
+        if any(value is member for member in group):
+            return draw(st.sampled_from(group))
+    return value
+
+
+@pytest.mark.parametrize("spelling", ["positional", "star-args", "star-kwargs", "custom key"])
+@settings(max_examples=300)
+@given(data=st.data())
+def test_two_calls_share_an_entry_exactly_when_their_arguments_are_interchangeable(
+    spelling: str, data: st.DataObject
+) -> None:
+    first = data.draw(ARGUMENTS)
+    second = data.draw(
+        st.one_of(
+            ARGUMENTS, st.builds(lambda: first), st.composite(lambda draw: twin(draw, first))()
+        )
+    )
+    runs: list[Any] = []
+
+    def body(value: Any) -> Any:
+        runs.append(value)
+        return len(runs)
+
+    if spelling == "positional":
+        call = cached()(body)
+    elif spelling == "star-args":
+        g = cached()(lambda *args: body(args[0]))
+        call = g
+    elif spelling == "star-kwargs":
+        h = cached()(lambda **kwargs: body(kwargs["x"]))
+        call = lambda x: h(x=x)  # noqa: E731 - a spelling of the call
+    else:
+        call = cached(key=lambda value: value)(body)
+    call(first)
+    call(second)
+    same = spelled(first) == spelled(second)
+    assert (len(runs) == 1) == same, (first, second)
+
+
+def test_the_cases_the_rule_names_get_their_own_entries() -> None:
+    @cached()
+    def echo(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        return args, kwargs
+
+    pairs = [
+        (1, True),
+        (1, 1.0),
+        (0.0, -0.0),
+        (Decimal("1.0"), Decimal("1.00")),
+        (INSTANT, INSTANT.astimezone(PLUS_ONE)),
+        ((1,), (True,)),
+        (frozenset({1}), frozenset({True})),
+        (Level.ONE, 1),
+    ]
+    for left, right in pairs:
+        assert left == right  # Python calls them equal...
+        assert echo(left)[0][0] is left
+        assert echo(right)[0][0] is right, (left, right)  # ... the cache does not
+        assert echo(x=right)[1]["x"] is right
+        assert echo(x=left)[1]["x"] is left
+
+
+REDIS_TEXTS = """
+import datetime as dt, json, sys
+from decimal import Decimal
+sys.path.insert(0, {tests!r})
+from test_keys import INSTANT, PLUS_ONE, Level
+from buttress.caching._keys import KeyMaker
+from buttress.caching._serial import encode_key
+
+def f(*args, **kwargs):
+    return None
+
+make = KeyMaker(f, "f", method=False).general
+values = [1, True, 1.0, -0.0, 0.0, float("nan"), Decimal("1.0"), Decimal("1.00"), INSTANT,
+          INSTANT.astimezone(PLUS_ONE), INSTANT.replace(fold=1), (1, (True,)),
+          frozenset({{1, "a", (2.5,)}}), Level.ONE, dt.time(1, tzinfo=PLUS_ONE)]
+print(json.dumps([encode_key(make((value,), {{"k": value}})[1:]) for value in values]))
+"""
+
+
+def test_the_redis_key_of_a_call_is_the_same_in_two_fresh_processes() -> None:
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    script = REDIS_TEXTS.format(tests=str(Path(__file__).parent))
+    texts = []
+    for seed in ("1", "2"):  # another string-hash seed: frozenset order differs
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+        )
+        texts.append(json.loads(done.stdout))
+    assert texts[0] == texts[1]
+    assert len(set(texts[0])) == len(texts[0])  # and every value has a text of its own
+
+
+# -- what can be decorated, and what cannot be keyed ------------------------------------
+
+
+def test_partials_callable_objects_and_bound_methods_are_cached_under_their_functions_name() -> (
+    None
+):
+    runs: list[Any] = []
+
+    def scaled(x: int, factor: int) -> int:
+        runs.append((x, factor))
+        return x * factor
+
+    double = cached()(functools.partial(scaled, factor=2))
+    assert double(3) == double(3) == 6
+    assert double.name.endswith("scaled")
+
+    class Pricer:
+        def __call__(self, sku: str) -> int:
+            runs.append(sku)
+            return len(sku)
+
+        def price(self, sku: str) -> int:
+            runs.append(("price", sku))
+            return 2 * len(sku)
+
+    priced = cached()(Pricer())
+    assert priced("abc") == priced("abc") == 3
+    assert priced.name.endswith("Pricer")
+    bound = cached()(Pricer().price)
+    assert bound("ab") == bound("ab") == 4
+    assert bound.name.endswith("Pricer.price")
+    assert runs == [(3, 2), "abc", ("price", "ab")]
+
+
+@pytest.mark.asyncio
+async def test_an_async_callable_object_and_partial_are_awaited_not_cached_as_coroutines() -> None:
+    class Fetch:
+        async def __call__(self, x: int) -> int:
+            return x + 1
+
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    fetch = cached()(Fetch())
+    plus = cached()(functools.partial(add, y=10))
+    assert inspect.iscoroutinefunction(fetch)
+    assert await fetch(1) == await fetch(1) == 2
+    assert await plus(1) == await plus(1) == 11
+
+
+class Grumpy:
+    """Hashes by raising: a broken __hash__ is the argument's fault, said clearly."""
+
+    def __hash__(self) -> int:
+        raise ValueError("no hash for you")
+
+
+def test_a_hash_that_raises_and_a_deeply_nested_argument_are_cache_key_errors() -> None:
+    @cached()
+    def f(x: Any) -> int:
+        return 1
+
+    with pytest.raises(CacheKeyError, match=r"argument 1 \(Grumpy\)") as raised:
+        f(Grumpy())
+    assert isinstance(raised.value.__cause__, ValueError)
+    with pytest.raises(CacheKeyError, match=r"argument 'x' \(Grumpy\)"):
+        f.invalidate(x=Grumpy())
+    deep: Any = ()
+    for _ in range(100_000):
+        deep = (deep,)
+    with pytest.raises(CacheKeyError, match="nested too deeply"):
+        f(deep)
+    assert f(1) == 1  # and the function still works

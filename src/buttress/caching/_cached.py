@@ -24,9 +24,9 @@ from buttress.caching._backend import (
     SharedCache,
 )
 from buttress.caching._flight import AsyncFlights, Flights
-from buttress.caching._keys import Binding, KeyMaker, unhashable
+from buttress.caching._keys import Binding, KeyMaker, exact, unhashable
 from buttress.caching._memory import FOREVER, SAMPLE, MemoryCache
-from buttress.errors import CacheKeyError, ConfigurationError
+from buttress.errors import ButtressError, CacheKeyError, ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -174,6 +174,32 @@ class _LazyView:
         if method not in _VIEW_METHODS:
             raise AttributeError(method)
         return getattr(self.bind(), method)
+
+
+def _target(function: Callable[..., Any]) -> Callable[..., Any]:
+    """What names, annotations and async-ness come from: the function under wrappers.
+
+    A ``functools.partial`` is named after (and annotated as) the function it
+    wraps, a bound method after its function, and a callable object after its
+    class's ``__call__``.
+    """
+    while isinstance(function, functools.partial):
+        function = function.func
+    if inspect.isfunction(function) or inspect.ismethod(function):
+        return function
+    if inspect.isroutine(function) or isinstance(function, type):
+        return function  # builtins and classes: named as they are
+    call = getattr(type(function), "__call__", None)  # noqa: B004 - the class's, not the object's
+    return call if call is not None else function
+
+
+def _name_of(function: Callable[..., Any]) -> str:
+    target = _target(function)
+    module = getattr(target, "__module__", None) or type(function).__module__
+    qualname = getattr(target, "__qualname__", None) or type(function).__qualname__
+    if qualname.endswith(".__call__") and not inspect.isfunction(function):
+        qualname = qualname.removesuffix(".__call__")
+    return f"{module}.{qualname}"
 
 
 def _decoratable(function: object) -> bool:
@@ -324,13 +350,14 @@ def cached(
                 f"cached decorates functions, got {function!r}; with @classmethod or "
                 "@staticmethod, put @cached below it"
             )
-        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        target = _target(function)
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
             raise ConfigurationError(
-                f"cached cannot store what {function.__qualname__} returns: a generator "
+                f"cached cannot store what {_name_of(function)} returns: a generator "
                 "runs once, so a cached one would be empty on every hit. Return a list "
                 "or a tuple instead"
             )
-        label = name or f"{function.__module__}.{function.__qualname__}"
+        label = name or _name_of(function)
         identity = _Identity(label)
         params = list(inspect.signature(function).parameters)
         method = key is None and bool(params) and params[0] == "self"
@@ -341,7 +368,7 @@ def cached(
                 "an instance has no identity: pass key= to say how calls are keyed, "
                 "such as key=lambda self, order_id: order_id"
             )
-        view: CacheView = store.bind(label, Any) if memory else _LazyView(store, label, function)
+        view: CacheView = store.bind(label, Any) if memory else _LazyView(store, label, target)
         binding = None
         if key is None:
             maker = KeyMaker(function, identity, method=method)
@@ -352,7 +379,7 @@ def cached(
 
             def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
                 value = custom(*args, **kwargs)
-                return (identity, value, type(value))
+                return (identity, exact(value), type(value))
 
         machinery: _Machinery[R] = _Machinery(
             function=function,
@@ -371,7 +398,7 @@ def cached(
             listeners=hooks,
             store=store,
         )
-        if inspect.iscoroutinefunction(function):
+        if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(target):
             wrapper: Any = machinery.async_wrapper()
         else:
             wrapper = machinery.sync_wrapper()
@@ -436,25 +463,52 @@ class _Machinery(Generic[R]):
     # -- what every path shares ---------------------------------------------------
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
-        """The canonical key, with a clear error for unhashable arguments."""
-        key = self.make_key(args, kwargs)
+        """The canonical key, with a clear error for arguments that cannot be keyed."""
+        key: Key | None = None
         try:
+            key = self.make_key(args, kwargs)
             hash(key)
-        except TypeError:
-            raise unhashable(args, kwargs, self.name) from None
+        except Exception as error:  # noqa: BLE001 - a __hash__ may raise anything
+            raise self.refusal(error, args, kwargs)  # noqa: B904 - chained in refusal
         return key
 
-    def refusal(
-        self, error: TypeError, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Exception:
-        """The error for a lookup that raised ``error``: unhashable arguments, or a bug."""
-        if isinstance(error, CacheKeyError):
-            return error  # the cache already said which argument it cannot key
+    def refusal(self, error: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
+        """The error to raise for a call whose key could not be made or looked up.
+
+        A call that does not fit the signature keeps its ``TypeError``; an error of
+        Buttress's own (a `CacheKeyError` from a cache, a `ConfigurationError` from
+        binding a view) is raised as it is; anything else that went wrong while
+        making, hashing or comparing the key is a `CacheKeyError` naming the
+        argument where that can be told.
+        """
+        if isinstance(error, ButtressError):
+            return error
+        if isinstance(error, TypeError) and not self.fits(args, kwargs):
+            return error  # the TypeError the call itself would raise
+        if isinstance(error, RecursionError):
+            made = CacheKeyError(
+                f"cannot cache the call to {self.name}: an argument is nested too deeply "
+                "to be keyed. Pass key= to cached to say how calls are keyed"
+            )
+        else:
+            culprit = unhashable(args, kwargs, self.name)
+            made = culprit or CacheKeyError(
+                f"cannot cache the call to {self.name}: keying its arguments raised "
+                f"{type(error).__name__}: {error}. Pass arguments whose == and hash "
+                "work, or pass key= to cached to say how calls are keyed"
+            )
+        made.__cause__ = error
+        return made
+
+    def fits(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether a call with these arguments fits the function's signature."""
         try:
-            hash(key)
+            inspect.signature(self.function).bind(*args, **kwargs)
         except TypeError:
-            return unhashable(args, kwargs, self.name)
-        return TypeError(f"looking up {self.name} in its cache failed on key {key!r}")
+            return False
+        except ValueError:  # no signature to check against (some builtins)
+            return True
+        return True
 
     def lifetime(self, value: Any) -> tuple[bool, float | None]:
         """Whether to store ``value``, and for how long."""
@@ -557,8 +611,8 @@ class _Machinery(Generic[R]):
         def fetch(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
                 value = view.get(key)
-            except TypeError as error:
-                raise self.refusal(error, key, args, kwargs) from None
+            except Exception as error:  # noqa: BLE001 - told apart in refusal
+                raise self.refusal(error, args, kwargs)  # noqa: B904 - chained in refusal
             if value is not MISSING:
                 self.fetched += 1
                 if notify is not None:
@@ -619,8 +673,8 @@ class _Machinery(Generic[R]):
         async def fetch(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
                 value = view.peek(key)
-            except TypeError as error:
-                raise self.refusal(error, key, args, kwargs) from None
+            except Exception as error:  # noqa: BLE001 - told apart in refusal
+                raise self.refusal(error, args, kwargs)  # noqa: B904 - chained in refusal
             if value is MISSING and not view.local:
                 value = await view.aget(key)
             if value is not MISSING:
@@ -666,9 +720,13 @@ class _Machinery(Generic[R]):
             f"{prefix}notify": self.notify,
             f"{prefix}slow": slow,
             f"{prefix}refusal": self.refusal,
-            f"{prefix}TypeError": TypeError,
+            f"{prefix}Exception": Exception,
         }
         arguments = f"{prefix}key, {binding.args}, {binding.kwargs}"
+        refuse = f"""\
+        except {prefix}Exception as {prefix}error:
+            raise {prefix}refusal({prefix}error, {binding.args}, {binding.kwargs})
+"""
         lookup = self.lookup(prefix, names)
         if lookup:
             hit = [f"{prefix}hits += 1"]
@@ -677,11 +735,10 @@ class _Machinery(Generic[R]):
             if self.listeners:
                 hit.append(f"{prefix}notify('on_hit', {prefix}key)")
             lookup = f"""\
-        try:
             {prefix}slot = {lookup}
             {prefix}entry = {prefix}get({prefix}slot)
-        except {prefix}TypeError as {prefix}error:
-            raise {prefix}refusal({prefix}error, {arguments}) from None
+        except {prefix}Exception as {prefix}error:
+            raise {prefix}refusal({prefix}error, {binding.args}, {binding.kwargs})
         if {prefix}entry is not None:
             {prefix}value, {prefix}expires = {prefix}entry
             if {self.fresh(prefix)}:
@@ -693,8 +750,9 @@ def {prefix}factory({", ".join(names)}):
     {prefix}hits = 0
     {"async " if asynchronous else ""}def {prefix}wrapper({binding.parameters}):
         nonlocal {prefix}hits
-        {prefix}key = {binding.key}
-{lookup}\
+        try:
+            {prefix}key = {binding.key}
+{lookup or refuse}\
         return {"await " if asynchronous else ""}{prefix}slow({arguments})
     def {prefix}count():
         return {prefix}hits
@@ -708,7 +766,7 @@ def {prefix}factory({", ".join(names)}):
         # Tracebacks through the wrapper show its source, as they would for written code.
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         wrapper, self.inline_hits = namespace[f"{prefix}factory"](**names)
-        function = self.function
+        function = _target(self.function)
         wrapper.__code__ = wrapper.__code__.replace(
             co_name=getattr(function, "__name__", "wrapper"),
             co_qualname=getattr(function, "__qualname__", "wrapper"),

@@ -2,10 +2,26 @@
 
 Arguments are bound to the function's signature with defaults applied, so
 ``f(1)``, ``f(x=1)`` and ``f(1, y=2)`` (``y`` defaulting to 2) are one key. The
-key is a tuple: the function's identity in this process, every parameter's value
-in signature order (``*args`` as a tuple, ``**kwargs`` as sorted ``(name,
-value)`` pairs), then the type of each value, so ``f(1)``, ``f(1.0)`` and
-``f(True)`` stay apart although they compare equal.
+key is a tuple: the function's identity in this process, every parameter's
+*exact form* in signature order (``*args`` as a tuple, ``**kwargs`` as sorted
+``(name, value, type)`` triples), then the type of each value.
+
+**The key rule.** Two calls share an entry exactly when their arguments are
+*interchangeable*: equal, of the same type, and equal in everything equality
+ignores. Python's ``==`` calls some values equal that a function may well treat
+differently, so their exact form spells the difference out (see `exact`):
+
+- ``1``, ``1.0``, ``True`` and ``IntEnum`` members: the type tells them apart, at
+  every depth (inside tuples, frozensets, ``*args`` and ``**kwargs`` too);
+- ``0.0`` / ``-0.0`` and NaNs (floats and complex numbers): by their ``repr``;
+- ``Decimal("1.0")`` / ``Decimal("1.00")``: by their text, which keeps the exponent;
+- aware datetimes and times: by wall time, ``fold`` and zone, so the same instant
+  in UTC and in +01:00 are two keys (naive ones with ``fold=0`` are themselves);
+- any other value: by its own ``==`` and ``hash``, and its type.
+
+The exact form is made of the values themselves, strings, tuples, frozensets and
+types, so a cache outside the process encodes it to the same text in every
+process (`buttress.caching._serial.encode_key`).
 
 A method (a function whose first parameter is ``self``) is keyed by an instance
 token instead of the instance: a fresh token per live instance, never reused, held
@@ -17,11 +33,14 @@ cache does not keep instances alive.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import inspect
 import itertools
 import keyword
 import threading
+import uuid
 import weakref
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, final
 
 from buttress.errors import CacheKeyError
@@ -31,7 +50,7 @@ if TYPE_CHECKING:
 
     from buttress.caching._backend import Key
 
-__all__ = ["Binding", "InstanceToken", "KeyMaker", "unhashable"]
+__all__ = ["PLAIN", "Binding", "InstanceToken", "KeyMaker", "exact", "exact_kwargs", "unhashable"]
 
 _STARS: Final[dict[inspect._ParameterKind, str]] = {
     inspect.Parameter.VAR_POSITIONAL: "*",
@@ -39,6 +58,96 @@ _STARS: Final[dict[inspect._ParameterKind, str]] = {
 }
 
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+PLAIN: Final[frozenset[type]] = frozenset(
+    {int, str, bool, type(None), bytes, dt.date, dt.timedelta, uuid.UUID, type}
+)
+"""Types whose ``==`` is interchangeability: their values are their own exact form."""
+
+
+def _float(value: float) -> object:
+    # 0.0 == -0.0 and nan != nan: spell those out; every other float is itself.
+    return value if value and value == value else repr(value)  # noqa: PLR0124 - NaN test
+
+
+def _zone(zone: dt.tzinfo | None, value: dt.datetime | dt.time) -> object:
+    """A zone's text, the same in every process (``repr`` for stdlib zones)."""
+    if zone is None:
+        return None
+    if isinstance(zone, dt.timezone):
+        return repr(zone)  # offset and name: timezone(+1h) and timezone(+1h, "CET") differ
+    key = getattr(zone, "key", None)  # zoneinfo.ZoneInfo
+    if isinstance(key, str):
+        return f"zoneinfo:{key}"
+    kind = type(zone)
+    return f"{kind.__module__}:{kind.__qualname__}:{zone}:{value.utcoffset()}"
+
+
+def _datetime(value: dt.datetime) -> object:
+    if value.tzinfo is None and not value.fold:
+        return value
+    return (value.replace(tzinfo=None, fold=0), value.fold, _zone(value.tzinfo, value))
+
+
+def _time(value: dt.time) -> object:
+    if value.tzinfo is None and not value.fold:
+        return value
+    return (value.replace(tzinfo=None, fold=0), value.fold, _zone(value.tzinfo, value))
+
+
+def _tuple(value: tuple[Any, ...]) -> object:
+    # n exact forms, then n types: equal only for interchangeable items, position by position.
+    return (*map(exact, value), *map(type, value))
+
+
+def _frozenset(value: frozenset[Any]) -> object:
+    return frozenset([(exact(item), type(item)) for item in value])
+
+
+_EXACT: Final[dict[type, Callable[[Any], object]]] = {
+    float: _float,
+    complex: repr,
+    Decimal: str,  # keeps the exponent: "1.0" and "1.00" differ, and so do 0 and -0
+    dt.datetime: _datetime,
+    dt.time: _time,
+    tuple: _tuple,
+    frozenset: _frozenset,
+}
+
+_BASES: Final[tuple[type, ...]] = tuple(_EXACT)  # subclasses (named tuples...) by their base
+
+
+def exact(value: Any) -> Any:
+    """The exact form of a key item: equal for interchangeable values only.
+
+    Values of a `PLAIN` type are returned as they are; floats, complex numbers,
+    Decimals, aware datetimes and times, tuples and frozensets (and their
+    subclasses) are spelled out as the module docstring says; anything else is
+    returned as it is (its own ``==`` decides). The type of ``value`` is not
+    part of the result: keys hold it beside.
+
+    Args:
+        value: One argument of a call (or an item inside one).
+
+    Returns:
+        A hashable stand-in, when ``value`` is hashable.
+    """
+    kind = type(value)
+    if kind in PLAIN:
+        return value
+    spell = _EXACT.get(kind)
+    if spell is not None:
+        return spell(value)
+    if isinstance(value, _BASES):
+        for base in _BASES:
+            if isinstance(value, base):
+                return _EXACT[base](value)
+    return value
+
+
+def exact_kwargs(kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The exact form of ``**kwargs``: ``(name, exact value, type)`` triples, sorted by name."""
+    return tuple([(name, exact(value), type(value)) for name, value in sorted(kwargs.items())])
 
 
 @final
@@ -104,8 +213,11 @@ class _Tokens:
 tokens: Final = _Tokens()
 
 
-def unhashable(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> CacheKeyError:
-    """The error for a call whose arguments cannot be hashed, naming the culprits."""
+def unhashable(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> CacheKeyError | None:
+    """The error for a call whose arguments cannot be hashed, naming the culprits.
+
+    Returns ``None`` when every argument hashes on its own.
+    """
     culprits = [
         f"{where} ({type(value).__qualname__})"
         for where, value in [
@@ -114,9 +226,11 @@ def unhashable(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Cach
         ]
         if not _hashable(value)
     ]
-    what = ", ".join(culprits) or "an argument"
+    if not culprits:
+        return None
     return CacheKeyError(
-        f"cannot cache the call to {name}: {what} is not hashable. Pass hashable values "
+        f"cannot cache the call to {name}: {', '.join(culprits)} is not hashable. Pass "
+        "hashable values "
         "(a tuple instead of a list, a frozenset instead of a set), or pass key= to cached "
         "to say how calls are keyed"
     )
@@ -124,10 +238,16 @@ def unhashable(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Cach
 
 def _hashable(value: object) -> bool:
     try:
-        hash(value)
-    except TypeError:
+        hash(exact(value))
+    except Exception:  # noqa: BLE001 - a __hash__ may raise anything: then it is the culprit
         return False
     return True
+
+
+class _Kwargs(dict[str, Any]):
+    """The ``**kwargs`` of a call, told apart from a dict passed as an argument."""
+
+    __slots__ = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +334,9 @@ class KeyMaker:
             f"{prefix}Token": InstanceToken,
             f"{prefix}type": type,
             f"{prefix}tuple": tuple,
-            f"{prefix}sorted": sorted,
+            f"{prefix}plain": PLAIN,
+            f"{prefix}exact": exact,
+            f"{prefix}exact_kwargs": exact_kwargs,
         }
         kind = inspect.Parameter
         written: list[str] = []  # the parameter list
@@ -244,14 +366,18 @@ class KeyMaker:
             else:
                 positional.append(f"{stars}{name}")
             if param.kind is kind.VAR_KEYWORD:
-                values.append(f"{prefix}tuple({prefix}sorted({name}.items()))")
+                values.append(f"{prefix}exact_kwargs({name})")
                 types.append(f"{prefix}tuple")
             elif i == 0 and self.method:
                 values.append(f"{prefix}token({name})")
                 types.append(f"{prefix}Token")
-            else:
-                values.append(name)
-                types.append(f"{prefix}type({name})")
+            else:  # a value of a plain type is its own exact form: no call on the hot path
+                kept = f"{prefix}t{i}"
+                values.append(
+                    f"{name} if ({kept} := {prefix}type({name})) in {prefix}plain "
+                    f"else {prefix}exact({name})"
+                )
+                types.append(kept)
         return Binding(
             prefix=prefix,
             parameters=", ".join(written),
@@ -270,14 +396,18 @@ class KeyMaker:
             for name, value in bound.arguments.items():
                 kind = self.signature.parameters[name].kind
                 if kind is inspect.Parameter.VAR_KEYWORD:
-                    values.append(tuple(sorted(value.items())))
+                    values.append(_Kwargs(value))
                 else:
                     values.append(value)
         else:
             values = self._bind(args, kwargs)
+        types = [tuple if isinstance(value, _Kwargs) else type(value) for value in values]
+        forms = [
+            exact_kwargs(value) if isinstance(value, _Kwargs) else exact(value) for value in values
+        ]
         if self.method and values:
-            values[0] = tokens(values[0])
-        return (self.identity, *values, *map(type, values))
+            forms[0], types[0] = tokens(values[0]), InstanceToken
+        return (self.identity, *forms, *types)
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         positional = self.positional
