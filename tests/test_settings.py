@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import math
 import os
+import re
+import types
+import typing
+from typing import Annotated
 
 import pytest
 import redis
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
+from buttress import settings as settings_module
 from buttress.errors import ConfigurationError
 from buttress.settings import (
+    BreakerSettings,
     ButtressSettings,
     CacheSettings,
     DatabaseSettings,
     RedisSettings,
     ResilienceSettings,
+    RetrySettings,
     mask_url,
 )
 
@@ -349,3 +359,205 @@ def test_a_password_in_the_query_is_masked_too() -> None:
     assert mask_url(f"postgresql://u@h/db?sslmode=require&PASSWORD={PASSWORD}") == (
         "postgresql://u@h/db?sslmode=require&PASSWORD=***"
     )
+
+
+# -- finite numbers ---------------------------------------------------------------
+
+
+UNIONS = (typing.Union, types.UnionType)
+
+
+def _float_field(annotation: object) -> tuple[bool, bool]:
+    """Tell whether a field's annotation is a float, and whether it may be None."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in UNIONS else ()
+    members = [arg for arg in args if arg is not type(None)] if args else [annotation]
+    bare = [typing.get_args(m)[0] if typing.get_origin(m) is Annotated else m for m in members]
+    return bare == [float], len(members) < len(args)
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatSetting:
+    """A float field somewhere under `ButtressSettings`, with the models on its path."""
+
+    path: tuple[str, ...]  # field names from ButtressSettings down to the float
+    models: tuple[type[BaseModel], ...]  # ButtressSettings, then each nested model
+    optional: bool
+
+    @property
+    def variable(self) -> str:
+        return "BUTTRESS_" + "__".join(part.upper() for part in self.path)
+
+    def constructions(
+        self, value: object
+    ) -> list[tuple[tuple[str, ...], typing.Callable[[], BaseModel]]]:
+        """Ways to build each model on the path with ``value`` as a keyword argument.
+
+        Returns:
+            For each model, the path from it down to the float and a call building it.
+        """
+        built: list[tuple[tuple[str, ...], typing.Callable[[], BaseModel]]] = []
+        for depth, model in enumerate(self.models):
+            head, *inner = self.path[depth:]
+            argument: object = value
+            for part in reversed(inner):
+                argument = {part: argument}
+            built.append((self.path[depth:], functools.partial(model, **{head: argument})))
+        return built
+
+    def __str__(self) -> str:
+        return ".".join(self.path)
+
+
+def _float_settings(
+    model: type[BaseModel], path: tuple[str, ...], models: tuple[type[BaseModel], ...]
+) -> typing.Iterator[FloatSetting]:
+    models = (*models, model)
+    for name, info in model.model_fields.items():
+        is_float, optional = _float_field(info.annotation)
+        if is_float:
+            yield FloatSetting((*path, name), models, optional)
+        nested = typing.get_args(info.annotation) or (info.annotation,)
+        for candidate in nested:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                yield from _float_settings(candidate, (*path, name), models)
+
+
+FLOAT_SETTINGS = list(_float_settings(ButtressSettings, (), ()))
+NOT_FINITE = ["inf", "-inf", "nan", "+Infinity", "NaN"]
+NOT_SECONDS = {"cache.ttl_jitter"}  # a fraction of the ttl
+
+
+def test_float_settings_are_discovered_in_every_settings_class() -> None:
+    # The walk starts at ButtressSettings: a settings class it cannot reach is not covered.
+    reached = {model for setting in FLOAT_SETTINGS for model in setting.models}
+    public_models = {
+        value
+        for name in settings_module.__all__
+        if isinstance(value := getattr(settings_module, name), type)
+        and issubclass(value, BaseModel)
+    }
+    assert public_models == reached
+    named = {str(setting) for setting in FLOAT_SETTINGS}
+    assert {"redis.socket_timeout", "redis.pool_timeout", "resilience.retry.deadline"} <= named
+    assert {"cache.ttl_jitter", "database.statement_timeout"} <= named
+
+
+def _assert_names_a_non_finite_number(error: ConfigurationError, setting: FloatSetting) -> None:
+    assert len(error.problems) == 1, error.problems
+    problem = error.problems[0]
+    # Named by its variable and by its field, seen from the model that was built.
+    assert re.match(
+        rf"{setting.variable} \(the '([\w.]+\.)?{setting.path[-1]}' setting\): ", problem
+    )
+    assert "is not a finite number; give a finite number" in problem
+    assert ("of seconds" in problem) is (str(setting) not in NOT_SECONDS), problem
+    assert ("or leave it unset for no limit" in problem) is setting.optional, problem
+
+
+@pytest.mark.parametrize("value", NOT_FINITE)
+@pytest.mark.parametrize("setting", FLOAT_SETTINGS, ids=str)
+def test_a_non_finite_float_from_the_environment_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, setting: FloatSetting, value: str
+) -> None:
+    monkeypatch.setenv(setting.variable, value)
+    for model in setting.models[:2]:  # the whole settings and the section that reads the env
+        with pytest.raises(ConfigurationError) as caught:
+            model()
+        _assert_names_a_non_finite_number(caught.value, setting)
+        assert f"(got {value!r})" in caught.value.problems[0]
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, "inf", "nan"], ids=repr)
+@pytest.mark.parametrize("setting", FLOAT_SETTINGS, ids=str)
+def test_a_non_finite_float_keyword_argument_is_a_configuration_error(
+    setting: FloatSetting, value: object
+) -> None:
+    for _, construct in setting.constructions(value):
+        with pytest.raises(ConfigurationError) as caught:
+            construct()
+        _assert_names_a_non_finite_number(caught.value, setting)
+
+
+def _read(settings: object, path: tuple[str, ...]) -> object:
+    for part in path:
+        settings = getattr(settings, part)
+    return settings
+
+
+@pytest.mark.parametrize("setting", FLOAT_SETTINGS, ids=str)
+def test_a_finite_float_still_passes(
+    monkeypatch: pytest.MonkeyPatch, setting: FloatSetting
+) -> None:
+    for path, construct in setting.constructions(0.5):
+        assert _read(construct(), path) == 0.5
+    monkeypatch.setenv(setting.variable, "0.25")
+    for model in setting.models[:2]:
+        assert _read(model(), setting.path[setting.models.index(model) :]) == 0.25
+
+
+def test_optional_durations_still_mean_no_limit_when_unset() -> None:
+    optional = {str(setting) for setting in FLOAT_SETTINGS if setting.optional}
+    assert optional == {
+        "database.pool_recycle",
+        "database.statement_timeout",
+        "cache.ttl",
+        "resilience.retry.deadline",
+    }
+    settings = ButtressSettings()
+    assert settings.database.pool_recycle is None
+    assert settings.cache.ttl is None
+    assert settings.resilience.retry.deadline is None
+    assert ResilienceSettings(retry={"deadline": None}).retry.deadline is None
+
+
+def test_a_group_built_directly_reports_every_problem_as_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RetrySettings(attempts=0, wait_initial=math.nan, colour="red")
+    assert sorted(problem.split(" ", 1)[0] for problem in caught.value.problems) == [
+        "BUTTRESS_RESILIENCE__RETRY__ATTEMPTS",
+        "BUTTRESS_RESILIENCE__RETRY__COLOUR",
+        "BUTTRESS_RESILIENCE__RETRY__WAIT_INITIAL",
+    ]
+    assert caught.value.__cause__ is None
+    with pytest.raises(ConfigurationError, match="BREAKER__RESET_TIMEOUT .*finite number"):
+        BreakerSettings(reset_timeout=math.inf)
+
+
+# -- the Redis connection pool ----------------------------------------------------
+
+
+def test_redis_pool_defaults_match_redis_py() -> None:
+    settings = RedisSettings()
+    assert settings.max_connections == 100
+    assert settings.pool_timeout == 1.0
+    pool = redis.ConnectionPool.from_url(settings.url.get_secret_value())
+    assert pool.max_connections == settings.max_connections
+    pool.disconnect()
+
+
+def test_redis_pool_settings_load_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUTTRESS_REDIS__MAX_CONNECTIONS", "20")
+    monkeypatch.setenv("BUTTRESS_REDIS__POOL_TIMEOUT", "0.5")
+    for settings in (RedisSettings(), ButtressSettings().redis):
+        assert settings.max_connections == 20
+        assert settings.pool_timeout == 0.5
+    assert RedisSettings(max_connections=7, pool_timeout=2).max_connections == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("BUTTRESS_REDIS__MAX_CONNECTIONS", "0", "greater than 0"),
+        ("BUTTRESS_REDIS__MAX_CONNECTIONS", "", "valid integer"),
+        ("BUTTRESS_REDIS__POOL_TIMEOUT", "0", "greater than 0"),
+        ("BUTTRESS_REDIS__POOL_TIMEOUT", "inf", "give a finite number of seconds"),
+    ],
+)
+def test_bad_redis_pool_settings_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        RedisSettings()
+    assert caught.value.problems[0].startswith(f"{variable} (the ")
+    assert expected in caught.value.problems[0]

@@ -15,6 +15,10 @@ over the environment. Anything invalid raises `ConfigurationError` naming each
 offending variable, and so does a variable in a known section whose name
 matches no setting (a typo would otherwise be ignored silently).
 
+Durations are finite numbers of seconds: ``inf``, ``-inf`` and ``nan`` are
+refused like any other invalid value (an optional one, such as a ``ttl`` or a
+``deadline``, is left unset for no limit).
+
 URLs are `SecretStr`: their passwords never appear in a ``repr``, a log line or
 an error message. Read the real value with ``url.get_secret_value()``, and log
 ``safe_url``, which masks the password.
@@ -22,14 +26,16 @@ an error message. Read the real value with ``url.get_secret_value()``, and log
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import dataclasses
 import difflib
 import logging
 import os
 import re
 import types
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -37,8 +43,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -48,6 +52,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from buttress.errors import ConfigurationError
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pydantic.fields import FieldInfo
 
 __all__ = [
     "BreakerSettings",
@@ -137,6 +146,39 @@ DatabaseUrl = Annotated[SecretStr, AfterValidator(_check_database_url)]
 RedisUrl = Annotated[SecretStr, AfterValidator(_check_redis_url)]
 
 # -----------------------------------------------------------------------------
+# Numbers
+# -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Finite:
+    """Marks a float setting that refuses ``inf`` and ``nan``, saying what to give instead."""
+
+    expected: str
+
+
+# inf would pass a bound such as gt=0 and fail much later, when a driver turns the
+# timeout into an integer (OverflowError) or waits forever; nan fails every bound
+# with a misleading message. So every float setting is one of these, and a
+# non-finite value is reported as such (see _describe).
+Seconds = Annotated[
+    float, Field(ge=0.0, allow_inf_nan=False), _Finite("a finite number of seconds")
+]
+"""A duration in seconds, 0 or more, finite."""
+
+PositiveSeconds = Annotated[
+    float, Field(gt=0.0, allow_inf_nan=False), _Finite("a finite number of seconds")
+]
+"""A duration in seconds, more than 0, finite."""
+
+Fraction = Annotated[
+    float,
+    Field(ge=0.0, lt=1.0, allow_inf_nan=False),
+    _Finite("a finite number from 0 up to (not including) 1"),
+]
+"""A share of something, from 0 up to (not including) 1."""
+
+# -----------------------------------------------------------------------------
 # Loading and error reporting
 # -----------------------------------------------------------------------------
 
@@ -144,6 +186,16 @@ RedisUrl = Annotated[SecretStr, AfterValidator(_check_redis_url)]
 # ValidationError into a ConfigurationError, so that pydantic can merge the
 # locations of nested errors first.
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("buttress_settings_depth", default=0)
+
+
+@contextlib.contextmanager
+def _construction() -> Iterator[bool]:
+    """Count one level of nested settings construction; yield whether it is the outermost."""
+    token = _depth.set(_depth.get() + 1)
+    try:
+        yield _depth.get() == 1
+    finally:
+        _depth.reset(token)
 
 
 def _is_secret(annotation: object) -> bool:
@@ -161,6 +213,34 @@ def _nested_model(annotation: object) -> type[BaseModel] | None:
             if model is not None:
                 return model
     return None
+
+
+def _field_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+    """The field at ``loc`` (a path of field names through nested models), if any."""
+    current: type[BaseModel] | None = model
+    info: FieldInfo | None = None
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return None
+        info = current.model_fields[part]
+        current = _nested_model(info.annotation)
+    return info
+
+
+def _not_finite(info: FieldInfo | None) -> str:
+    """The message for ``inf`` or ``nan`` given to the float setting ``info``."""
+    metadata: list[object] = list(info.metadata) if info is not None else []
+    optional = False
+    if info is not None:
+        # An optional setting (X | None) keeps its Annotated metadata inside the union.
+        for arg in typing.get_args(info.annotation):
+            optional = optional or arg is type(None)
+            metadata.extend(getattr(arg, "__metadata__", ()))
+    expected = next(
+        (item.expected for item in metadata if isinstance(item, _Finite)), "a finite number"
+    )
+    unset = ", or leave it unset for no limit" if optional else ""
+    return f"is not a finite number; give {expected}{unset}"
 
 
 def _may_echo(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
@@ -197,6 +277,8 @@ def _variable(prefix: str, loc: tuple[int | str, ...]) -> str:
 def _describe(model: type[BaseModel], prefix: str, error: Any) -> str:
     loc: tuple[int | str, ...] = tuple(error["loc"])
     message: str = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "finite_number":
+        message = _not_finite(_field_at(model, loc))
     name = _variable(prefix, loc) if loc else prefix.rstrip("_")
     field = ".".join(str(part) for part in loc)
     where = f"{name} (the {field!r} setting)" if loc else name
@@ -259,9 +341,7 @@ class _Settings(BaseSettings):
             ConfigurationError: A value is invalid, or a variable in this
                 section names no setting. Every problem is listed.
         """
-        token = _depth.set(_depth.get() + 1)
-        try:
-            outermost = _depth.get() == 1
+        with _construction() as outermost:
             prefix = str(self.model_config.get("env_prefix", ""))
             problems = _unknown_variables(type(self), prefix, os.environ) if outermost else []
             try:
@@ -290,10 +370,43 @@ class _Settings(BaseSettings):
                 raise ConfigurationError.from_problems(
                     f"invalid {type(self).__name__}", problems
                 ) from None
-        finally:
-            _depth.reset(token)
         if outermost:
             logger.debug("loaded %r", self)
+
+
+class _Group(BaseModel):
+    """A group of settings inside a section, such as ``retry`` in `ResilienceSettings`.
+
+    It reads no environment of its own: its section does. Built directly, it
+    reports invalid values as `ConfigurationError` the way sections do, each
+    named by the variable that would set it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env_prefix: ClassVar[str]
+    """Prefix of this group's variables, such as ``BUTTRESS_RESILIENCE__RETRY__``."""
+
+    def __init__(self, **values: Any) -> None:
+        """Build the group from keyword arguments and defaults.
+
+        Raises:
+            ConfigurationError: A value is invalid. Every problem is listed.
+        """
+        with _construction() as outermost:
+            try:
+                super().__init__(**values)
+            except ValidationError as exc:
+                if not outermost:
+                    raise  # pydantic merges it into the section's error, with its location
+                problems = [
+                    _describe(type(self), self.env_prefix, error)
+                    for error in exc.errors(include_url=False)
+                ]
+                # Not chained, like the sections: pydantic would repeat the rejected values.
+                raise ConfigurationError.from_problems(
+                    f"invalid {type(self).__name__}", problems
+                ) from None
 
 
 def _settings_config(section: str) -> SettingsConfigDict:
@@ -338,19 +451,19 @@ class DatabaseSettings(_Settings):
     max_overflow: Annotated[int, Field(ge=0)] = 10
     """Connections opened beyond ``pool_size`` under load, closed when returned."""
 
-    pool_timeout: PositiveFloat = 30.0
+    pool_timeout: PositiveSeconds = 30.0
     """Seconds to wait for a free connection before giving up."""
 
-    pool_recycle: PositiveFloat | None = None
+    pool_recycle: PositiveSeconds | None = None
     """Seconds after which a connection is replaced (for servers that drop idle ones)."""
 
     pool_pre_ping: bool = True
     """Test each connection when it is taken from the pool, replacing dead ones."""
 
-    statement_timeout: PositiveFloat | None = None
+    statement_timeout: PositiveSeconds | None = None
     """Seconds a statement may run before the server cancels it (PostgreSQL)."""
 
-    connect_timeout: PositiveFloat = 10.0
+    connect_timeout: PositiveSeconds = 10.0
     """Seconds to wait for a new connection to be established."""
 
     @property
@@ -377,17 +490,29 @@ class RedisSettings(_Settings):
     url: RedisUrl = SecretStr("redis://127.0.0.1:6379/0")
     """Redis URL (``BUTTRESS_REDIS__URL``): ``redis://``, ``rediss://`` or ``unix://``."""
 
-    socket_timeout: PositiveFloat = 1.0
+    socket_timeout: PositiveSeconds = 1.0
     """Seconds a command may take before it fails (and a cache read degrades to a miss)."""
 
-    socket_connect_timeout: PositiveFloat = 1.0
+    socket_connect_timeout: PositiveSeconds = 1.0
     """Seconds to wait for a connection to be established."""
 
-    health_check_interval: NonNegativeFloat = 30.0
+    health_check_interval: Seconds = 30.0
     """Seconds between checks of idle connections; 0 turns the checks off."""
 
-    max_connections: PositiveInt | None = None
-    """Upper bound on pooled connections; unbounded when unset."""
+    max_connections: PositiveInt = 100
+    """Size of each client's connection pool (``BUTTRESS_REDIS__MAX_CONNECTIONS``).
+
+    A cache has one pool for its sync client and one for its asyncio client in
+    each event loop, each holding up to this many connections. 100 is redis-py's
+    own default: a pool is never unbounded.
+    """
+
+    pool_timeout: PositiveSeconds = 1.0
+    """Seconds a command waits for a free pooled connection when every one is busy.
+
+    Waiting is back-pressure, not an outage: only when the wait runs out does the
+    call fail, and a cache read degrade to a miss (``BUTTRESS_REDIS__POOL_TIMEOUT``).
+    """
 
     @property
     def safe_url(self) -> str:
@@ -406,13 +531,13 @@ class CacheSettings(_Settings):
     maxsize: PositiveInt = 1024
     """Entries kept in memory before the least recently used is evicted."""
 
-    ttl: PositiveFloat | None = None
+    ttl: PositiveSeconds | None = None
     """Seconds an entry lives; forever (until evicted or invalidated) when unset."""
 
-    ttl_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    ttl_jitter: Fraction = 0.0
     """Fraction of ``ttl`` added at random, so entries written together expire apart."""
 
-    local_ttl: PositiveFloat = 5.0
+    local_ttl: PositiveSeconds = 5.0
     """Backstop lifetime, in seconds, of the in-memory copy in a tiered cache."""
 
     namespace: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")] = "buttress"
@@ -443,24 +568,27 @@ class CacheSettings(_Settings):
         return value
 
 
-class RetrySettings(BaseModel):
-    """Defaults for `buttress.resilience.retry`."""
+class RetrySettings(_Group):
+    """Defaults for `buttress.resilience.retry`.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `ResilienceSettings` reads them from ``BUTTRESS_RESILIENCE__RETRY__*``.
+    """
+
+    env_prefix: ClassVar[str] = f"{ENV_PREFIX}RESILIENCE{NESTED_DELIMITER}RETRY{NESTED_DELIMITER}"
 
     attempts: PositiveInt = 3
     """Calls made in all, the first included."""
 
-    wait_initial: NonNegativeFloat = 0.05
+    wait_initial: Seconds = 0.05
     """Seconds before the first retry; the wait doubles after each failure."""
 
-    wait_max: NonNegativeFloat = 5.0
+    wait_max: Seconds = 5.0
     """Upper bound on one wait, in seconds."""
 
-    wait_jitter: NonNegativeFloat = 0.05
+    wait_jitter: Seconds = 0.05
     """Up to this many seconds added at random to each wait."""
 
-    deadline: PositiveFloat | None = None
+    deadline: PositiveSeconds | None = None
     """Seconds the whole call may take, waits included; unbounded when unset."""
 
     @field_validator("wait_max")
@@ -472,15 +600,18 @@ class RetrySettings(BaseModel):
         return value
 
 
-class BreakerSettings(BaseModel):
-    """Defaults for `buttress.resilience.CircuitBreaker`."""
+class BreakerSettings(_Group):
+    """Defaults for `buttress.resilience.CircuitBreaker`.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `ResilienceSettings` reads them from ``BUTTRESS_RESILIENCE__BREAKER__*``.
+    """
+
+    env_prefix: ClassVar[str] = f"{ENV_PREFIX}RESILIENCE{NESTED_DELIMITER}BREAKER{NESTED_DELIMITER}"
 
     fail_max: PositiveInt = 5
     """Consecutive failures that open the circuit."""
 
-    reset_timeout: PositiveFloat = 30.0
+    reset_timeout: PositiveSeconds = 30.0
     """Seconds the circuit stays open before trial calls are let through."""
 
     half_open_max_calls: PositiveInt = 1
