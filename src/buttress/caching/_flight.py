@@ -7,7 +7,10 @@ value or the same exception. No lock is shared between keys.
 
 An async computation runs in a task of its own, shielded from its callers: a
 caller that is cancelled stops waiting, and the computation is cancelled only
-when its last caller has left.
+when its last caller has left. A caller is cancelled only by its own
+cancellation: a computation being torn down is never joined, and a caller whose
+computation ends cancelled while it was not cancelled itself waits for a fresh
+one (see `AsyncFlights.run`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncFlights", "Flights"]
 
 T = TypeVar("T")
+
+_ROUNDS = 3
+"""How many computations a caller waits for when each ends cancelled but the caller was not."""
 
 
 class _Call(Generic[T]):
@@ -102,9 +108,23 @@ class AsyncFlights:
         """Return ``await compute()``, run once for every task arriving while it runs.
 
         The computation runs in a task of its own. A caller cancelled while
-        waiting leaves; the computation is cancelled only when no caller is
-        left. Calls from another event loop than the running computation's
-        compute on their own.
+        waiting leaves at once, with `asyncio.CancelledError`; the computation
+        runs on for the callers still waiting, and is cancelled (and taken out
+        of the table, so the next caller starts afresh) when none is left. A
+        computation cancelled by anything else is not joined either.
+
+        A caller is cancelled only by its own cancellation. When the computation
+        it waits for ends cancelled although the caller itself is not being
+        cancelled (someone else cancelled the computation, or it raised
+        `asyncio.CancelledError` itself), the caller joins or starts a fresh
+        computation. It waits for three computations at most: when the third also
+        ends cancelled, the cancellation is the computation's own outcome and
+        reaches the caller, as it would reach it without single-flight. A caller
+        whose task was cancelled before and went on without ``uncancel()`` counts
+        as being cancelled, and gets the computation's cancellation at once.
+
+        Calls from another event loop than the running computation's compute on
+        their own.
 
         Args:
             key: What the callers share.
@@ -114,28 +134,56 @@ class AsyncFlights:
             The value, to every caller.
 
         Raises:
+            asyncio.CancelledError: When the caller is cancelled, or its third
+                computation in a row ended cancelled.
             BaseException: Whatever the computation raised, to every caller.
         """
         loop = asyncio.get_running_loop()
-        call = self._calls.get(key)
-        if call is None or call.loop is not loop:
-            task = loop.create_task(compute())
-            call = _AsyncCall(loop, task)
-            self._calls[key] = call
-            task.add_done_callback(self._finisher(key, call))
-        call.waiters += 1
-        try:
-            return await asyncio.shield(call.task)
-        finally:
-            call.waiters -= 1
-            if not call.waiters and not call.task.done():
-                call.task.cancel()  # the last caller left: nobody wants the value
+        rounds = 1
+        while True:
+            call = self._calls.get(key)
+            if call is None or call.loop is not loop or call.task.cancelling():
+                call = self._start(key, loop, compute)  # nothing to join, or it is torn down
+            call.waiters += 1
+            try:
+                return await asyncio.shield(call.task)
+            except asyncio.CancelledError:
+                if rounds == _ROUNDS or not _cancelled_for(call):
+                    raise
+                rounds += 1  # its finisher, run before any waiter wakes, has dropped the call
+            finally:
+                call.waiters -= 1
+                if not call.waiters and not call.task.done():
+                    call.task.cancel()  # the last caller left: nobody wants the value
+                    self._drop(key, call)  # so no caller joins it while it is torn down
+
+    def _start(
+        self,
+        key: Hashable,
+        loop: asyncio.AbstractEventLoop,
+        compute: Callable[[], Coroutine[Any, Any, Any]],
+    ) -> _AsyncCall:
+        """Start a computation of ``key`` and put it in the table, in place of any other."""
+        call = _AsyncCall(loop, loop.create_task(compute()))
+        self._calls[key] = call
+        call.task.add_done_callback(self._finisher(key, call))
+        return call
+
+    def _drop(self, key: Hashable, call: _AsyncCall) -> None:
+        """Take ``call`` out of the table, unless another call of ``key`` has taken its place."""
+        if self._calls.get(key) is call:
+            del self._calls[key]
 
     def _finisher(self, key: Hashable, call: _AsyncCall) -> Callable[[asyncio.Task[Any]], None]:
         def finished(task: asyncio.Task[Any]) -> None:
-            if self._calls.get(key) is call:
-                del self._calls[key]
+            self._drop(key, call)
             if not task.cancelled():
                 task.exception()  # retrieved: every waiter may have left before it failed
 
         return finished
+
+
+def _cancelled_for(call: _AsyncCall) -> bool:
+    """Whether ``call`` ended cancelled while the task waiting for it is not being cancelled."""
+    waiter = asyncio.current_task()
+    return call.task.cancelled() and waiter is not None and not waiter.cancelling()
