@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import math
 import re
@@ -162,6 +163,21 @@ class _Undecodable:
 _BAD: Final = _Undecodable()
 
 
+class _WrongType:
+    """The type of `_WRONGTYPE`: the key holds another Redis type (a hash, a list...)."""
+
+    __slots__ = ()
+
+
+_WRONGTYPE: Final = _WrongType()
+
+_KEY_WARNING_WINDOW: Final = 60.0
+"""Seconds during which a bad entry under one key is warned about once."""
+
+_KEYS_WARNED: Final = 1024
+"""How many keys' warnings are remembered (oldest forgotten first)."""
+
+
 def _redis_module() -> Any:
     """Import redis, or explain how to install it."""
     try:
@@ -170,6 +186,52 @@ def _redis_module() -> Any:
     except ImportError as error:
         raise MissingDependencyError("redis", "redis", "RedisCache") from error
     return redis
+
+
+@functools.cache
+def _pool_busy_error(redis: Any) -> type[BaseException]:
+    """The error a waiting pool raises when no connection came free in time."""
+
+    class PoolBusyError(redis.exceptions.ConnectionError):  # type: ignore[misc]
+        """Every pooled connection stayed busy for the whole ``pool_timeout``."""
+
+    return PoolBusyError
+
+
+@functools.cache
+def _waiting_pool(redis: Any, *, asynchronous: bool) -> Any:
+    """redis-py's blocking pool, raising `_pool_busy_error` when its wait runs out.
+
+    A full pool is back-pressure: callers wait up to ``pool_timeout`` for a
+    connection. redis-py reports a wait that ran out as a plain
+    ``ConnectionError``, which would look like Redis being down; this pool says
+    what happened instead.
+    """
+    busy = _pool_busy_error(redis)
+    if asynchronous:
+        base = redis.asyncio.BlockingConnectionPool
+
+        class AsyncWaitingPool(base):  # type: ignore[misc, valid-type]
+            async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await super().get_connection(*args, **kwargs)
+                except redis.exceptions.ConnectionError as error:
+                    if isinstance(error.__cause__, asyncio.TimeoutError):
+                        raise busy(f"no pooled connection came free in {self.timeout}s") from error
+                    raise
+
+        return AsyncWaitingPool
+
+    class WaitingPool(redis.BlockingConnectionPool):  # type: ignore[misc]
+        def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().get_connection(*args, **kwargs)
+            except redis.exceptions.ConnectionError as error:
+                if str(error) == "No connection available.":
+                    raise busy(f"no pooled connection came free in {self.timeout}s") from error
+                raise
+
+    return WaitingPool
 
 
 def _safe(error: BaseException) -> str:
@@ -386,6 +448,8 @@ class RedisCache:
         signing_key: str | SecretStr | None = None,
         lease_ttl: float = 5.0,
         retry_after_failure: float = 1.0,
+        max_connections: int = 100,
+        pool_timeout: float = 1.0,
         listeners: Sequence[CacheListener] = (),
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -395,6 +459,20 @@ class RedisCache:
         problems.extend(
             _check_settings(namespace, version, serializer, lease_ttl, retry_after_failure)
         )
+        problem = _check_seconds("pool_timeout", pool_timeout, positive=True)
+        if problem:
+            problems.append(problem)
+        limit: object = max_connections
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            problems.append(
+                f"max_connections must be a positive integer (each client's pool size), "
+                f"got {max_connections!r}"
+            )
+        if client_options and "max_connections" in client_options:
+            problems.append(
+                "give max_connections= to RedisCache itself, not in client_options: it sizes "
+                "the pool the cache makes, which waits up to pool_timeout for a connection"
+            )
         pickler: PickleSerializer | None = None
         if serializer == "pickle":
             try:
@@ -414,11 +492,18 @@ class RedisCache:
         self.serializer = serializer
         self.lease_ttl = float(lease_ttl)
         self.retry_after_failure = float(retry_after_failure)
+        self.max_connections = max_connections
+        self.pool_timeout = float(pool_timeout)
         self.listeners = tuple(listeners)
         self.prefix = f"{namespace}:{version}:"
         """What every key of this cache starts with."""
         self.errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         """What counts as Redis trouble (degraded to a miss, never raised)."""
+        self.busy: tuple[type[BaseException], ...] = (
+            redis.exceptions.MaxConnectionsError,
+            _pool_busy_error(redis),
+        )
+        """A pool with no free connection: back-pressure, never an outage."""
         self._redis = redis
         self._url = raw_url
         self._options = dict(client_options or {})
@@ -429,6 +514,7 @@ class RedisCache:
         self._pickler = pickler
         self._lock = threading.Lock()
         self.health = _Health(f"{namespace}:{version}", self.retry_after_failure)
+        self._warned: dict[str, float] = {}
         self.texts: dict[Key, str] = {}
         """Canonical key -> Redis key, for keys seen lately (encoding costs more than a hit).
 
@@ -439,12 +525,15 @@ class RedisCache:
         FORK_AWARE.add(self)
 
     @classmethod
-    def from_settings(cls, redis: RedisSettings, cache: CacheSettings) -> RedisCache:
+    def from_settings(
+        cls, redis: RedisSettings, cache: CacheSettings, *, client_name: str | None = None
+    ) -> RedisCache:
         """Build a cache from the ``BUTTRESS_REDIS__*`` and ``BUTTRESS_CACHE__*`` settings.
 
         Args:
-            redis: Where Redis is and its timeouts.
+            redis: Where Redis is, its timeouts and its pool.
             cache: Namespace, version, serializer and signing key.
+            client_name: The name the clients give themselves (seen in ``CLIENT LIST``).
 
         Returns:
             The cache (no connection is made until first use).
@@ -454,14 +543,16 @@ class RedisCache:
             "socket_connect_timeout": redis.socket_connect_timeout,
             "health_check_interval": redis.health_check_interval,
         }
-        if redis.max_connections is not None:
-            options["max_connections"] = redis.max_connections
+        if client_name is not None:
+            options["client_name"] = client_name
         return cls(
             redis.url,
             namespace=cache.namespace,
             version=cache.version,
             serializer=cache.serializer,
             signing_key=cache.signing_key,
+            max_connections=redis.max_connections,
+            pool_timeout=redis.pool_timeout,
             client_options=options,
         )
 
@@ -499,7 +590,13 @@ class RedisCache:
                     "retry": self._redis.retry.Retry(self._redis.backoff.NoBackoff(), 1),
                     **self._options,
                 }
-                self._client = self._redis.Redis.from_url(self._url, **options)
+                pool = _waiting_pool(self._redis, asynchronous=False).from_url(
+                    self._url,
+                    max_connections=self.max_connections,
+                    timeout=self.pool_timeout,
+                    **options,
+                )
+                self._client = self._redis.Redis.from_pool(pool)
             return self._client
 
     def async_client(self) -> AsyncRedis:
@@ -536,7 +633,13 @@ class RedisCache:
                     "retry": retry,
                     **self._options,
                 }
-                client: AsyncRedis = self._redis.asyncio.Redis.from_url(self._url, **options)
+                pool = _waiting_pool(self._redis, asynchronous=True).from_url(
+                    self._url,
+                    max_connections=self.max_connections,
+                    timeout=self.pool_timeout,
+                    **options,
+                )
+                client: AsyncRedis = self._redis.asyncio.Redis.from_pool(pool)
                 entry = (client, _closed_with_loop(client, loop, self._async_clients))
                 self._async_clients[loop] = entry
             return entry[0]
@@ -573,6 +676,50 @@ class RedisCache:
         self._lock = threading.Lock()
         self._async_clients = weakref.WeakKeyDictionary()
         self.health.after_fork()
+
+    # -- trouble ---------------------------------------------------------------------
+
+    def trouble(self, error: BaseException, doing: str) -> _Failed | _WrongType:
+        """Sort a failed command out: a wrong-typed key, a busy pool, or Redis in trouble.
+
+        Only the last starts (or continues) an incident. A key of the wrong type is
+        that key's problem (`_WRONGTYPE`: the caller deletes or overwrites it); a
+        pool whose connections all stayed busy for ``pool_timeout`` is
+        back-pressure, logged at DEBUG: the call degrades to a miss, and Redis is
+        not left alone for it.
+        """
+        if isinstance(error, self._redis.exceptions.ResponseError) and str(error).startswith(
+            "WRONGTYPE"
+        ):
+            return _WRONGTYPE
+        if isinstance(error, self.busy):
+            logger.debug(
+                "Redis cache %s: no pooled connection free while %s; served as a miss",
+                self.health.label,
+                doing,
+            )
+            return _FAILED
+        self.health.failed(error, doing)
+        return _FAILED
+
+    def warn_key(self, key: str, problem: str) -> None:
+        """Warn that the entry under ``key`` was bad: once per key per minute."""
+        now = time.monotonic()
+        warned = self._warned
+        last = warned.get(key)
+        if last is not None and now - last < _KEY_WARNING_WINDOW:
+            logger.debug("Redis cache %s: %s again under %s", self.health.label, problem, key)
+            return
+        if len(warned) >= _KEYS_WARNED:
+            warned.pop(next(iter(warned)))
+        warned[key] = now
+        logger.warning(
+            "Redis cache %s: %s under %s; it is treated as a miss and replaced, and the "
+            "rest of the cache is unaffected",
+            self.health.label,
+            problem,
+            key,
+        )
 
     # -- scripts ---------------------------------------------------------------------
 
@@ -688,7 +835,7 @@ class RedisCache:
             if batch:
                 client.unlink(*batch)
         except self.errors as error:
-            health.failed(error, "clearing")
+            self.trouble(error, "clearing")
             return False
         health.succeeded()
         return True
@@ -709,7 +856,7 @@ class RedisCache:
             if batch:
                 await client.unlink(*batch)
         except self.errors as error:
-            health.failed(error, "clearing")
+            self.trouble(error, "clearing")
             return False
         health.succeeded()
         return True
@@ -725,7 +872,7 @@ class RedisCache:
         try:
             dropped = self.run(_INVALIDATE_TAGS, keys)
         except self.errors as error:
-            health.failed(error, "invalidating tags")
+            self.trouble(error, "invalidating tags")
             return None
         health.succeeded()
         return _texts(dropped)
@@ -741,7 +888,7 @@ class RedisCache:
         try:
             dropped = await self.arun(_INVALIDATE_TAGS, keys)
         except self.errors as error:
-            health.failed(error, "invalidating tags")
+            self.trouble(error, "invalidating tags")
             return None
         health.succeeded()
         return _texts(dropped)
@@ -756,7 +903,7 @@ class RedisCache:
             for message in messages:
                 client.publish(channel, message)
         except self.errors as error:
-            health.failed(error, "publishing an invalidation")
+            self.trouble(error, "publishing an invalidation")
             return
         health.succeeded()
 
@@ -770,7 +917,7 @@ class RedisCache:
             for message in messages:
                 await client.publish(channel, message)
         except self.errors as error:
-            health.failed(error, "publishing an invalidation")
+            self.trouble(error, "publishing an invalidation")
             return
         health.succeeded()
 
@@ -896,7 +1043,6 @@ class RedisView:
         self._health = cache.health
         self._errors = cache.errors
         self._lease_ms = _milliseconds(cache.lease_ttl)
-        self._undecodable = False
         self._unstorable = False
 
     def __repr__(self) -> str:
@@ -916,42 +1062,34 @@ class RedisView:
                 logger.warning("%s: a value was not cached in Redis: %s", self.name, error)
             return None
 
-    def decode(self, raw: Any) -> Any:
-        """The value of stored bytes: `MISSING` for none, `_BAD` (logged) if undecodable."""
+    def decode(self, raw: Any, text: str) -> Any:
+        """The value of stored bytes: `MISSING` for none, `_BAD` (warned) if undecodable."""
         if raw is None:
             return MISSING
         try:
-            value = self.serializer.loads(raw)
+            return self.serializer.loads(raw)
         except DecodeError as error:
-            if self._undecodable:
-                logger.debug("%s: dropped another undecodable cached value", self.name)
-            else:
-                self._undecodable = True
-                logger.warning(
-                    "%s: dropped a cached value that cannot be decoded: %s", self.name, error
-                )
+            self.cache.warn_key(text, f"a cached value cannot be decoded ({error})")
             return _BAD
-        if self._undecodable:
-            self._undecodable = False
-        return value
 
     @staticmethod
     def ttl_ms(ttl: float | None) -> int:
         """PX for ``ttl`` seconds; 0 for no expiry."""
         return 0 if ttl is None else _milliseconds(ttl)
 
-    def _failed(self, error: BaseException, doing: str) -> None:
-        self._health.failed(error, doing)
-
-    def read(self, raw: Any) -> tuple[Any, bool]:
-        """``(value, corrupt)`` of what a read returned.
+    def read(self, raw: Any, text: str) -> tuple[Any, bool]:
+        """``(value, corrupt)`` of what a read of ``text`` returned.
 
         A read that was skipped or failed is a miss; a value that cannot be
-        decoded is a miss the driver must delete.
+        decoded, or a key holding another Redis type, is a miss the driver must
+        delete.
         """
         if raw is _FAILED:
             return MISSING, False
-        value = self.decode(raw)
+        if raw is _WRONGTYPE:
+            self.cache.warn_key(text, "a key of another Redis type")
+            return MISSING, True
+        value = self.decode(raw, text)
         if value is _BAD:
             return MISSING, True
         return value, False
@@ -969,12 +1107,13 @@ class RedisView:
         """The lease key of ``text`` and a fresh token to take it with."""
         return text + LEASE_SUFFIX, secrets.token_hex(16)
 
-    def polled(self, found: Any, deadline: float) -> tuple[Any, bool, bool]:
-        """Decide after one poll of a lease: ``(value, corrupt, done)``."""
-        if found is _FAILED:
-            return MISSING, False, True
+    def polled(self, found: Any, text: str, deadline: float) -> tuple[Any, bool, bool]:
+        """Decide after one poll of ``text``'s lease: ``(value, corrupt, done)``."""
+        if isinstance(found, _Failed | _WrongType):
+            value, corrupt = self.read(found, text)
+            return value, corrupt, True
         held, raw, _ = found
-        value, corrupt = self.read(raw)
+        value, corrupt = self.read(raw, text)
         if corrupt or value is not MISSING:
             return value, corrupt, True
         return MISSING, False, not held or deadline <= time.monotonic()
@@ -988,15 +1127,14 @@ class RedisView:
         try:
             result = command()
         except self._errors as error:
-            self._failed(error, doing)
-            return _FAILED
+            return self.cache.trouble(error, doing)
         self._health.succeeded()
         return result
 
     def get_text(self, text: str) -> Any:
         """`get` by Redis key."""
         value, corrupt = self.read(
-            self._call("reading", lambda: self.cache.sync_client().get(text))
+            self._call("reading", lambda: self.cache.sync_client().get(text)), text
         )
         if corrupt:
             self.delete_text(text)
@@ -1005,9 +1143,12 @@ class RedisView:
     def fetch_text(self, text: str) -> tuple[Any, float | None]:
         """The value under ``text`` and the seconds it has left (``None``: no expiry)."""
         found = self._call("reading", lambda: self.cache.run(_FETCH, [text]))
-        if found is _FAILED:
+        if isinstance(found, _Failed | _WrongType):
+            value, corrupt = self.read(found, text)
+            if corrupt:
+                self.delete_text(text)
             return MISSING, None
-        value, corrupt = self.read(found[0])
+        value, corrupt = self.read(found[0], text)
         if corrupt:
             self.delete_text(text)
         return value, _remaining(found[1]) if value is not MISSING else None
@@ -1049,7 +1190,7 @@ class RedisView:
             found = self._call(
                 "waiting for a value", lambda: self.cache.run(_POLL, [text, text + LEASE_SUFFIX])
             )
-            value, corrupt, done = self.polled(found, deadline)
+            value, corrupt, done = self.polled(found, text, deadline)
             if corrupt:
                 self.delete_text(text)
             if done:
@@ -1074,15 +1215,14 @@ class RedisView:
         try:
             result = await command()
         except self._errors as error:
-            self._failed(error, doing)
-            return _FAILED
+            return self.cache.trouble(error, doing)
         self._health.succeeded()
         return result
 
     async def aget_text(self, text: str) -> Any:
         """`aget` by Redis key."""
         raw = await self._acall("reading", lambda: self.cache.async_client().get(text))
-        value, corrupt = self.read(raw)
+        value, corrupt = self.read(raw, text)
         if corrupt:
             await self.adelete_text(text)
         return value
@@ -1090,9 +1230,12 @@ class RedisView:
     async def afetch_text(self, text: str) -> tuple[Any, float | None]:
         """`fetch_text` for async callers."""
         found = await self._acall("reading", lambda: self.cache.arun(_FETCH, [text]))
-        if found is _FAILED:
+        if isinstance(found, _Failed | _WrongType):
+            value, corrupt = self.read(found, text)
+            if corrupt:
+                await self.adelete_text(text)
             return MISSING, None
-        value, corrupt = self.read(found[0])
+        value, corrupt = self.read(found[0], text)
         if corrupt:
             await self.adelete_text(text)
         return value, _remaining(found[1]) if value is not MISSING else None
@@ -1140,7 +1283,7 @@ class RedisView:
             found = await self._acall(
                 "waiting for a value", lambda: self.cache.arun(_POLL, [text, text + LEASE_SUFFIX])
             )
-            value, corrupt, done = self.polled(found, deadline)
+            value, corrupt, done = self.polled(found, text, deadline)
             if corrupt:
                 await self.adelete_text(text)
             if done:

@@ -26,19 +26,8 @@ def cache_resource(settings: CacheSettings, redis: RedisSettings) -> Iterator[Sh
     if settings.backend == "memory":
         yield MemoryCache(settings.maxsize)
         return
-    shared = RedisCache(
-        redis.url,
-        namespace=settings.namespace,
-        version=settings.version,
-        serializer=settings.serializer,
-        signing_key=settings.signing_key,
-        client_options={
-            "client_name": f"buttress:{settings.namespace}",  # seen in CLIENT LIST
-            "socket_timeout": redis.socket_timeout,
-            "socket_connect_timeout": redis.socket_connect_timeout,
-            "health_check_interval": redis.health_check_interval,
-            "max_connections": redis.max_connections,
-        },
+    shared = RedisCache.from_settings(
+        redis, settings, client_name=f"buttress:{settings.namespace}"  # seen in CLIENT LIST
     )
     cache: RedisCache | TieredCache = (
         shared
