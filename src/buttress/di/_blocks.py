@@ -27,7 +27,9 @@ def cache_resource(settings: CacheSettings, redis: RedisSettings) -> Iterator[Sh
         yield MemoryCache(settings.maxsize)
         return
     shared = RedisCache.from_settings(
-        redis, settings, client_name=f"buttress:{settings.namespace}"  # seen in CLIENT LIST
+        redis,
+        settings,
+        client_name=f"buttress:{settings.namespace}",  # seen in CLIENT LIST
     )
     cache: RedisCache | TieredCache = (
         shared
