@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, final
 
@@ -26,6 +27,7 @@ __all__ = [
     "CacheStats",
     "CacheView",
     "Key",
+    "Lease",
     "LocalTier",
     "SharedCache",
 ]
@@ -70,6 +72,42 @@ class _Missing:
 
 MISSING: Final = _Missing()
 """What a lookup returns when the key holds no value (``None`` is a value)."""
+
+
+class Lease:
+    """A miss's right to compute a key's value, and what its write is checked against.
+
+    `CacheView.begin` hands one out before the function runs; `CacheView.store`
+    writes the value only if nothing invalidated the key (or its function, tags
+    or cache) since, so a miss never stores a value older than an invalidation
+    made while it ran; `CacheView.end` gives it back.
+
+    Attributes:
+        token: The lease's token in a shared store (``""``: none held).
+        mine: False when another process holds the key's lease: wait for its value.
+        since: What the store compares at write time (``None``: the write is skipped,
+            for want of anything to compare).
+        value: A value found while taking the lease (`MISSING`: none).
+        started: When the lease was taken (`time.monotonic`).
+        open: Whether `CacheView.end` still has something to give back.
+        local: The memory tier's generation when the lease was taken (tiered caches).
+    """
+
+    __slots__ = ("local", "mine", "open", "since", "started", "token", "value")
+
+    def __init__(
+        self, *, token: str = "", mine: bool = True, since: Any = None, value: Any = None
+    ) -> None:
+        self.token = token
+        self.mine = mine
+        self.since = since
+        self.value = MISSING if value is None else value
+        self.started = time.monotonic()
+        self.open = True
+        self.local = 0
+
+    def __repr__(self) -> str:
+        return f"<Lease mine={self.mine} open={self.open} since={self.since!r}>"
 
 
 class CacheStats(NamedTuple):
@@ -189,8 +227,39 @@ class CacheView(Protocol):
     def set(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...] = ()) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (forever if ``None``)."""
 
-    def delete(self, key: Key) -> None:
-        """Drop ``key`` (everywhere the cache keeps copies)."""
+    def delete(self, key: Key, *, strict: bool = False) -> None:
+        """Drop ``key`` (everywhere the cache keeps copies).
+
+        A cache outside the process that cannot reach its store keeps the
+        invalidation and applies it as soon as the store answers; with
+        ``strict``, it also raises `UnavailableError`.
+        """
+
+    def begin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """Start a miss of ``key`` (to be written with ``tags``): the lease `store` checks.
+
+        The lease carries a value when one was found meanwhile, and is not
+        ``mine`` when another process is computing the key (then `wait`).
+        """
+
+    def store(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """Write a computed value, unless an invalidation came after ``lease`` was taken."""
+
+    def end(self, key: Key, lease: Lease) -> None:
+        """Give ``lease`` back (idempotent; after a failed computation too)."""
+
+    async def abegin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """`begin` for async callers."""
+
+    async def astore(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """`store` for async callers."""
+
+    async def aend(self, key: Key, lease: Lease) -> None:
+        """`end` for async callers."""
 
     def acquire(self, key: Key) -> str | None:
         """Ask to compute ``key``'s value.
@@ -213,7 +282,7 @@ class CacheView(Protocol):
     async def aset(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...]) -> None:
         """`set` for async callers."""
 
-    async def adelete(self, key: Key) -> None:
+    async def adelete(self, key: Key, *, strict: bool = False) -> None:
         """`delete` for async callers."""
 
     async def aacquire(self, key: Key) -> str | None:

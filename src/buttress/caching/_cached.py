@@ -74,11 +74,27 @@ class Cached(Protocol[P, R]):
         ...
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
-        """Drop the entry these arguments map to (keyed exactly as a call would be)."""
+        """Drop the entry these arguments map to (keyed exactly as a call would be).
+
+        With Redis unreachable, the invalidation is kept and applied, in order, as
+        soon as Redis answers; meanwhile this process reads nothing from Redis.
+        """
         ...
 
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """`invalidate`, for async callers."""
+        ...
+
+    def invalidate_strict(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """`invalidate`, raising `UnavailableError` when Redis cannot be reached now.
+
+        The invalidation is kept and applied when Redis answers all the same;
+        the error tells the caller it has not been yet.
+        """
+        ...
+
+    async def ainvalidate_strict(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """`invalidate_strict`, for async callers."""
         ...
 
     def clear(self) -> None:
@@ -119,6 +135,12 @@ _VIEW_METHODS: Final = (
     "peek",
     "set",
     "delete",
+    "begin",
+    "store",
+    "end",
+    "abegin",
+    "astore",
+    "aend",
     "acquire",
     "wait",
     "release",
@@ -407,6 +429,8 @@ def cached(
         wrapper.cache = store
         wrapper.invalidate = machinery.invalidate
         wrapper.ainvalidate = machinery.ainvalidate
+        wrapper.invalidate_strict = machinery.invalidate_strict
+        wrapper.ainvalidate_strict = machinery.ainvalidate_strict
         wrapper.clear = machinery.clear
         wrapper.aclear = machinery.aclear
         wrapper.invalidate_tags = store.invalidate_tags
@@ -552,6 +576,14 @@ class _Machinery(Generic[R]):
         """`invalidate`, for async callers."""
         await self.view.adelete(self.key(args, kwargs))
 
+    def invalidate_strict(self, *args: Any, **kwargs: Any) -> None:
+        """`invalidate`, raising `UnavailableError` when it could not be applied now."""
+        self.view.delete(self.key(args, kwargs), strict=True)
+
+    async def ainvalidate_strict(self, *args: Any, **kwargs: Any) -> None:
+        """`invalidate_strict`, for async callers."""
+        await self.view.adelete(self.key(args, kwargs), strict=True)
+
     def clear(self) -> None:
         """Drop every entry of this function."""
         if isinstance(self.store, MemoryCache):
@@ -570,28 +602,32 @@ class _Machinery(Generic[R]):
     # -- def ----------------------------------------------------------------------------
 
     def load(self, key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Compute and store the value of a missed key (once per key across callers)."""
+        """Compute and store the value of a missed key (once per key across callers).
+
+        The value is stored only if nothing invalidated the key since the miss
+        began (see `Lease`): a miss never undoes an invalidation made while it ran.
+        """
         view = self.view
-        value = view.get(key)  # someone may have stored it since our lookup
-        if value is not MISSING:
-            return value
-        token = view.acquire(key)
-        rounds = 0
-        while token is None and rounds < _LEASE_ROUNDS:
-            value = view.wait(key)  # another process is computing it
-            if value is not MISSING:
-                return value
-            token = view.acquire(key)
-            rounds += 1
+        tags = self.tags(args, kwargs)
+        lease = view.begin(key, tags)
         try:
+            rounds = 0
+            while lease.value is MISSING and not lease.mine and rounds < _LEASE_ROUNDS:
+                value = view.wait(key)  # another process is computing it
+                if value is not MISSING:
+                    return value
+                view.end(key, lease)
+                lease = view.begin(key, tags)
+                rounds += 1
+            if lease.value is not MISSING:  # someone stored it since our lookup
+                return lease.value
             value = self.function(*args, **kwargs)
             keep, ttl = self.lifetime(value)
             if keep:
-                view.set(key, value, ttl, self.tags(args, kwargs))
+                view.store(key, lease, value, ttl, tags)
             return value
         finally:
-            if token:
-                view.release(key, token)
+            view.end(key, lease)
 
     def sync_wrapper(self) -> Callable[..., Any]:
         """The wrapper of a ``def`` (see `generate`)."""
@@ -630,30 +666,32 @@ class _Machinery(Generic[R]):
         """`load` for an ``async def``: the shared computation of a missed key."""
         view = self.view
         local = view.local
-        value = view.get(key) if local else await view.aget(key)
-        if value is not MISSING:
-            return value
-        token = view.acquire(key) if local else await view.aacquire(key)
-        rounds = 0
-        while token is None and rounds < _LEASE_ROUNDS:
-            value = await view.await_value(key)
-            if value is not MISSING:
-                return value
-            token = await view.aacquire(key)
-            rounds += 1
+        tags = self.tags(args, kwargs)
+        lease = view.begin(key, tags) if local else await view.abegin(key, tags)
         try:
+            rounds = 0
+            while lease.value is MISSING and not lease.mine and rounds < _LEASE_ROUNDS:
+                value = await view.await_value(key)
+                if value is not MISSING:
+                    return value
+                await view.aend(key, lease)
+                lease = await view.abegin(key, tags)
+                rounds += 1
+            if lease.value is not MISSING:
+                return lease.value
             value = await self.function(*args, **kwargs)
             keep, ttl = self.lifetime(value)
             if keep:
-                tags = self.tags(args, kwargs)
                 if local:
-                    view.set(key, value, ttl, tags)
+                    view.store(key, lease, value, ttl, tags)
                 else:
-                    await view.aset(key, value, ttl, tags)
+                    await view.astore(key, lease, value, ttl, tags)
             return value
         finally:
-            if token:
-                await view.arelease(key, token)
+            if local:
+                view.end(key, lease)
+            else:
+                await view.aend(key, lease)
 
     def async_wrapper(self) -> Callable[..., Coroutine[Any, Any, Any]]:
         """The wrapper of an ``async def`` (see `generate`): a hit from memory never suspends."""

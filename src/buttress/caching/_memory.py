@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import cachetools
 
-from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, logger
+from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, Lease, logger
 from buttress.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -57,6 +57,13 @@ SAMPLE: Final = 31
 
 READS_KEPT: Final = 32
 """How many recorded hits wait for the next write; older ones are dropped."""
+
+TOUCHED_KEPT: Final = 10_000
+"""How many invalidated keys and tags are remembered for misses in flight.
+
+Past that, every miss in flight is treated as overtaken by an invalidation (its
+value is returned but not stored), and the memory starts afresh.
+"""
 
 
 def _expiry(_key: object, expires: float, _now: float) -> float:
@@ -178,6 +185,10 @@ class MemoryCache:
         FORK_AWARE.add(self)
         self.samples = policy in ("lru", "lfu")
         """Whether hits tell the policy about themselves (recency and frequency do)."""
+        self._clock = 0  # counts invalidations
+        self._cleared_at = 0  # the clock at the last invalidation of many keys at once
+        self._loading = 0  # misses in flight
+        self._touched: dict[Hashable, int] = {}  # key or (tag,) -> clock, while misses fly
         self._reads: collections.deque[Hashable] = collections.deque(maxlen=READS_KEPT)
         self.record: Callable[[Hashable], None] = self._reads.append
         """Record a hit on a key, for the policy to learn of at the next write (no lock)."""
@@ -233,31 +244,96 @@ class MemoryCache:
             ttl: Seconds the entry lives, or ``None`` for no expiry.
             tags: Tags to invalidate the entry by.
         """
-        expires = FOREVER if ttl is None else time.monotonic() + ttl
         with self._lock:
-            self._replay()
-            self.policy[key] = expires
-            if key not in self.policy:  # already expired (a zero ttl): keep nothing
-                self._drop(key)
-                return
-            self.entries[key] = (value, expires)
-            old = self._tags_of.pop(key, ())
-            for tag in old:
-                self._untag(tag, key)
-            if tags:
-                self._tags_of[key] = tags
-                for tag in tags:
-                    self._tags.setdefault(tag, set()).add(key)
+            self._set(key, value, ttl, tags)
 
-    def delete(self, key: Key) -> None:
+    def _set(self, key: Key, value: Any, ttl: float | None, tags: tuple[str, ...]) -> None:
+        """`set`, under the lock."""
+        expires = FOREVER if ttl is None else time.monotonic() + ttl
+        self._replay()
+        self.policy[key] = expires
+        if key not in self.policy:  # already expired (a zero ttl): keep nothing
+            self._drop(key)
+            return
+        self.entries[key] = (value, expires)
+        old = self._tags_of.pop(key, ())
+        for tag in old:
+            self._untag(tag, key)
+        if tags:
+            self._tags_of[key] = tags
+            for tag in tags:
+                self._tags.setdefault(tag, set()).add(key)
+
+    def delete(self, key: Key, *, strict: bool = False) -> None:  # noqa: ARG002 - never fails
         """Drop ``key`` if present.
 
         Args:
             key: The canonical key.
+            strict: Part of the protocol: a memory cache always reaches its entries.
         """
         with self._lock:
             self.policy.pop(key, None)
             self._drop(key)
+            self._touch(key)
+
+    def begin(self, key: Key, tags: tuple[str, ...]) -> Lease:  # noqa: ARG002 - protocol
+        """Start a miss: note the invalidation clock, and any value stored meanwhile.
+
+        Args:
+            key: The canonical key.
+            tags: The tags the value will be written with (checked at `store`).
+
+        Returns:
+            The lease (always this caller's: one process decides alone).
+        """
+        with self._lock:
+            self._loading += 1
+            return Lease(since=self._clock, value=self.get(key))
+
+    def store(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """Store a computed value, unless ``key``, its tags or the cache were invalidated since.
+
+        Args:
+            key: The canonical key.
+            lease: What `begin` returned.
+            value: The value computed.
+            ttl: Seconds the entry lives, or ``None``.
+            tags: Tags to invalidate the entry by.
+        """
+        since = lease.since
+        with self._lock:
+            touched = self._touched
+            if self._cleared_at > since or touched.get(key, 0) > since:
+                return
+            if any(touched.get((tag,), 0) > since for tag in tags):
+                return
+            self._set(key, value, ttl, tags)
+
+    def end(self, key: Key, lease: Lease) -> None:  # noqa: ARG002 - part of the protocol
+        """Count the miss as finished (once per lease)."""
+        if not lease.open:
+            return
+        lease.open = False
+        with self._lock:
+            self._loading -= 1
+            if not self._loading:
+                self._touched.clear()
+
+    async def abegin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """`begin`, for async callers."""
+        return self.begin(key, tags)
+
+    async def astore(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """`store`, for async callers."""
+        self.store(key, lease, value, ttl, tags)
+
+    async def aend(self, key: Key, lease: Lease) -> None:
+        """`end`, for async callers."""
+        self.end(key, lease)
 
     def acquire(self, key: Key) -> str | None:  # noqa: ARG002 - part of the protocol
         """Return a token: in one process, the in-flight table already decides who computes."""
@@ -278,9 +354,9 @@ class MemoryCache:
         """`set`, for async callers."""
         self.set(key, value, ttl, tags)
 
-    async def adelete(self, key: Key) -> None:
+    async def adelete(self, key: Key, *, strict: bool = False) -> None:
         """`delete`, for async callers."""
-        self.delete(key)
+        self.delete(key, strict=strict)
 
     async def aacquire(self, key: Key) -> str | None:
         """`acquire`, for async callers."""
@@ -302,6 +378,7 @@ class MemoryCache:
             self.entries.clear()
             self._tags.clear()
             self._tags_of.clear()
+            self._clear_touched()
 
     async def aclear(self) -> None:
         """`clear`, for async callers."""
@@ -321,6 +398,7 @@ class MemoryCache:
             for key in doomed:
                 self.policy.pop(key, None)
                 self._drop(key)
+            self._clear_touched()  # misses in flight of matching keys must not store
         return len(doomed)
 
     def invalidate_tags(self, *tags: str) -> None:
@@ -333,6 +411,7 @@ class MemoryCache:
             doomed: set[Hashable] = set()
             for tag in tags:
                 doomed |= self._tags.get(tag, set())
+                self._touch((tag,))
             for key in doomed:
                 self.policy.pop(key, None)
                 self._drop(key)
@@ -354,12 +433,30 @@ class MemoryCache:
     def after_fork(self) -> None:
         """In a forked child, a lock held by another parent thread would never be released."""
         self._lock = threading.Lock()
+        self._loading = 0
+        self._touched.clear()
 
     def keys(self) -> Iterable[Hashable]:
         """A snapshot of the keys held (expired entries not yet dropped included)."""
         return list(self.entries)
 
     # -- bookkeeping, always under the lock -------------------------------------------
+
+    def _touch(self, key: Hashable) -> None:
+        """Record an invalidation of a key (or a ``(tag,)``) for the misses in flight."""
+        self._clock += 1
+        if self._loading:
+            touched = self._touched
+            if len(touched) >= TOUCHED_KEPT:
+                self._clear_touched()
+            else:
+                touched[key] = self._clock
+
+    def _clear_touched(self) -> None:
+        """Record an invalidation of many keys: every miss in flight is overtaken."""
+        self._clock += 1
+        self._cleared_at = self._clock
+        self._touched.clear()
 
     def _replay(self) -> None:
         """Tell the policy of the hits recorded since the last write, oldest first."""

@@ -30,14 +30,20 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, logger
+from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, Lease, logger
+from buttress.caching._pending import Invalidation, Pending
 from buttress.caching._serial import (
     JsonSerializer,
     PickleSerializer,
     Serializer,
     encode_key,
 )
-from buttress.errors import ConfigurationError, DecodeError, MissingDependencyError
+from buttress.errors import (
+    ConfigurationError,
+    DecodeError,
+    MissingDependencyError,
+    UnavailableError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import (
@@ -72,6 +78,18 @@ _LAST_POLL: Final = 0.05
 LEASE_SUFFIX: Final = ":lease"
 """Appended to an entry's key to name its lease."""
 
+MARK_SUFFIX: Final = ":gen"
+"""Appended to an entry's key to name its invalidation mark.
+
+Invalidating a key (a function, a tag, the whole cache) sets its mark to a new
+random value that lives `RedisCache.mark_window` seconds; a miss reads the marks
+when it begins and writes its value only if none changed. A miss that runs
+longer than the window does not write at all (its marks may have expired).
+"""
+
+_WINDOW_MARGIN: Final = 1.0
+"""Seconds short of the mark window at which a miss stops trusting the marks."""
+
 
 class _Script:
     """A Lua script, run by its SHA1 and loaded again when Redis forgot it."""
@@ -83,7 +101,29 @@ class _Script:
         self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 
 
-_SET_TAGGED: Final = _Script("""
+_TAG: Final = """
+local function tag(set, member, ttl)
+  local kind = redis.call('TYPE', set)['ok']
+  if kind ~= 'set' and kind ~= 'none' then
+    redis.call('DEL', set)  -- another type under a tag's key: that tag starts afresh
+    kind = 'none'
+  end
+  redis.call('SADD', set, member)
+  if ttl > 0 then
+    local left = redis.call('PTTL', set)
+    if kind == 'none' or (left >= 0 and left < ttl) then
+      redis.call('PEXPIRE', set, ttl)
+    end
+  else
+    redis.call('PERSIST', set)
+  end
+end
+"""
+"""Add a key to a tag's set; the set lives as long as its longest entry."""
+
+_SET_TAGGED: Final = _Script(
+    _TAG
+    + """
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
@@ -91,34 +131,89 @@ else
   redis.call('SET', KEYS[1], ARGV[1])
 end
 for i = 2, #KEYS do
-  local fresh = redis.call('EXISTS', KEYS[i]) == 0
-  redis.call('SADD', KEYS[i], KEYS[1])
-  if ttl > 0 then
-    local left = redis.call('PTTL', KEYS[i])
-    if fresh or (left >= 0 and left < ttl) then
-      redis.call('PEXPIRE', KEYS[i], ttl)
-    end
-  else
-    redis.call('PERSIST', KEYS[i])
-  end
+  tag(KEYS[i], KEYS[1], ttl)
 end
 return 1
+"""
+)
+"""SET the value and add its key to each tag's set."""
+
+_BEGIN: Final = _Script("""
+local value = redis.call('GET', KEYS[1])
+if value then
+  return {0, value, redis.call('PTTL', KEYS[1])}
+end
+local taken = 0
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  taken = 1
+end
+local found = {1, taken}
+for i = 3, #KEYS do
+  found[#found + 1] = redis.call('GET', KEYS[i]) or ''
+end
+return found
 """)
-"""SET the value, add its key to each tag's set; a tag set lives as long as its longest entry."""
+"""Start a miss: ``{0, value, pttl}`` if the value is there, else take the lease if free and
+return ``{1, taken, generations...}``: the invalidation marks the write is checked against."""
+
+_STORE: Final = _Script(
+    _TAG
+    + """
+local marks = tonumber(ARGV[4])
+local fresh = true
+for i = 1, marks do
+  if (redis.call('GET', KEYS[2 + i]) or '') ~= ARGV[4 + i] then
+    fresh = false
+    break
+  end
+end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+if not fresh then
+  return 0
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+for i = 3 + marks, #KEYS do
+  tag(KEYS[i], KEYS[1], ttl)
+end
+return 1
+"""
+)
+"""Finish a miss: release the lease, and write the value (tagged) only if no invalidation
+mark changed since the miss began; 1 if written, 0 if an invalidation came first."""
+
+_DELETE: Final = _Script("""
+redis.call('UNLINK', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if #ARGV > 2 then
+  return redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 0
+""")
+"""Delete a key, mark it invalidated (for misses in flight), and announce it if asked."""
 
 _INVALIDATE_TAGS: Final = _Script("""
 local dropped = {}
-for i = 1, #KEYS do
-  local members = redis.call('SMEMBERS', KEYS[i])
-  for _, member in ipairs(members) do
-    redis.call('UNLINK', member)
-    dropped[#dropped + 1] = member
+local tags = #KEYS / 2
+for i = 1, tags do
+  if redis.call('TYPE', KEYS[i])['ok'] == 'set' then
+    for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+      redis.call('UNLINK', member)
+      dropped[#dropped + 1] = member
+    end
   end
   redis.call('UNLINK', KEYS[i])
+  redis.call('SET', KEYS[tags + i], ARGV[1], 'PX', ARGV[2])
 end
 return dropped
 """)
-"""Delete every key of the tag sets and the sets themselves, atomically; return the keys."""
+"""Delete every key of the tag sets and the sets, mark the tags invalidated; return the keys."""
 
 _RELEASE: Final = _Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -137,12 +232,6 @@ _POLL: Final = _Script("""
 return {redis.call('EXISTS', KEYS[2]), redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 """)
 """Whether the lease is still held, then the value and its remaining lifetime."""
-
-_DELETE_AND_PUBLISH: Final = _Script("""
-redis.call('UNLINK', KEYS[1])
-return redis.call('PUBLISH', ARGV[1], ARGV[2])
-""")
-"""Delete a key and announce it on the invalidation channel."""
 
 
 class _Failed:
@@ -436,7 +525,7 @@ class RedisCache:
         ```
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - checks every argument, then sets the cache up
         self,
         url: str | SecretStr | None = None,
         *,
@@ -515,6 +604,9 @@ class RedisCache:
         self._lock = threading.Lock()
         self.health = _Health(f"{namespace}:{version}", self.retry_after_failure)
         self._warned: dict[str, float] = {}
+        self._pending = Pending(self.health.label)
+        self.everything_mark = f"{self.prefix}gen:all"
+        """The key of the invalidation mark of every entry of the cache."""
         self.texts: dict[Key, str] = {}
         """Canonical key -> Redis key, for keys seen lately (encoding costs more than a hit).
 
@@ -676,6 +768,7 @@ class RedisCache:
         self._lock = threading.Lock()
         self._async_clients = weakref.WeakKeyDictionary()
         self.health.after_fork()
+        self._pending.after_fork()
 
     # -- trouble ---------------------------------------------------------------------
 
@@ -793,133 +886,211 @@ class RedisCache:
         """The key of the Redis set holding the keys written with ``tag``."""
         return f"{self.prefix}tag:{tag}"
 
+    def tag_mark(self, tag: str) -> str:
+        """The key of ``tag``'s invalidation mark (see `MARK_SUFFIX`)."""
+        return f"{self.prefix}gen:t:{tag}"
+
+    def function_mark(self, name: str) -> str:
+        """The key of the invalidation mark of every entry of the function ``name``."""
+        return f"{self.prefix}gen:f:{name}"
+
+    @property
+    def mark_window(self) -> float:
+        """Seconds an invalidation mark lives: misses running longer never write."""
+        return max(60.0, 4 * self.lease_ttl)
+
     def clear(self) -> None:
-        """Delete every key of this namespace and version (entries, leases, tag sets)."""
-        self.clear_matching(f"{self.prefix}*")
+        """Delete every key of this namespace and version (entries, leases, tag sets).
+
+        While Redis is unreachable the clear is kept and applied when it answers.
+        """
+        self.invalidate(Invalidation("everything"))
 
     async def aclear(self) -> None:
         """`clear` for async callers."""
-        await self.aclear_matching(f"{self.prefix}*")
+        await self.ainvalidate(Invalidation("everything"))
 
     def invalidate_tags(self, *tags: str) -> None:
         """Delete every entry written with any of ``tags`` (atomically), and the tag sets.
 
+        While Redis is unreachable the invalidation is kept and applied when it answers.
+
         Args:
             *tags: The tags.
         """
-        self.drop_tags(tags)
+        if tags:
+            self.invalidate(Invalidation("tags", tags))
 
     async def ainvalidate_tags(self, *tags: str) -> None:
         """`invalidate_tags` for async callers."""
-        await self.adrop_tags(tags)
+        if tags:
+            await self.ainvalidate(Invalidation("tags", tags))
 
     def counts(self) -> tuple[int | None, int | None]:
         """Return ``(None, None)``: Redis cannot tell size and evictions of a namespace cheaply."""
         return None, None
 
-    # -- whole-cache operations, shared with the tiered cache ------------------------------
+    # -- invalidations: applied now, or kept until Redis answers ---------------------------
 
-    def clear_matching(self, pattern: str) -> bool:
-        """Delete the keys matching a SCAN ``pattern``, in batches; tell whether it worked."""
-        health = self.health
-        if health.skip():
+    @property
+    def pending(self) -> Pending:
+        """The invalidations waiting for Redis (empty when all were applied)."""
+        return self._pending
+
+    def skip(self) -> bool:
+        """Whether Redis is being left alone right now (after a failure)."""
+        return self.health.skip()
+
+    def can_flush_in_background(self) -> bool:
+        """Whether a thread may apply waiting invalidations (it needs a sync client)."""
+        return self.can_listen
+
+    def ready(self) -> bool:
+        """Apply the waiting invalidations; tell whether none is left (Redis may be used)."""
+        return self._pending.flush(self.apply, self.health.skip)
+
+    async def aready(self) -> bool:
+        """`ready` with this event loop's client."""
+        return await self._pending.aflush(self.aapply, self.health.skip)
+
+    def invalidate(self, invalidation: Invalidation, *, strict: bool = False) -> bool:
+        """Apply an invalidation, after those still waiting; keep it if Redis fails.
+
+        Args:
+            invalidation: What to drop.
+            strict: Also raise when it could not be applied now.
+
+        Returns:
+            Whether it was applied now (else it waits for Redis).
+
+        Raises:
+            UnavailableError: With ``strict``, Redis could not be reached (the
+                invalidation is kept and applied when it answers).
+        """
+        if self.ready() and self.apply(invalidation):
+            return True
+        self._pending.defer(invalidation, self)
+        if strict:
+            raise self._unapplied(invalidation)
+        return False
+
+    async def ainvalidate(self, invalidation: Invalidation, *, strict: bool = False) -> bool:
+        """`invalidate` with this event loop's client."""
+        if await self.aready() and await self.aapply(invalidation):
+            return True
+        self._pending.defer(invalidation, self)
+        if strict:
+            raise self._unapplied(invalidation)
+        return False
+
+    def _unapplied(self, invalidation: Invalidation) -> UnavailableError:
+        return UnavailableError(
+            f"Redis cache {self.health.label} could not apply the invalidation of "
+            f"{invalidation.describe()} now: Redis is unreachable. It is kept and applied as "
+            "soon as Redis answers; until then this process reads nothing from Redis"
+        )
+
+    def _mark(self) -> list[Any]:
+        """A fresh invalidation mark and its lifetime, as script arguments."""
+        return [secrets.token_hex(8), _milliseconds(self.mark_window)]
+
+    def apply(self, invalidation: Invalidation) -> bool:
+        """Apply one invalidation now with the sync client; False (handled) if Redis failed."""
+        if self.health.skip():
             return False
+        kind, targets, announce = invalidation.kind, invalidation.targets, invalidation.announce
         try:
             client = self.sync_client()
-            batch: list[Any] = []
-            for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
-                batch.append(key)
-                if len(batch) >= _SCAN_BATCH:
-                    client.unlink(*batch)
-                    batch = []
-            if batch:
+            messages: tuple[bytes, ...] = ()
+            if kind == "key":
+                [text] = targets
+                extra = [announce[0], announce[1][0]] if announce else []
+                self.run(_DELETE, [text, text + MARK_SUFFIX], [*self._mark(), *extra])
+                announce = None  # published by the script, atomically
+            elif kind == "tags":
+                keys = [self.tag_key(tag) for tag in targets]
+                marks = [self.tag_mark(tag) for tag in targets]
+                dropped = _texts(self.run(_INVALIDATE_TAGS, [*keys, *marks], self._mark()))
+                messages = invalidation.dropped(dropped)
+            elif kind == "function":
+                [name] = targets
+                mark, window = self._mark()
+                client.set(self.function_mark(name), mark, px=window)
+                self._unlink_matching(client, _glob_escape(f"{self.prefix}{name}:") + "[(#]*")
+            else:
+                mark, window = self._mark()
+                client.set(self.everything_mark, mark, px=window)
+                self._unlink_matching(client, f"{self.prefix}*")  # the mark too: set it again
+                client.set(self.everything_mark, secrets.token_hex(8), px=window)
+            if announce is not None:
+                for message in (*announce[1], *messages):
+                    client.publish(announce[0], message)
+        except self.errors as error:
+            self.trouble(error, f"invalidating {invalidation.describe()}")
+            return False
+        self.health.succeeded()
+        return True
+
+    async def aapply(self, invalidation: Invalidation) -> bool:
+        """`apply` with this event loop's client."""
+        if self.health.skip():
+            return False
+        kind, targets, announce = invalidation.kind, invalidation.targets, invalidation.announce
+        try:
+            client = self.async_client()
+            messages: tuple[bytes, ...] = ()
+            if kind == "key":
+                [text] = targets
+                extra = [announce[0], announce[1][0]] if announce else []
+                await self.arun(_DELETE, [text, text + MARK_SUFFIX], [*self._mark(), *extra])
+                announce = None
+            elif kind == "tags":
+                keys = [self.tag_key(tag) for tag in targets]
+                marks = [self.tag_mark(tag) for tag in targets]
+                dropped = _texts(await self.arun(_INVALIDATE_TAGS, [*keys, *marks], self._mark()))
+                messages = invalidation.dropped(dropped)
+            elif kind == "function":
+                [name] = targets
+                mark, window = self._mark()
+                await client.set(self.function_mark(name), mark, px=window)
+                await self._aunlink_matching(
+                    client, _glob_escape(f"{self.prefix}{name}:") + "[(#]*"
+                )
+            else:
+                mark, window = self._mark()
+                await client.set(self.everything_mark, mark, px=window)
+                await self._aunlink_matching(client, f"{self.prefix}*")
+                await client.set(self.everything_mark, secrets.token_hex(8), px=window)
+            if announce is not None:
+                for message in (*announce[1], *messages):
+                    await client.publish(announce[0], message)
+        except self.errors as error:
+            self.trouble(error, f"invalidating {invalidation.describe()}")
+            return False
+        self.health.succeeded()
+        return True
+
+    @staticmethod
+    def _unlink_matching(client: Any, pattern: str) -> None:
+        batch: list[Any] = []
+        for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= _SCAN_BATCH:
                 client.unlink(*batch)
-        except self.errors as error:
-            self.trouble(error, "clearing")
-            return False
-        health.succeeded()
-        return True
+                batch = []
+        if batch:
+            client.unlink(*batch)
 
-    async def aclear_matching(self, pattern: str) -> bool:
-        """`clear_matching` for async callers."""
-        health = self.health
-        if health.skip():
-            return False
-        try:
-            client = self.async_client()
-            batch: list[Any] = []
-            async for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
-                batch.append(key)
-                if len(batch) >= _SCAN_BATCH:
-                    await client.unlink(*batch)
-                    batch = []
-            if batch:
+    @staticmethod
+    async def _aunlink_matching(client: Any, pattern: str) -> None:
+        batch: list[Any] = []
+        async for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= _SCAN_BATCH:
                 await client.unlink(*batch)
-        except self.errors as error:
-            self.trouble(error, "clearing")
-            return False
-        health.succeeded()
-        return True
-
-    def drop_tags(self, tags: Iterable[str]) -> list[str] | None:
-        """Invalidate ``tags``; return the keys deleted, or ``None`` when Redis failed."""
-        keys = [self.tag_key(tag) for tag in tags]
-        if not keys:
-            return []
-        health = self.health
-        if health.skip():
-            return None
-        try:
-            dropped = self.run(_INVALIDATE_TAGS, keys)
-        except self.errors as error:
-            self.trouble(error, "invalidating tags")
-            return None
-        health.succeeded()
-        return _texts(dropped)
-
-    async def adrop_tags(self, tags: Iterable[str]) -> list[str] | None:
-        """`drop_tags` for async callers."""
-        keys = [self.tag_key(tag) for tag in tags]
-        if not keys:
-            return []
-        health = self.health
-        if health.skip():
-            return None
-        try:
-            dropped = await self.arun(_INVALIDATE_TAGS, keys)
-        except self.errors as error:
-            self.trouble(error, "invalidating tags")
-            return None
-        health.succeeded()
-        return _texts(dropped)
-
-    def publish(self, channel: str, messages: Iterable[bytes]) -> None:
-        """Publish ``messages`` on ``channel`` (skipped when Redis is in trouble)."""
-        health = self.health
-        if health.skip():
-            return
-        try:
-            client = self.sync_client()
-            for message in messages:
-                client.publish(channel, message)
-        except self.errors as error:
-            self.trouble(error, "publishing an invalidation")
-            return
-        health.succeeded()
-
-    async def apublish(self, channel: str, messages: Iterable[bytes]) -> None:
-        """`publish` for async callers."""
-        health = self.health
-        if health.skip():
-            return
-        try:
-            client = self.async_client()
-            for message in messages:
-                await client.publish(channel, message)
-        except self.errors as error:
-            self.trouble(error, "publishing an invalidation")
-            return
-        health.succeeded()
+                batch = []
+        if batch:
+            await client.unlink(*batch)
 
 
 def _closed_with_loop(
@@ -1039,6 +1210,8 @@ class RedisView:
         self.pattern = _glob_escape(self.prefix) + "[(#]*"
         """The SCAN pattern of this function's keys (and their leases), and no other's."""
         self.text: Callable[[Key], str] = cache.text_of(name)
+        self.function_mark = cache.function_mark(name)
+        """The key of the invalidation mark of every entry of this function."""
         """The Redis key of a canonical key (see `RedisCache.text_of`)."""
         self._health = cache.health
         self._errors = cache.errors
@@ -1103,6 +1276,53 @@ class RedisView:
             return _SET_TAGGED, keys, [data, self.ttl_ms(ttl)]
         return None, [text], [data, None if ttl is None else _milliseconds(ttl)]
 
+    def marks(self, text: str, tags: tuple[str, ...]) -> list[str]:
+        """The invalidation marks a write of ``text`` with ``tags`` is checked against."""
+        cache = self.cache
+        return [
+            text + MARK_SUFFIX,
+            self.function_mark,
+            cache.everything_mark,
+            *(cache.tag_mark(tag) for tag in tags),
+        ]
+
+    def began(self, found: Any, text: str, token: str) -> tuple[Lease, float | None, bool]:
+        """``(lease, seconds left, corrupt)`` from what the begin script returned."""
+        if isinstance(found, _Failed | _WrongType):
+            _, corrupt = self.read(found, text)
+            return Lease(), None, corrupt  # compute here; nothing to check a write against
+        if found[0] == 0:
+            value, corrupt = self.read(found[1], text)
+            left = _remaining(found[2]) if value is not MISSING else None
+            return Lease(value=value), left, corrupt
+        taken = bool(found[1])
+        marks = tuple(mark.decode() if isinstance(mark, bytes) else str(mark) for mark in found[2:])
+        return Lease(token=token if taken else "", mine=taken, since=marks), None, False
+
+    def storable(self, lease: Lease, value: Any) -> bytes | None:
+        """The bytes to write for a finished miss, or None when it must not write."""
+        if lease.since is None:
+            return None  # Redis failed when the miss began: no marks to check against
+        if time.monotonic() - lease.started > self.cache.mark_window - _WINDOW_MARGIN:
+            logger.debug(
+                "%s: a value computed for too long to be checked was not cached", self.name
+            )
+            return None
+        return self.encode(value)
+
+    def store_command(
+        self,
+        text: str,
+        lease: Lease,
+        data: bytes,
+        ttl: float | None,
+        tags: tuple[str, ...],
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the store script."""
+        marks = self.marks(text, tags)
+        keys = [text, text + LEASE_SUFFIX, *marks, *(self.cache.tag_key(tag) for tag in tags)]
+        return keys, [data, self.ttl_ms(ttl), lease.token, len(marks), *lease.since]
+
     def lease_command(self, text: str) -> tuple[str, str]:
         """The lease key of ``text`` and a fresh token to take it with."""
         return text + LEASE_SUFFIX, secrets.token_hex(16)
@@ -1121,7 +1341,14 @@ class RedisView:
     # -- sync driver, by Redis key text -----------------------------------------------
 
     def _call(self, doing: str, command: Callable[[], Any]) -> Any:
-        """Run ``command`` unless Redis is being left alone; `_FAILED` when skipped or failed."""
+        """Run ``command`` unless Redis is being left alone; `_FAILED` when skipped or failed.
+
+        Invalidations waiting for Redis are applied first; while any is left,
+        nothing is read or written (a read that could return what they drop).
+        """
+        cache = self.cache
+        if cache.pending and not cache.ready():
+            return _FAILED
         if self._health.skip():
             return _FAILED
         try:
@@ -1164,12 +1391,20 @@ class RedisView:
         else:
             self._call("writing", lambda: self.cache.sync_client().set(text, data, px=args[1]))
 
-    def delete_text(self, text: str, announce: tuple[str, bytes] | None = None) -> None:
-        """`delete` by Redis key; with ``announce``, also PUBLISH ``(channel, message)``."""
-        if announce is None:
-            self._call("deleting", lambda: self.cache.sync_client().unlink(text))
-        else:
-            self._call("deleting", lambda: self.cache.run(_DELETE_AND_PUBLISH, [text], announce))
+    def delete_text(
+        self, text: str, announce: tuple[str, bytes] | None = None, *, strict: bool = False
+    ) -> None:
+        """`delete` by Redis key; with ``announce``, also PUBLISH ``(channel, message)``.
+
+        Kept and applied when Redis answers if it cannot be now (see `RedisCache.invalidate`).
+        """
+        self.cache.invalidate(self.deletion(text, announce), strict=strict)
+
+    def deletion(self, text: str, announce: tuple[str, bytes] | None) -> Invalidation:
+        """The invalidation of the entry under ``text``."""
+        return Invalidation(
+            "key", (text,), None if announce is None else (announce[0], (announce[1],))
+        )
 
     def acquire_text(self, text: str) -> str | None:
         """`acquire` by Redis key: ``""`` (compute here, nothing to release) if Redis fails."""
@@ -1198,6 +1433,42 @@ class RedisView:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _LAST_POLL)
 
+    def begin_text(self, text: str, tags: tuple[str, ...]) -> tuple[Lease, float | None]:
+        """`begin` by Redis key; also the seconds a value found has left."""
+        lease, left, corrupt = self._begin_once(text, tags)
+        if corrupt:  # a bad entry: deleted, then the miss begins again
+            self.delete_text(text)
+            lease, left, _ = self._begin_once(text, tags)
+        return lease, left
+
+    def _begin_once(self, text: str, tags: tuple[str, ...]) -> tuple[Lease, float | None, bool]:
+        token = secrets.token_hex(16)
+        keys = [text, text + LEASE_SUFFIX, *self.marks(text, tags)]
+        found = self._call(
+            "taking a lease", lambda: self.cache.run(_BEGIN, keys, [token, self._lease_ms])
+        )
+        return self.began(found, text, token)
+
+    def store_text(
+        self, text: str, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> bool | None:
+        """`store` by Redis key: True if written, False if overtaken, None if not tried."""
+        data = self.storable(lease, value)
+        if data is None:
+            return None
+        keys, args = self.store_command(text, lease, data, ttl, tags)
+        done = self._call("writing", lambda: self.cache.run(_STORE, keys, args))
+        if isinstance(done, _Failed | _WrongType):
+            return None
+        lease.open = False  # the script released the lease
+        return bool(done)
+
+    def end_text(self, text: str, lease: Lease) -> None:
+        """`end` by Redis key: release the lease if it is still held."""
+        if lease.open:
+            lease.open = False
+            self.release_text(text, lease.token)
+
     def release_text(self, text: str, token: str) -> None:
         """`release` by Redis key."""
         if token:
@@ -1210,6 +1481,9 @@ class RedisView:
 
     async def _acall(self, doing: str, command: Callable[[], Awaitable[Any]]) -> Any:
         """`_call` for async callers."""
+        cache = self.cache
+        if cache.pending and not await cache.aready():
+            return _FAILED
         if self._health.skip():
             return _FAILED
         try:
@@ -1255,14 +1529,11 @@ class RedisView:
                 "writing", lambda: self.cache.async_client().set(text, data, px=args[1])
             )
 
-    async def adelete_text(self, text: str, announce: tuple[str, bytes] | None = None) -> None:
-        """`adelete` by Redis key; with ``announce``, also PUBLISH ``(channel, message)``."""
-        if announce is None:
-            await self._acall("deleting", lambda: self.cache.async_client().unlink(text))
-        else:
-            await self._acall(
-                "deleting", lambda: self.cache.arun(_DELETE_AND_PUBLISH, [text], announce)
-            )
+    async def adelete_text(
+        self, text: str, announce: tuple[str, bytes] | None = None, *, strict: bool = False
+    ) -> None:
+        """`delete_text` for async callers."""
+        await self.cache.ainvalidate(self.deletion(text, announce), strict=strict)
 
     async def aacquire_text(self, text: str) -> str | None:
         """`aacquire` by Redis key."""
@@ -1291,6 +1562,44 @@ class RedisView:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _LAST_POLL)
 
+    async def abegin_text(self, text: str, tags: tuple[str, ...]) -> tuple[Lease, float | None]:
+        """`begin_text` for async callers."""
+        lease, left, corrupt = await self._abegin_once(text, tags)
+        if corrupt:  # a bad entry: deleted, then the miss begins again
+            await self.adelete_text(text)
+            lease, left, _ = await self._abegin_once(text, tags)
+        return lease, left
+
+    async def _abegin_once(
+        self, text: str, tags: tuple[str, ...]
+    ) -> tuple[Lease, float | None, bool]:
+        token = secrets.token_hex(16)
+        keys = [text, text + LEASE_SUFFIX, *self.marks(text, tags)]
+        found = await self._acall(
+            "taking a lease", lambda: self.cache.arun(_BEGIN, keys, [token, self._lease_ms])
+        )
+        return self.began(found, text, token)
+
+    async def astore_text(
+        self, text: str, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> bool | None:
+        """`store_text` for async callers."""
+        data = self.storable(lease, value)
+        if data is None:
+            return None
+        keys, args = self.store_command(text, lease, data, ttl, tags)
+        done = await self._acall("writing", lambda: self.cache.arun(_STORE, keys, args))
+        if isinstance(done, _Failed | _WrongType):
+            return None
+        lease.open = False
+        return bool(done)
+
+    async def aend_text(self, text: str, lease: Lease) -> None:
+        """`end_text` for async callers."""
+        if lease.open:
+            lease.open = False
+            await self.arelease_text(text, lease.token)
+
     async def arelease_text(self, text: str, token: str) -> None:
         """`arelease` by Redis key."""
         if token:
@@ -1317,9 +1626,41 @@ class RedisView:
         """Store ``value`` under ``key`` for ``ttl`` seconds (``SET ... PX``), with ``tags``."""
         self.set_text(self.text(key), value, ttl, tags)
 
-    def delete(self, key: Key) -> None:
-        """Delete ``key``."""
-        self.delete_text(self.text(key))
+    def delete(self, key: Key, *, strict: bool = False) -> None:
+        """Delete ``key`` (kept and applied when Redis answers, if it cannot be now).
+
+        Raises:
+            UnavailableError: With ``strict``, Redis could not be reached now.
+        """
+        self.delete_text(self.text(key), strict=strict)
+
+    def begin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """Start a miss: the value if it is there, else ``key``'s lease and invalidation marks."""
+        return self.begin_text(self.text(key), tags)[0]
+
+    def store(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """Write a computed value unless an invalidation came since the miss began."""
+        self.store_text(self.text(key), lease, value, ttl, tags)
+
+    def end(self, key: Key, lease: Lease) -> None:
+        """Release the miss's lease if the write did not."""
+        self.end_text(self.text(key), lease)
+
+    async def abegin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """`begin` for async callers."""
+        return (await self.abegin_text(self.text(key), tags))[0]
+
+    async def astore(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """`store` for async callers."""
+        await self.astore_text(self.text(key), lease, value, ttl, tags)
+
+    async def aend(self, key: Key, lease: Lease) -> None:
+        """`end` for async callers."""
+        await self.aend_text(self.text(key), lease)
 
     def acquire(self, key: Key) -> str | None:
         """Take ``key``'s lease: a token, ``None`` if another process holds it.
@@ -1337,8 +1678,8 @@ class RedisView:
         self.release_text(self.text(key), token)
 
     def clear(self) -> None:
-        """Delete every entry of this function."""
-        self.cache.clear_matching(self.pattern)
+        """Delete every entry of this function (kept and applied when Redis answers)."""
+        self.cache.invalidate(Invalidation("function", (self.name,)))
 
     async def aget(self, key: Key) -> Any:
         """`get` for async callers."""
@@ -1350,9 +1691,9 @@ class RedisView:
         """`set` for async callers."""
         await self.aset_text(self.text(key), value, ttl, tags)
 
-    async def adelete(self, key: Key) -> None:
+    async def adelete(self, key: Key, *, strict: bool = False) -> None:
         """`delete` for async callers."""
-        await self.adelete_text(self.text(key))
+        await self.adelete_text(self.text(key), strict=strict)
 
     async def aacquire(self, key: Key) -> str | None:
         """`acquire` for async callers."""
@@ -1368,4 +1709,4 @@ class RedisView:
 
     async def aclear(self) -> None:
         """`clear` for async callers."""
-        await self.cache.aclear_matching(self.pattern)
+        await self.cache.ainvalidate(Invalidation("function", (self.name,)))

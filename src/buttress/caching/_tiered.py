@@ -20,8 +20,9 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from buttress.caching._backend import FORK_AWARE, MISSING, LocalTier, logger
+from buttress.caching._backend import FORK_AWARE, MISSING, Lease, LocalTier, logger
 from buttress.caching._memory import MemoryCache
+from buttress.caching._pending import Invalidation
 from buttress.caching._redis import RedisCache, RedisView
 from buttress.errors import ConfigurationError
 
@@ -178,40 +179,58 @@ class TieredCache:
         )
 
     def clear(self) -> None:
-        """Drop every entry of this namespace and version, in Redis and every memory tier."""
+        """Drop every entry of this namespace and version, in Redis and every memory tier.
+
+        While Redis is unreachable, the clear waits for it (see `RedisCache.invalidate`);
+        this process's memory tier is emptied at once.
+        """
         self.start()
-        cleared = self.redis.clear_matching(f"{self.redis.prefix}*")
+        self.redis.invalidate(self._everything())
         self.drop_everything()
-        if cleared:
-            self.redis.publish(self.channel, [self._message(everything=True)])
 
     async def aclear(self) -> None:
         """`clear` for async callers."""
         self.start()
-        cleared = await self.redis.aclear_matching(f"{self.redis.prefix}*")
+        await self.redis.ainvalidate(self._everything())
         self.drop_everything()
-        if cleared:
-            await self.redis.apublish(self.channel, [self._message(everything=True)])
 
     def invalidate_tags(self, *tags: str) -> None:
         """Drop every entry written with any of ``tags``, in Redis and every memory tier.
 
+        While Redis is unreachable, the invalidation waits for it; this process's
+        memory tier is emptied at once (which of its copies hold the tags is
+        known only to Redis).
+
         Args:
             *tags: The tags.
         """
+        if not tags:
+            return
         self.start()
-        dropped = self.redis.drop_tags(tags)
-        self.drop_keys(dropped or (), tags)
-        if dropped is not None:
-            self.redis.publish(self.channel, self._key_messages(dropped, tags))
+        if not self.redis.invalidate(self._tags(tags)):
+            self.drop_everything()
+        self.drop_keys((), tags)
 
     async def ainvalidate_tags(self, *tags: str) -> None:
         """`invalidate_tags` for async callers."""
+        if not tags:
+            return
         self.start()
-        dropped = await self.redis.adrop_tags(tags)
-        self.drop_keys(dropped or (), tags)
-        if dropped is not None:
-            await self.redis.apublish(self.channel, self._key_messages(dropped, tags))
+        if not await self.redis.ainvalidate(self._tags(tags)):
+            self.drop_everything()
+        self.drop_keys((), tags)
+
+    def _everything(self) -> Invalidation:
+        return Invalidation(
+            "everything", announce=(self.channel, (self._message(everything=True),))
+        )
+
+    def _tags(self, tags: tuple[str, ...]) -> Invalidation:
+        def dropped(texts: list[str]) -> tuple[bytes, ...]:
+            self.drop_keys(texts, tags)  # when applied, maybe later: drop them here too
+            return tuple(self._key_messages(texts, tags))
+
+        return Invalidation("tags", tags, announce=(self.channel, ()), keyed=dropped)
 
     def counts(self) -> tuple[int | None, int | None]:
         """Return ``(None, None)``: the entries live in Redis (``memory.counts()`` has L1's)."""
@@ -510,12 +529,19 @@ class TieredView:
         self.l2.set_text(text, value, ttl, tags)
         tiered.fill(text, value, ttl, generation, tags)
 
-    def delete(self, key: Key) -> None:
-        """Delete ``key`` from Redis and memory, and announce it to other processes."""
+    def delete(self, key: Key, *, strict: bool = False) -> None:
+        """Delete ``key`` from Redis and memory, and announce it to other processes.
+
+        Raises:
+            UnavailableError: With ``strict``, Redis could not be reached now (the
+                deletion waits for it; memory is dropped at once).
+        """
         text = self.l2.text(key)
         self.tiered.start()
-        self.l2.delete_text(text, self.tiered.announcement(text))
-        self.tiered.drop_keys((text,))
+        try:
+            self.l2.delete_text(text, self.tiered.announcement(text), strict=strict)
+        finally:
+            self.tiered.drop_keys((text,))
 
     def acquire(self, key: Key) -> str | None:
         """Take ``key``'s lease in Redis (see `RedisView.acquire`)."""
@@ -538,10 +564,61 @@ class TieredView:
         """Drop every entry of this function, in Redis and every memory tier."""
         tiered = self.tiered
         tiered.start()
-        cleared = tiered.redis.clear_matching(self.l2.pattern)
+        tiered.redis.invalidate(self._function())
         tiered.drop_function(self.l2.prefix)
-        if cleared:
-            tiered.redis.publish(tiered.channel, [tiered.function_announcement(self.l2.prefix)])
+
+    def _function(self) -> Invalidation:
+        tiered = self.tiered
+        message = tiered.function_announcement(self.l2.prefix)
+        return Invalidation("function", (self.name,), announce=(tiered.channel, (message,)))
+
+    def begin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """Start a miss in Redis (see `RedisView.begin`); a value found is copied into memory."""
+        text = self.l2.text(key)
+        tiered = self.tiered
+        tiered.start()
+        generation = tiered.generation
+        lease, left = self.l2.begin_text(text, tags)
+        lease.local = generation
+        if lease.value is not MISSING:
+            tiered.fill(text, lease.value, left, generation)
+        return lease
+
+    def store(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """Write a computed value to Redis, then memory, unless an invalidation came first."""
+        text = self.l2.text(key)
+        if self.l2.store_text(text, lease, value, ttl, tags) is not False:
+            self.tiered.fill(text, value, ttl, lease.local, tags)
+
+    def end(self, key: Key, lease: Lease) -> None:
+        """Release the miss's lease if the write did not."""
+        self.l2.end_text(self.l2.text(key), lease)
+
+    async def abegin(self, key: Key, tags: tuple[str, ...]) -> Lease:
+        """`begin` for async callers."""
+        text = self.l2.text(key)
+        tiered = self.tiered
+        tiered.start()
+        generation = tiered.generation
+        lease, left = await self.l2.abegin_text(text, tags)
+        lease.local = generation
+        if lease.value is not MISSING:
+            tiered.fill(text, lease.value, left, generation)
+        return lease
+
+    async def astore(
+        self, key: Key, lease: Lease, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
+        """`store` for async callers."""
+        text = self.l2.text(key)
+        if await self.l2.astore_text(text, lease, value, ttl, tags) is not False:
+            self.tiered.fill(text, value, ttl, lease.local, tags)
+
+    async def aend(self, key: Key, lease: Lease) -> None:
+        """`end` for async callers."""
+        await self.l2.aend_text(self.l2.text(key), lease)
 
     async def aget(self, key: Key) -> Any:
         """`get` for async callers."""
@@ -568,12 +645,14 @@ class TieredView:
         await self.l2.aset_text(text, value, ttl, tags)
         tiered.fill(text, value, ttl, generation, tags)
 
-    async def adelete(self, key: Key) -> None:
+    async def adelete(self, key: Key, *, strict: bool = False) -> None:
         """`delete` for async callers."""
         text = self.l2.text(key)
         self.tiered.start()
-        await self.l2.adelete_text(text, self.tiered.announcement(text))
-        self.tiered.drop_keys((text,))
+        try:
+            await self.l2.adelete_text(text, self.tiered.announcement(text), strict=strict)
+        finally:
+            self.tiered.drop_keys((text,))
 
     async def aacquire(self, key: Key) -> str | None:
         """`acquire` for async callers."""
@@ -596,9 +675,5 @@ class TieredView:
         """`clear` for async callers."""
         tiered = self.tiered
         tiered.start()
-        cleared = await tiered.redis.aclear_matching(self.l2.pattern)
+        await tiered.redis.ainvalidate(self._function())
         tiered.drop_function(self.l2.prefix)
-        if cleared:
-            await tiered.redis.apublish(
-                tiered.channel, [tiered.function_announcement(self.l2.prefix)]
-            )
