@@ -967,7 +967,7 @@ class RedisCache:
             UnavailableError: With ``strict``, Redis could not be reached (the
                 invalidation is kept and applied when it answers).
         """
-        if self.ready() and self.apply(invalidation):
+        if self.ready() and not self.health.skip() and self.apply(invalidation):
             return True
         self._pending.defer(invalidation, self)
         if strict:
@@ -976,7 +976,7 @@ class RedisCache:
 
     async def ainvalidate(self, invalidation: Invalidation, *, strict: bool = False) -> bool:
         """`invalidate` with this event loop's client."""
-        if await self.aready() and await self.aapply(invalidation):
+        if await self.aready() and not self.health.skip() and await self.aapply(invalidation):
             return True
         self._pending.defer(invalidation, self)
         if strict:
@@ -995,9 +995,10 @@ class RedisCache:
         return [secrets.token_hex(8), _milliseconds(self.mark_window)]
 
     def apply(self, invalidation: Invalidation) -> bool:
-        """Apply one invalidation now with the sync client; False (handled) if Redis failed."""
-        if self.health.skip():
-            return False
+        """Apply one invalidation now with the sync client; False (handled) if Redis failed.
+
+        The caller has asked `skip` (Redis is not being left alone).
+        """
         kind, targets, announce = invalidation.kind, invalidation.targets, invalidation.announce
         try:
             client = self.sync_client()
@@ -1033,8 +1034,6 @@ class RedisCache:
 
     async def aapply(self, invalidation: Invalidation) -> bool:
         """`apply` with this event loop's client."""
-        if self.health.skip():
-            return False
         kind, targets, announce = invalidation.kind, invalidation.targets, invalidation.announce
         try:
             client = self.async_client()

@@ -1,0 +1,279 @@
+"""Invalidations survive Redis trouble: a private server cut off, paused, killed and restarted.
+
+Each test runs its own ``redis-server`` on a port of its own (never the shared
+one), usually behind a `FaultProxy`, and checks the data afterwards: what is in
+Redis, and what callers were served. An invalidation that cannot reach Redis is
+kept and applied in order when Redis answers; meanwhile the process reads
+nothing from Redis, so it never serves what it invalidated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import redis_server
+from buttress.caching import RedisCache, TieredCache, cached
+from buttress.errors import UnavailableError
+from fault_proxy import FaultProxy
+
+private_redis = redis_server.private_redis
+LOGGER = "buttress.caching"
+
+
+def eventually(check: Callable[[], bool], within: float = 5.0) -> float:
+    """Wait (bounded) until ``check()`` holds; return the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < within, "did not happen in time"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def proxy(private_redis: redis_server.PrivateRedis) -> Iterator[FaultProxy]:
+    with FaultProxy("127.0.0.1", private_redis.port) as made:
+        yield made
+
+
+def make_cache(url: str, *, tiered: bool, namespace: str = "outage") -> Any:
+    shared = RedisCache(
+        url,
+        namespace=namespace,
+        retry_after_failure=0.2,
+        client_options={"socket_timeout": 0.2, "socket_connect_timeout": 0.2},
+    )
+    return TieredCache(shared, local_ttl=30) if tiered else shared
+
+
+def shared_of(cache: Any) -> RedisCache:
+    return cache.redis if isinstance(cache, TieredCache) else cache
+
+
+@pytest.mark.parametrize("tiered", [False, True], ids=["redis", "tiered"])
+def test_an_invalidation_while_redis_is_cut_off_is_applied_when_it_answers(
+    private_redis: redis_server.PrivateRedis,
+    proxy: FaultProxy,
+    tiered: bool,
+    caplog: pytest.LogCaptureFixture,
+    flavour: Any,
+) -> None:
+    cache = make_cache(proxy.url, tiered=tiered)
+    source = {"k": "old", "other": "kept"}
+    read = cached(cache=cache, name="stock")(flavour.twin(lambda key: source[key]))
+    server = private_redis.client()
+    try:
+        assert flavour.call(read, "k") == "old"
+        assert flavour.call(read, "other") == "kept"
+        [entry] = [k for k in server.scan_iter("outage:1:stock:*") if b'"k"' in k]
+        proxy.cut()
+        source["k"] = "new"
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            flavour.call(read.ainvalidate if flavour.is_async else read.invalidate, "k")
+        assert any("kept and applied" in r.getMessage() for r in caplog.records)
+        assert server.exists(entry)  # Redis never heard of it...
+        for _ in range(3):
+            assert flavour.call(read, "k") == "new"  # ... and this process serves it never
+        proxy.restore()
+        eventually(lambda: not server.exists(entry))  # applied without waiting for a call
+        assert not shared_of(cache).pending
+        assert flavour.call(read, "k") == "new"
+        assert flavour.call(read, "k") == "new"
+        assert flavour.call(read, "other") == "kept"
+    finally:
+        if flavour.is_async:
+            flavour.run(cache.aclose())
+        cache.close()
+
+
+def test_strict_invalidation_says_it_could_not_be_applied_and_still_applies_it_later(
+    private_redis: redis_server.PrivateRedis, proxy: FaultProxy
+) -> None:
+    cache = make_cache(proxy.url, tiered=False)
+    source = {"k": "old"}
+    read = cached(cache=cache, name="stock")(lambda key: source[key])
+    server = private_redis.client()
+    try:
+        read("k")
+        [entry] = entries(server)
+        proxy.cut()
+        source["k"] = "new"
+        with pytest.raises(UnavailableError, match="kept and applied as soon as Redis answers"):
+            read.invalidate_strict("k")
+        proxy.restore()
+        eventually(lambda: not server.exists(entry))
+        assert read("k") == "new"
+        read.invalidate_strict("k")  # Redis answers: no error
+    finally:
+        cache.close()
+
+
+@pytest.mark.asyncio
+async def test_strict_invalidation_for_async_callers(
+    private_redis: redis_server.PrivateRedis, proxy: FaultProxy
+) -> None:
+    cache = make_cache(proxy.url, tiered=True)
+    source = {"k": "old"}
+
+    @cached(cache=cache, name="stock")
+    async def read(key: str) -> str:
+        return source[key]
+
+    try:
+        assert await read("k") == "old"
+        proxy.cut()
+        source["k"] = "new"
+        with pytest.raises(UnavailableError):
+            await read.ainvalidate_strict("k")
+        assert await read("k") == "new"  # memory dropped at once, Redis skipped
+        proxy.restore()
+        await asyncio.to_thread(eventually, lambda: not cache.redis.pending)
+        assert await read("k") == "new"
+    finally:
+        await cache.aclose()
+
+
+def test_a_paused_server_gets_the_invalidation_when_it_wakes(
+    private_redis: redis_server.PrivateRedis,
+) -> None:
+    here = make_cache(private_redis.url, tiered=False)
+    there = make_cache(private_redis.url, tiered=False)  # another process
+    source = {"k": "old"}
+    read = cached(cache=here, name="stock")(lambda key: source[key])
+    elsewhere = cached(cache=there, name="stock")(lambda key: source[key])
+    try:
+        assert read("k") == elsewhere("k") == "old"
+        private_redis.pause(1.0)
+        source["k"] = "new"
+        read.invalidate("k")  # times out: kept
+        assert read("k") == "new"
+        # the other process may read the old value from Redis until the server wakes and
+        # the invalidation is applied, and never after
+        eventually(lambda: not here.pending, within=5)
+        assert elsewhere("k") == "new"
+        assert read("k") == "new"
+    finally:
+        here.close()
+        there.close()
+
+
+def test_a_killed_and_restarted_server_loses_nothing_that_matters(
+    private_redis: redis_server.PrivateRedis,
+) -> None:
+    cache = make_cache(private_redis.url, tiered=True)
+    source = {"k": "old"}
+    read = cached(cache=cache, name="stock")(lambda key: source[key])
+    try:
+        assert read("k") == "old"
+        private_redis.kill()
+        source["k"] = "new"
+        read.invalidate("k")
+        assert read("k") == "new"
+        private_redis.restart()
+        eventually(lambda: not cache.redis.pending)
+        assert read("k") == "new"
+        source["k"] = "newer"
+        read.invalidate("k")
+        assert read("k") == "newer"
+    finally:
+        cache.close()
+
+
+def test_too_many_waiting_invalidations_become_one_clear_of_the_whole_cache(
+    private_redis: redis_server.PrivateRedis, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = make_cache(proxy.url, tiered=False)
+    cache.pending.limit = 3
+    source = {f"k{i}": "old" for i in range(6)}
+    read = cached(cache=cache, name="stock")(lambda key: source[key])
+    server = private_redis.client()
+    try:
+        for key in source:
+            read(key)
+        server.set("outage:1:unrelated", b"x")
+        server.set("another-namespace:1:kept", b"x")
+        proxy.cut()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            for i in range(5):
+                source[f"k{i}"] = "new"
+                read.invalidate(f"k{i}")
+        assert any(
+            "every entry of the cache will be dropped" in r.getMessage() for r in caplog.records
+        )
+        assert len(cache.pending) <= 3
+        proxy.restore()
+        eventually(lambda: not cache.pending)
+        assert not entries(server)  # the whole namespace went: stale by rule
+        assert not server.exists("outage:1:unrelated")
+        assert server.get("another-namespace:1:kept") == b"x"  # nobody else's
+        assert [read(key) for key in sorted(source)] == ["new"] * 5 + ["old"]
+    finally:
+        cache.close()
+
+
+def test_waiting_invalidations_are_applied_in_the_order_they_were_made(
+    private_redis: redis_server.PrivateRedis, proxy: FaultProxy
+) -> None:
+    cache = make_cache(proxy.url, tiered=False)
+    source = {"k": 1}
+    read = cached(cache=cache, name="stock", tags=("t",))(lambda key: source[key])
+    applied: list[str] = []
+    real = cache.apply
+
+    def recording(invalidation: Any) -> bool:
+        done = real(invalidation)
+        if done:
+            applied.append(invalidation.kind)
+        return done
+
+    cache.apply = recording  # type: ignore[method-assign]
+    try:
+        read("k")
+        proxy.cut()
+        read.invalidate("k")
+        cache.invalidate_tags("t")
+        read.clear()
+        read.invalidate("k")
+        proxy.restore()
+        eventually(lambda: not cache.pending)
+        assert applied == ["key", "tags", "function", "key"]
+    finally:
+        cache.close()
+
+
+def test_a_write_from_a_miss_is_never_applied_before_a_waiting_invalidation(
+    private_redis: redis_server.PrivateRedis, proxy: FaultProxy
+) -> None:
+    """While an invalidation waits, nothing this process computes is written to Redis."""
+    cache = make_cache(proxy.url, tiered=False)
+    source = {"k": "old"}
+    read = cached(cache=cache, name="stock")(lambda key: source[key])
+    server = private_redis.client()
+    try:
+        read("k")
+        proxy.cut()
+        source["k"] = "new"
+        read.invalidate("k")
+        cache.health._down_until = 0.0  # the pause is over: the next call probes
+        proxy.restore()
+        assert read("k") == "new"
+        values = {server.get(k) for k in entries(server)} - {None}
+        assert b'"old"' not in values
+    finally:
+        cache.close()
+
+
+def entries(server: redis.Redis) -> list[bytes]:
+    """The cached entries' keys (not their leases or invalidation marks)."""
+    return [
+        key
+        for key in server.scan_iter("outage:1:stock:*")
+        if not key.endswith((b":gen", b":lease"))
+    ]
