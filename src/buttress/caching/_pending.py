@@ -94,6 +94,7 @@ class Pending:
         self._queue: collections.deque[Invalidation] = collections.deque()
         self._flushing = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._guard = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -186,13 +187,29 @@ class Pending:
             if self._queue and self._queue[0] is head:
                 self._queue.popleft()
 
+    def close(self) -> None:
+        """Stop the background thread; say so if invalidations are left unapplied."""
+        with self._guard:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            self._stop = threading.Event()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+        if self._queue:
+            logger.warning(
+                "Redis cache %s closed with %d invalidations Redis never received; entries "
+                "they drop may be served by other processes until they expire",
+                self.label,
+                len(self._queue),
+            )
+
     def _start(self, cache: _Applier) -> None:
         with self._guard:
             if self._thread is not None and self._thread.is_alive():
                 return
             thread = threading.Thread(
                 target=_flush_in_background,
-                args=(weakref.ref(cache), self),
+                args=(weakref.ref(cache), self, self._stop),
                 name=f"buttress-cache-invalidations-{self.label}",
                 daemon=True,
             )
@@ -203,6 +220,7 @@ class Pending:
         """In a child process: the parent's flusher thread and locks are gone."""
         self._flushing = threading.Lock()
         self._guard = threading.Lock()
+        self._stop = threading.Event()
         self._thread = None
 
 
@@ -215,11 +233,11 @@ def _everything(
     return announce[0], (b'{"everything":true}',)
 
 
-def _flush_in_background(ref: weakref.ReferenceType[_Applier], pending: Pending) -> None:
-    """Keep trying to apply the queue until it is empty or its cache is gone."""
-    stop = threading.Event()
-    while pending:
-        stop.wait(_FLUSH_EVERY)
+def _flush_in_background(
+    ref: weakref.ReferenceType[_Applier], pending: Pending, stop: threading.Event
+) -> None:
+    """Keep trying to apply the queue until it is empty, its cache closed or gone."""
+    while pending and not stop.wait(_FLUSH_EVERY):
         cache = ref()
         if cache is None:
             return

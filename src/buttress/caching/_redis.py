@@ -745,9 +745,13 @@ class RedisCache:
         """Close the sync client this cache made (clients given to it are left open).
 
         Asyncio clients the cache made are closed when their event loop shuts
-        down, or by ``await`` `aclose` in that loop. The cache stays usable:
-        clients are made again on use.
+        down, or by ``await`` `aclose` in that loop. Invalidations still waiting
+        for Redis get one last try, then are reported (a warning) if Redis still
+        does not answer. The cache stays usable: clients are made again on use.
         """
+        if self._pending and self.can_listen:
+            self.ready()
+        self._pending.close()
         with self._lock:
             client = self._client if self._own_client else None
             if self._own_client:
