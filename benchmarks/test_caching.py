@@ -23,6 +23,10 @@ smoke run (``--benchmark-disable``) is a test of the benchmark itself.
   ``json.loads``. Needs a Redis server (``BUTTRESS_TEST_REDIS_URL``, default
   ``redis://127.0.0.1:6379/0``); each run writes under a namespace of its own
   and deletes it afterwards.
+- ``caching.redis-concurrent``: `CONCURRENT` asyncio tasks at once on warm keys
+  of a `RedisCache` (three times the pool's 100 connections, so callers wait for
+  connections), against redis-py's own ``GET`` + ``json.loads`` through the same
+  kind of pool. A row times one round of all of them.
 - ``caching.hit-tiered``: a `TieredCache` hit served from its memory tier (the
   Redis copy is deleted behind its back, so only memory can answer) against a
   `MemoryCache` hit through `cached`.
@@ -448,6 +452,73 @@ class TestHitRedis:
     def test_cached_redis(self, ours, redis_cache):
         body = Body()
         assert hit(ours, cached(ttl=TTL, cache=redis_cache)(body.record()), body, 1) == RECORD
+
+
+CONCURRENT = 300
+"""Async callers at once in ``caching.redis-concurrent``: three times redis-py's pool size."""
+
+CONCURRENT_KEYS = 20
+"""Warm keys the concurrent callers spread over."""
+
+
+def redis_pool_client() -> Any:
+    """An asyncio client with the pool `RedisCache` gives itself: 100 connections, waiting."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        REDIS_URL, max_connections=100, timeout=1.0, socket_timeout=1.0
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+@pytest.mark.benchmark(group="caching.redis-concurrent")
+class TestRedisConcurrent:
+    """`CONCURRENT` tasks at once on warm keys: a round is one ``gather`` of them all.
+
+    The baseline is redis-py itself with the same pool (100 connections, callers
+    waiting for one): ``GET`` then ``json.loads``, no pipelining. A busy pool is
+    back-pressure for both; every call of ours must be a hit.
+    """
+
+    def test_raw_get_with_the_same_pool(self, baseline, loop, redis_client, namespace):
+        for x in range(CONCURRENT_KEYS):
+            redis_client.set(f"{namespace}:raw:{x}", compact({"id": x, "name": "widget"}), ex=TTL)
+        client = redis_pool_client()
+
+        async def get(x: int) -> Any:
+            return json.loads(await client.get(f"{namespace}:raw:{x}"))
+
+        async def round_() -> list[Any]:
+            return await asyncio.gather(*(get(i % CONCURRENT_KEYS) for i in range(CONCURRENT)))
+
+        try:
+            results = baseline.pedantic(
+                lambda: loop.run_until_complete(round_()), rounds=20, iterations=1
+            )
+            assert results[1] == {"id": 1, "name": "widget"}
+        finally:
+            loop.run_until_complete(client.aclose())
+
+    def test_cached_redis(self, ours, loop, redis_cache):
+        body = Body()
+        record = body.record()
+
+        @cached(ttl=TTL, cache=redis_cache, name="bench.concurrent")
+        async def fetch(x: int) -> dict[str, int | str]:
+            return record(x)
+
+        async def round_() -> list[Any]:
+            return await asyncio.gather(*(fetch(i % CONCURRENT_KEYS) for i in range(CONCURRENT)))
+
+        loop.run_until_complete(round_())  # warm every key
+        assert body.runs == CONCURRENT_KEYS
+        try:
+            results = ours.pedantic(
+                lambda: loop.run_until_complete(round_()), rounds=20, iterations=1
+            )
+            assert results[1] == {"id": 1, "name": "widget"}
+            assert body.runs == CONCURRENT_KEYS, "a timed call missed"
+            assert not redis_cache.health.incident
+        finally:
+            loop.run_until_complete(redis_cache.aclose())
 
 
 @pytest.mark.benchmark(group="caching.hit-tiered")
