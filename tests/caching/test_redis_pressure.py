@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import redis
 
+import redis_server
 from buttress.caching import RedisCache, TieredCache, cached
 
-pytestmark = pytest.mark.redis
+private_redis = redis_server.private_redis
 
 KEYS = 20
 
@@ -33,25 +33,25 @@ def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.fixture
-def small_pool_cache(redis_url: str) -> Any:
+def small_pool_cache(private_redis: redis_server.PrivateRedis) -> Any:
     cache = RedisCache(
-        redis_url,
+        private_redis.url,
         namespace=f"pressure-{uuid.uuid4().hex[:8]}",
         max_connections=8,
         pool_timeout=2.0,
     )
     yield cache
-    cache.clear()
     cache.close()
 
 
 @pytest.mark.asyncio
 async def test_300_async_callers_on_warm_keys_wait_for_connections_and_all_hit(
-    small_pool_cache: RedisCache, caplog: pytest.LogCaptureFixture
+    private_redis: redis_server.PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     runs: list[int] = []
+    cache = RedisCache(private_redis.url, namespace="pressure")  # redis-py's 100 connections
 
-    @cached(cache=small_pool_cache)
+    @cached(cache=cache)
     async def square(x: int) -> int:
         runs.append(x)
         return x * x
@@ -68,8 +68,8 @@ async def test_300_async_callers_on_warm_keys_wait_for_connections_and_all_hit(
     hits = after.hits - before.hits
     assert hits / 900 >= 0.95, (hits, runs)
     assert not outage_warnings(caplog)
-    assert not small_pool_cache.health.incident
-    await small_pool_cache.aclose()
+    assert not cache.health.incident
+    await cache.aclose()
 
 
 def test_64_threads_on_warm_keys_wait_for_connections_and_all_hit(
@@ -100,11 +100,9 @@ def test_64_threads_on_warm_keys_wait_for_connections_and_all_hit(
 
 
 def test_a_pool_that_stays_busy_past_pool_timeout_is_a_miss_not_an_outage(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    private_redis: redis_server.PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = RedisCache(
-        redis_url, namespace=f"busy-{uuid.uuid4().hex[:8]}", max_connections=1, pool_timeout=0.05
-    )
+    cache = RedisCache(private_redis.url, namespace="busy", max_connections=1, pool_timeout=0.05)
 
     @cached(cache=cache)
     def square(x: int) -> int:
@@ -125,19 +123,22 @@ def test_a_pool_that_stays_busy_past_pool_timeout_is_a_miss_not_an_outage(
         assert square(3) == 9
         assert square.stats().hits == 1  # served from Redis again at once: no pause
     finally:
-        cache.clear()
         cache.close()
 
 
 @pytest.mark.parametrize("tiered", [False, True], ids=["redis", "tiered"])
 @pytest.mark.parametrize("poison", ["hash", "list", "garbage"])
 def test_one_bad_key_is_a_miss_for_that_key_alone_and_is_replaced(
-    redis_url: str, caplog: pytest.LogCaptureFixture, poison: str, tiered: bool, flavour: Any
+    private_redis: redis_server.PrivateRedis,
+    caplog: pytest.LogCaptureFixture,
+    poison: str,
+    tiered: bool,
+    flavour: Any,
 ) -> None:
-    namespace = f"poison-{uuid.uuid4().hex[:8]}"
-    shared = RedisCache(redis_url, namespace=namespace)
+    namespace = "poison"
+    shared = RedisCache(private_redis.url, namespace=namespace)
     cache: Any = TieredCache(shared, local_ttl=0.001) if tiered else shared
-    client = redis.Redis.from_url(redis_url)
+    client = private_redis.client()
     runs: list[int] = []
 
     def body(x: int) -> int:
@@ -168,7 +169,6 @@ def test_one_bad_key_is_a_miss_for_that_key_alone_and_is_replaced(
         assert len(warnings) == 1, warnings
         assert bad.decode() in warnings[0]
     finally:
-        cache.clear()
-        flavour.run(cache.aclose()) if flavour.is_async else None
+        if flavour.is_async:
+            flavour.run(cache.aclose())
         cache.close()
-        client.close()
