@@ -1,12 +1,15 @@
 """One process of the cross-process stampede test: a cold key, a slow body, a shared count.
 
-Usage: ``python stampede_peer.py <redis url> <namespace> <start at (time.time())>``.
-Waits until the start time, calls the cached function once and prints its value.
+Usage: ``python stampede_peer.py <redis url> <namespace> <start at (time.time())> [tasks]``.
+Waits until the start time, calls the cached function once and prints its value;
+with ``tasks``, calls an ``async def`` twin from that many asyncio tasks at once
+and prints the distinct values they got.
 The body counts its runs in Redis, so the test can read how many processes ran it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 
@@ -26,8 +29,22 @@ def main() -> None:
         time.sleep(0.05)
         return key.upper()
 
+    @cached(cache=cache, name="stampede.aslow")
+    async def aslow(key: str) -> str:
+        counter.incr(f"{namespace}:runs")
+        await asyncio.sleep(0.05)
+        return key.upper()
+
+    async def many(tasks: int) -> str:
+        values = await asyncio.gather(*(aslow("cold") for _ in range(tasks)))
+        await cache.aclose()
+        return ",".join(sorted(set(values)))
+
     time.sleep(max(0.0, start - time.time()))
-    print(slow("cold"), flush=True)  # noqa: T201 - the test reads it
+    if len(sys.argv) > 4:
+        print(asyncio.run(many(int(sys.argv[4]))), flush=True)  # noqa: T201
+    else:
+        print(slow("cold"), flush=True)  # noqa: T201 - the test reads it
     cache.close()
     counter.close()
 
