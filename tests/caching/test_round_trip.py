@@ -451,16 +451,31 @@ def test_an_iterator_is_refused_before_anything_uses_it_up() -> None:
     made = iter([1, 2, 3])
     cache = RedisCache("redis://127.0.0.1:1", namespace="never-connected")
 
-    @cached(cache=cache)
     def rows() -> Iterable[int]:
         return made
 
     try:
         with pytest.raises(ConfigurationError, match="list or a tuple"):
-            rows()  # refused when the function binds to the cache, before it runs
+            cached(cache=cache)(rows)  # refused at decoration, before anything runs
     finally:
         cache.close()
     assert list(made) == [1, 2, 3]
+
+
+def test_an_annotation_naming_a_later_class_is_checked_at_the_first_call() -> None:
+    cache = RedisCache("redis://127.0.0.1:1", namespace="never-connected")
+
+    @cached(cache=cache)
+    def rows() -> Later:  # type: ignore[name-defined] # noqa: F821 - defined below, on purpose
+        return iter([1])
+
+    globals()["Later"] = Iterable[int]
+    try:
+        with pytest.raises(ConfigurationError, match="list or a tuple"):
+            rows()
+    finally:
+        globals().pop("Later", None)
+        cache.close()
 
 
 # -- properties: exactly the value, or refused -------------------------------------------------

@@ -224,6 +224,22 @@ def _name_of(function: Callable[..., Any]) -> str:
     return f"{module}.{qualname}"
 
 
+def _bound(store: SharedCache, name: str, target: Callable[..., Any]) -> CacheView:
+    """The view of a cache outside the process: bound now if the annotation resolves.
+
+    Binding at decoration refuses an annotation no value can be stored under
+    (a function, a class, an iterator) where the mistake is made; an annotation
+    naming a class defined later is bound at the first call instead.
+    """
+    lazy = _LazyView(store, name, target)
+    try:
+        typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - whatever keeps it from resolving now, retry at first call
+        return lazy
+    lazy.bind()
+    return lazy
+
+
 def _decoratable(function: object) -> bool:
     """Whether ``function`` is something to call (a staticmethod object is not, here)."""
     return callable(function) and not isinstance(function, staticmethod | classmethod)
@@ -390,7 +406,7 @@ def cached(
                 "an instance has no identity: pass key= to say how calls are keyed, "
                 "such as key=lambda self, order_id: order_id"
             )
-        view: CacheView = store.bind(label, Any) if memory else _LazyView(store, label, target)
+        view: CacheView = store.bind(label, Any) if memory else _bound(store, label, target)
         binding = None
         if key is None:
             maker = KeyMaker(function, identity, method=method)
