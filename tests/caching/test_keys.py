@@ -8,7 +8,11 @@ import enum
 import functools
 import gc
 import inspect
+import re
+import subprocess
+import sys
 import weakref
+import zoneinfo
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buttress.caching import MemoryCache, cached
-from buttress.caching._keys import KeyMaker, exact, tokens
+from buttress.caching._keys import KeyMaker, _Tokens, exact, tokens
 from buttress.errors import CacheKeyError
 
 VALUES = st.one_of(
@@ -564,3 +568,276 @@ def test_a_hash_that_raises_and_a_deeply_nested_argument_are_cache_key_errors() 
     with pytest.raises(CacheKeyError, match="nested too deeply"):
         f(deep)
     assert f(1) == 1  # and the function still works
+
+
+# -- instance tokens: one per live instance, forgotten with it ---------------------------
+
+
+class Plain:
+    """Any weakly referenceable instance."""
+
+
+def test_dead_instances_leave_no_entry_in_the_token_table() -> None:
+    """Instances alive together hold distinct addresses: none may be left behind by its death.
+
+    (One instance at a time would reuse one address, and overwriting its entry hides a leak.)
+    """
+
+    class Box:
+        @cached()
+        def read(self) -> int:
+            return 1
+
+    gc.collect()  # nothing else dies during the test
+    before = len(tokens)
+    boxes = [Box() for _ in range(100)]
+    assert [box.read() for box in boxes] == [1] * 100
+    assert len(tokens) == before + 100
+    del boxes
+    assert len(tokens) <= before  # freed by reference counting, no collector needed
+
+
+def test_the_token_table_rechecks_under_its_lock_and_forgets_the_dead() -> None:
+    table = _Tokens()
+    first, second = Plain(), Plain()
+    token = table(first)
+    assert table(first) is token
+    # what the loser of a race between two first calls runs, under the lock: the same token
+    assert table._new(first) is token
+    assert table(second) is not token
+    assert len(table) == 2
+    del first
+    assert len(table) == 1
+    del second
+    assert len(table) == 0
+
+
+def test_tokens_read_as_their_instance_numbers() -> None:
+    table = _Tokens()
+    one, two = Plain(), Plain()
+    texts = {repr(table(one)), repr(table(two))}
+    assert len(texts) == 2
+    assert all(re.fullmatch(r"<instance \d+>", text) for text in texts)
+
+
+def test_the_collector_freeing_an_instance_mid_call_does_not_deadlock() -> None:
+    """Instances in reference cycles die whenever the cyclic collector runs: maybe mid-call."""
+    script = """
+import gc, os, threading
+from buttress.caching import cached
+
+class Node:
+    def __init__(self, n):
+        self.n = n
+        self.me = self  # a reference cycle: only the cyclic collector frees a Node
+
+    @cached()
+    def read(self):
+        return self.n
+
+def churn():
+    for threshold in range(1, 11):  # collections at every few allocations
+        gc.set_threshold(threshold)
+        for n in range(100):
+            assert Node(n).read() == n
+
+worker = threading.Thread(target=churn, daemon=True)
+worker.start()
+worker.join(timeout=1.5)  # the whole churn takes a few milliseconds
+print("deadlock" if worker.is_alive() else "done", flush=True)
+os._exit(0)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "done"
+
+
+# -- error messages say what went wrong and what to do -----------------------------------
+
+
+def test_a_method_of_a_class_without_weakrefs_is_refused_with_the_fix() -> None:
+    class Slotted:
+        __slots__ = ()
+
+        @cached()
+        def get(self) -> int:
+            return 1
+
+    with pytest.raises(CacheKeyError) as raised:
+        Slotted().get()
+    assert str(raised.value) == (
+        "cannot cache a method per instance of "
+        "test_a_method_of_a_class_without_weakrefs_is_refused_with_the_fix.<locals>.Slotted: "
+        "its instances cannot be weakly referenced (it uses __slots__ without '__weakref__'). "
+        "Add '__weakref__' to its __slots__, or pass key= to cached to say how calls are keyed"
+    )
+
+
+def test_every_unhashable_argument_is_named_in_one_message() -> None:
+    @cached(name="report")
+    def report(rows: Any, *, columns: Any) -> int:
+        return 1
+
+    with pytest.raises(CacheKeyError) as raised:
+        report([], columns={"a"})
+    assert str(raised.value) == (
+        "cannot cache the call to report: argument 1 (list), argument 'columns' (set) is not "
+        "hashable. Pass hashable values (a tuple instead of a list, a frozenset instead of a "
+        "set), or pass key= to cached to say how calls are keyed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((1, 2, 3), {"z": 1}),  # too many positional arguments
+        ((), {"z": 1}),  # a required one missing
+        ((1,), {}),  # a required keyword-only one missing
+        ((1,), {"x": 1, "z": 1}),  # a positional-only one passed by keyword
+        ((1,), {"z": 1, "w": 1}),  # an unknown keyword
+    ],
+)
+def test_invalidating_with_arguments_that_do_not_fit_says_why(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    def f(x: int, /, y: int = 1, *, z: int) -> int:
+        return x + y + z
+
+    cached_f = cached()(f)
+    with pytest.raises(TypeError) as expected:
+        inspect.signature(f).bind(*args, **kwargs)
+    with pytest.raises(TypeError) as raised:
+        cached_f.invalidate(*args, **kwargs)
+    assert not isinstance(raised.value, CacheKeyError)
+    assert str(raised.value) == str(expected.value)
+
+
+# -- signatures the wrapper cannot spell out, and values keyed by their base ------------
+
+
+@pytest.mark.parametrize("name", ["from", "class", "lambda"])
+def test_a_positional_only_parameter_named_by_a_keyword_is_still_cached(name: str) -> None:
+    """Signatures of builtins may name a positional-only parameter ``from``: no source for it."""
+    runs: list[Any] = []
+
+    def body(*args: Any) -> Any:
+        runs.append(args)
+        return args
+
+    body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY)]
+    )
+    f = cached()(body)
+    assert f(1) == f(1) == (1,)
+    assert runs == [(1,)]
+    f.invalidate(1)
+    assert f(1) == (1,)
+    assert len(runs) == 2
+
+
+class Meters(float):
+    """A float subclass: keyed by its value, as a float is."""
+
+
+class Point(tuple[int, int]):
+    """A tuple subclass (as named tuples are): keyed item by item."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(Meters(1.5), Meters(2.5)), (Point((1, 2)), Point((1, 3)))],
+    ids=["float subclass", "tuple subclass"],
+)
+def test_values_of_a_subclass_are_keyed_by_their_value(first: Any, second: Any) -> None:
+    runs: list[Any] = []
+
+    @cached()
+    def measure(value: Any) -> Any:
+        runs.append(value)
+        return value
+
+    assert measure(first) == first
+    assert measure(second) == second
+    assert measure(type(first)(first)) == first
+    assert runs == [first, second]
+
+
+# -- zones: the same wall clock in two zones is two calls -------------------------------
+
+
+class Shifted(dt.tzinfo):
+    """A zone of our own (neither `datetime.timezone` nor `zoneinfo.ZoneInfo`)."""
+
+    def __init__(self, hours: int) -> None:
+        self.hours = hours
+
+    def utcoffset(self, value: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(hours=self.hours)
+
+    def dst(self, value: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def __repr__(self) -> str:
+        return f"Shifted({self.hours})"
+
+
+class Twin(Shifted):
+    """Another class of zone that reads the same as `Shifted`."""
+
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+LISBON = zoneinfo.ZoneInfo("Europe/Lisbon")
+ZONE_PAIRS = [(UTC, PLUS_ONE), (PARIS, LISBON), (Shifted(1), Shifted(2)), (Shifted(1), Twin(1))]
+
+
+@pytest.mark.parametrize("kind", ["datetime", "time"])
+@pytest.mark.parametrize(("left", "right"), ZONE_PAIRS, ids=["fixed", "zoneinfo", "own", "class"])
+def test_one_wall_clock_in_two_zones_is_two_entries(
+    kind: str, left: dt.tzinfo, right: dt.tzinfo
+) -> None:
+    runs: list[Any] = []
+
+    @cached()
+    def at(moment: Any) -> Any:
+        runs.append(moment)
+        return moment.tzinfo
+
+    def moment(zone: dt.tzinfo) -> Any:
+        if kind == "datetime":
+            return dt.datetime(2024, 3, 1, 12, tzinfo=zone)
+        return dt.time(12, tzinfo=zone)
+
+    assert at(moment(left)) is left
+    assert at(moment(right)) is right
+    assert at(moment(left)) is left
+    assert len(runs) == 2
+
+
+def test_exact_forms_are_the_documented_ones() -> None:
+    """The exact form is the key's text in Redis: a change re-keys every stored entry.
+
+    So it is pinned here, as the module docstring spells it.
+    """
+    naive = INSTANT.replace(tzinfo=None)
+    assert exact(naive) is naive
+    assert exact(dt.time(12)) == dt.time(12)
+    assert type(exact(dt.time(12))) is dt.time
+    assert exact(2.5) == 2.5
+    assert type(exact(2.5)) is float
+    assert exact(naive.replace(fold=1)) == (naive, 1, None)
+    assert exact(dt.time(12, fold=1)) == (dt.time(12), 1, None)
+    for zone, text in [
+        (PLUS_ONE, "datetime.timezone(datetime.timedelta(seconds=3600))"),
+        (PARIS, "zoneinfo:Europe/Paris"),
+        (Shifted(2), f"{__name__}:Shifted:Shifted(2):2:00:00"),
+    ]:
+        moment = dt.datetime(2024, 3, 1, 12, tzinfo=zone)
+        form = exact(moment)
+        assert form == (naive, 0, text)
+        assert form[0].tzinfo is None
+        form = exact(dt.time(12, tzinfo=zone))
+        assert form == (dt.time(12), 0, text)
+        assert form[0].tzinfo is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +62,7 @@ def test_waiting_threads_get_the_same_exception_and_it_is_not_cached() -> None:
         outcomes = [f.result(timeout=10) for f in [pool.submit(call) for _ in range(16)]]
     errors = {id(outcome) for outcome in outcomes if isinstance(outcome, ConnectionError)}
     assert len(errors) == 1  # one shared failure, not sixteen
+    assert all(isinstance(outcome, ConnectionError) or outcome == "k" for outcome in outcomes)
     assert runs == 1 or "k" in outcomes  # a late arrival may start a fresh run
     assert failing("k") == "k"
     assert failing("k") == "k"
@@ -413,3 +416,38 @@ def test_the_miss_path_locks_per_key_only() -> None:
         assert not slow.done()
         release.set()
         assert slow.result(timeout=5) == "slow"
+
+
+@pytest.mark.asyncio
+async def test_a_computation_nobody_waits_for_leaves_nothing_for_asyncio_to_report(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Cancelled, or failing after its last caller left: asyncio has nothing to complain of."""
+    flights = AsyncFlights()
+    computations: list[asyncio.Task[Any] | None] = []
+
+    async def compute(fail: bool) -> str:
+        computations.append(asyncio.current_task())
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            if fail:
+                raise RuntimeError("cleanup failed") from None
+            raise
+        return "never"
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        for fail in (False, True):
+            caller = asyncio.create_task(flights.run(fail, lambda fail=fail: compute(fail)))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            caller.cancel()  # the last caller leaves: the computation is cancelled
+            await asyncio.wait({caller})
+            computation = computations[-1]
+            assert computation is not None
+            await asyncio.wait({computation})
+            await asyncio.sleep(0)  # its done callbacks have run
+        del computation, caller
+        computations.clear()
+        gc.collect()  # a failed task nobody retrieved would be reported now
+    assert [r for r in caplog.records if r.name == "asyncio"] == []

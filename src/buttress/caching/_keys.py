@@ -170,7 +170,9 @@ class _Tokens:
 
     def __init__(self) -> None:
         self._by_id: dict[int, tuple[weakref.ref[Any], InstanceToken]] = {}
-        self._lock = threading.Lock()
+        # Reentrant: _new allocates under the lock, and a collection it sets off may run
+        # the weak-reference callback of another dying instance on this very thread.
+        self._lock = threading.RLock()
 
     def __call__(self, instance: object) -> InstanceToken:
         found = self._by_id.get(id(instance))
