@@ -145,19 +145,18 @@ class Pending:
         """
         if not self._queue:
             return True
-        if skip() or not self._flushing.acquire(blocking=False):
+        if not self._claim(skip):
             return False
+        done = 0
         try:
-            done = 0
-            while self._queue:
-                head = self._queue[0]
+            while (head := self._head()) is not None:
                 if not apply(head):
                     return False
                 self._applied(head)
                 done += 1
         finally:
             self._flushing.release()
-        logger.info("Redis cache %s applied %d deferred invalidations", self.label, done)
+        self._report(done)
         return True
 
     async def aflush(
@@ -166,20 +165,32 @@ class Pending:
         """`flush` with a coroutine function ``apply`` (for an event loop's client)."""
         if not self._queue:
             return True
-        if skip() or not self._flushing.acquire(blocking=False):
+        if not self._claim(skip):
             return False
+        done = 0
         try:
-            done = 0
-            while self._queue:
-                head = self._queue[0]
+            while (head := self._head()) is not None:
                 if not await apply(head):
                     return False
                 self._applied(head)
                 done += 1
         finally:
             self._flushing.release()
-        logger.info("Redis cache %s applied %d deferred invalidations", self.label, done)
+        self._report(done)
         return True
+
+    def _claim(self, skip: Callable[[], bool]) -> bool:
+        """Whether this caller may flush now (Redis not left alone, nobody else flushing)."""
+        return not skip() and self._flushing.acquire(blocking=False)
+
+    def _head(self) -> Invalidation | None:
+        """The oldest waiting invalidation, or None when none is left."""
+        with self._guard:  # a clear may empty and refill the queue meanwhile
+            queue = self._queue
+            return queue[0] if queue else None
+
+    def _report(self, done: int) -> None:
+        logger.info("Redis cache %s applied %d deferred invalidations", self.label, done)
 
     def _applied(self, head: Invalidation) -> None:
         """Take an applied invalidation off the queue (unless a clear replaced the queue)."""
