@@ -75,6 +75,7 @@ EXPORTS = {
     "buttress.di": [
         "CachingContainer",
         "CircuitBreakers",
+        "Container",
         "PersistenceContainer",
         "ResilienceContainer",
         "RetryPolicy",

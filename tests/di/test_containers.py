@@ -111,7 +111,7 @@ def test_override_restores_the_original_even_when_the_block_raises():
 
     with pytest.raises(RuntimeError):
         fails_inside()
-    assert app.service() is not original  # reset again: nothing built from the fake stays
+    assert app.service() is original  # the one made before the block comes back
     assert app.service().unit_of_work is not fake
 
 

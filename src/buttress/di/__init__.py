@@ -9,12 +9,18 @@ fakes in tests.
 
 from buttress.di._blocks import CircuitBreakers, RetryPolicy
 from buttress.di._check import check
-from buttress.di._containers import CachingContainer, PersistenceContainer, ResilienceContainer
+from buttress.di._containers import (
+    CachingContainer,
+    Container,
+    PersistenceContainer,
+    ResilienceContainer,
+)
 from buttress.di._override import override
 
 __all__ = [
     "CachingContainer",
     "CircuitBreakers",
+    "Container",
     "PersistenceContainer",
     "ResilienceContainer",
     "RetryPolicy",

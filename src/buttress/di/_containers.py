@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import inspect
+from typing import TYPE_CHECKING, Any
 
 from dependency_injector import containers, providers
 from sqlalchemy.orm import sessionmaker
@@ -13,9 +14,64 @@ from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.settings import CacheSettings, DatabaseSettings, RedisSettings, ResilienceSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Generator
+
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-__all__ = ["CachingContainer", "PersistenceContainer", "ResilienceContainer"]
+__all__ = [
+    "AwaitableContainer",
+    "CachingContainer",
+    "Container",
+    "PersistenceContainer",
+    "ResilienceContainer",
+]
+
+
+class _Done:
+    """An awaitable with nothing left to do: awaiting it is free, not awaiting it is harmless."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that finishes at once
+
+
+class AwaitableContainer(containers.DynamicContainer):
+    """A container whose ``init_resources()`` and ``shutdown_resources()`` may always be awaited.
+
+    dependency-injector returns an awaitable from them only while an asyncio
+    resource is involved, and ``None`` otherwise, so code that awaits breaks
+    when a test overrides the asyncio resources away. Here the synchronous part
+    runs at the call, and what is returned can always be awaited (and need not
+    be when nothing asynchronous was started). It is the instance type of
+    ``Container`` and of Buttress's containers.
+    """
+
+    def init_resources(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        """Start every resource: the synchronous ones now; await the result for the rest."""
+        return _awaitable(super().init_resources(*args, **kwargs))
+
+    def shutdown_resources(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        """Shut every started resource down; await the result for the asyncio ones."""
+        return _awaitable(super().shutdown_resources(*args, **kwargs))
+
+
+def _awaitable(result: Any) -> Awaitable[None]:
+    return result if inspect.isawaitable(result) else _Done()
+
+
+class Container(containers.DeclarativeContainer):
+    """Base for your containers: ``await container.shutdown_resources()`` in every state.
+
+    Subclass it instead of ``containers.DeclarativeContainer`` so that
+    ``init_resources()`` and ``shutdown_resources()`` are awaitable whether the
+    asyncio resources are in use or overridden away by a test: the synchronous
+    part runs at the call, and the result can always be awaited. Buttress's own
+    containers are built on it.
+    """
+
+    instance_type = AwaitableContainer
 
 
 def _async_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -24,7 +80,7 @@ def _async_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine)
 
 
-class PersistenceContainer(containers.DeclarativeContainer):
+class PersistenceContainer(Container):
     """Engines, session factories and units of work built from `DatabaseSettings`.
 
     ``settings`` reads ``BUTTRESS_DATABASE__*`` (override it with your own
@@ -54,7 +110,7 @@ class PersistenceContainer(containers.DeclarativeContainer):
     )
 
 
-class CachingContainer(containers.DeclarativeContainer):
+class CachingContainer(Container):
     """The cache `CacheSettings` describe: in memory, in Redis, or both (tiered).
 
     ``settings`` reads ``BUTTRESS_CACHE__*`` and ``redis_settings``
@@ -73,7 +129,7 @@ class CachingContainer(containers.DeclarativeContainer):
     cache = providers.Resource(cache_resource, settings=settings, redis=redis_settings)
 
 
-class ResilienceContainer(containers.DeclarativeContainer):
+class ResilienceContainer(Container):
     """Named circuit breakers and a retry policy with the defaults of `ResilienceSettings`.
 
     ``settings`` reads ``BUTTRESS_RESILIENCE__*``. ``breakers`` and ``retry``
