@@ -145,6 +145,56 @@ def test_a_misspelt_variable_is_reported_with_a_suggestion(
         DatabaseSettings()
 
 
+@pytest.mark.parametrize(
+    ("variable", "right", "model"),
+    [
+        ("BUTTRESS_DATABASE_URL", "BUTTRESS_DATABASE__URL", DatabaseSettings),
+        ("BUTTRESS_DATABASE_URL", "BUTTRESS_DATABASE__URL", ButtressSettings),
+        ("buttress_database_pool_size", "BUTTRESS_DATABASE__POOL_SIZE", DatabaseSettings),
+        ("BUTTRESS_REDIS_URL", "BUTTRESS_REDIS__URL", RedisSettings),
+        ("BUTTRESS_CACHE_TTL", "BUTTRESS_CACHE__TTL", CacheSettings),
+        (
+            "BUTTRESS_RESILIENCE_RETRY_ATTEMPTS",
+            "BUTTRESS_RESILIENCE__RETRY__ATTEMPTS",
+            ResilienceSettings,
+        ),
+        (
+            "BUTTRESS_RESILIENCE__BREAKER_FAIL_MAX",
+            "BUTTRESS_RESILIENCE__BREAKER__FAIL_MAX",
+            ButtressSettings,
+        ),
+    ],
+)
+def test_a_setting_spelt_with_one_underscore_is_refused_naming_the_right_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, right: str, model: type[typing.Any]
+) -> None:
+    monkeypatch.setenv(variable, "5")
+    with pytest.raises(ConfigurationError) as caught:
+        model()
+    expected = (
+        f"{variable}: is not read; Buttress joins the parts of a setting's name with two "
+        f"underscores: set {right}"
+    )
+    assert list(caught.value.problems) == [expected]
+
+
+def test_a_variable_of_the_application_that_only_starts_like_a_section_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUTTRESS_DATABASE_OWNER", "ops")  # no such setting: the app's own
+    assert DatabaseSettings().pool_size == 5
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgres+psycopg", "postgres+asyncpg"])
+def test_a_postgres_scheme_is_refused_with_the_spelling_sqlalchemy_takes(scheme: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        DatabaseSettings(url=f"{scheme}://app:s3cret@db:5432/app")
+    driver = scheme.partition("+")[2] or "psycopg"
+    (problem,) = caught.value.problems
+    assert f"write postgresql+{driver}:// instead" in problem
+    assert "s3cret" not in problem
+
+
 def test_other_buttress_variables_of_the_application_are_left_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

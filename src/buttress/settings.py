@@ -118,6 +118,12 @@ def _check_database_url(value: SecretStr) -> SecretStr:
             "/database, such as postgresql+psycopg://app@127.0.0.1:5432/app or "
             "sqlite:///path/to/app.db"
         )
+    dialect, _, driver = match["dialect"].partition("+")
+    if dialect == "postgres":  # Heroku and libpq spell it so; SQLAlchemy does not take it
+        raise ValueError(
+            f"starts with {match['dialect']}://, a scheme SQLAlchemy does not know; write "
+            f"postgresql+{driver or 'psycopg'}:// instead (the rest of the URL stays as it is)"
+        )
     port = match["port"]
     if port and not port.isdigit():
         raise ValueError("has a port that is not a number; write host:5432, or leave the port out")
@@ -298,11 +304,21 @@ def _unknown_variables(
     # At the top level, other BUTTRESS_* variables may belong to the application: only
     # a nested-looking name close to a section's (BUTTRESS_DATABSE__URL) is a typo.
     top_level = upper_prefix == ENV_PREFIX
+    # BUTTRESS_DATABASE_URL for BUTTRESS_DATABASE__URL: the section's prefix with one "_".
+    single = upper_prefix.removesuffix("_") if upper_prefix.endswith(NESTED_DELIMITER) else None
     for variable in environ:
         upper = variable.upper()
+        if single is not None and upper.startswith(single) and not upper.startswith(upper_prefix):
+            path = _setting_path(model, upper[len(single) :])
+            if path is not None:
+                problems.append(_one_underscore(variable, upper_prefix + path))
+            continue
         if not upper.startswith(upper_prefix):
             continue
         head, nested_name, rest = upper[len(upper_prefix) :].partition(NESTED_DELIMITER)
+        if head not in fields and (path := _setting_path(model, upper[len(upper_prefix) :])):
+            problems.append(_one_underscore(variable, upper_prefix + path))
+            continue
         if head in fields:
             if nested_name and _nested_model(fields[head].annotation) is None:
                 problems.append(
@@ -328,7 +344,36 @@ def _unknown_variables(
             problems.extend(
                 _unknown_variables(nested, f"{upper_prefix}{name}{NESTED_DELIMITER}", environ)
             )
-    return problems
+    return list(dict.fromkeys(problems))  # a section and its group may both see one variable
+
+
+def _setting_path(model: type[BaseModel], text: str) -> str | None:
+    """``text`` read as a setting of ``model`` whose parts are joined by "_" or "__".
+
+    Returns:
+        The setting's name with its parts joined by "__" (``RETRY__ATTEMPTS``), or
+        None when ``text`` names no setting.
+    """
+    for name, info in model.model_fields.items():
+        upper = name.upper()
+        if text == upper:
+            return upper
+        nested = _nested_model(info.annotation)
+        if nested is None:
+            continue
+        for separator in (NESTED_DELIMITER, "_"):
+            if text.startswith(upper + separator):
+                inner = _setting_path(nested, text[len(upper) + len(separator) :])
+                if inner is not None:
+                    return f"{upper}{NESTED_DELIMITER}{inner}"
+    return None
+
+
+def _one_underscore(variable: str, right: str) -> str:
+    return (
+        f"{variable}: is not read; Buttress joins the parts of a setting's name with two "
+        f"underscores: set {right}"
+    )
 
 
 class _Settings(BaseSettings):

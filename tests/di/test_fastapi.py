@@ -12,8 +12,10 @@ import pytest
 from dependency_injector import containers, providers
 from fastapi import Depends, FastAPI
 
-from buttress.di import PersistenceContainer, ResilienceContainer
+from buttress.di import PersistenceContainer, ResilienceContainer, override
 from buttress.di.fastapi import breaker, install_error_handlers, lifespan, unit_of_work
+from buttress.errors import ButtressError
+from buttress.persistence import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
 from buttress.settings import DatabaseSettings, ResilienceSettings
 from buttress.testing import ContractOrder, contract_metadata
 
@@ -124,3 +126,33 @@ async def test_the_lifespan_releases_the_engines(container):
         assert async_engine.pool.checkedin() >= 1
     assert engine.pool.checkedin() == 0  # disposed: no pooled connection left
     assert async_engine.pool.checkedin() == 0
+
+
+def without(package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``package`` look not installed (importing it fails, as if it were missing)."""
+    monkeypatch.setitem(__import__("sys").modules, package, None)
+
+
+async def test_the_lifespan_of_a_test_with_in_memory_units_of_work_needs_no_driver(
+    container, monkeypatch
+):
+    without("aiosqlite", monkeypatch)
+    container.persistence.settings.override(DatabaseSettings())  # the default: SQLite in memory
+    app = make_app(container)
+    async with override(
+        container.persistence,
+        async_unit_of_work=AsyncInMemoryUnitOfWork,
+        unit_of_work=InMemoryUnitOfWork,
+    ):
+        async with serving(app) as client:
+            created = await client.post("/orders/A-1")
+            assert created.status_code == 200
+        assert not container.persistence.async_engine.initialized  # not started: not in use
+        assert not container.persistence.engine.initialized
+
+
+async def test_a_missing_driver_fails_the_start_naming_the_extra(container, monkeypatch):
+    without("aiosqlite", monkeypatch)
+    with pytest.raises(ButtressError, match=r"install 'buttress\[aiosqlite\]'"):
+        async with serving(make_app(container)):
+            pass  # pragma: no cover - the start fails

@@ -73,7 +73,7 @@ def test_overridden_settings_reach_the_engine_session_factory_and_unit_of_work(p
         with app.persistence.unit_of_work() as uow:
             assert uow.session.get_bind().dialect.name == "sqlite"
             assert uow.repository(ContractOrder).count() == 1
-        assert app.engine_url() == "sqlite://"  # the app's own singleton was made anew
+        assert app.engine_url().startswith("sqlite")  # the app's own singleton was made anew
 
     assert app.persistence.engine() is engine  # the originals come back, untouched
     assert app.persistence.session_factory() is session_factory

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from dependency_injector import containers, providers
 
+from buttress.di._graph import effective, resources_in_use
 from buttress.errors import ButtressError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -71,10 +72,38 @@ def check(container: containers.Container) -> None:
                 f"{held}.provider (a factory) instead, or make {name} a Factory"
                 for held in _request_scoped(provider, names)
             )
+    problems.extend(_engine_problems(container, names))
     if problems:
         raise ConfigurationError.from_problems(
             f"{type(container).__name__} cannot be built as wired", problems
         )
+
+
+def _engine_problems(container: Any, names: dict[int, str]) -> Iterator[str]:
+    """What would stop an engine in use from being built: its URL's driver, a missing package.
+
+    Only engines something reaches are looked at (see `resources_in_use`): an asyncio
+    engine behind an overridden unit of work needs no driver.
+    """
+    from buttress.di._engines import (  # noqa: PLC0415 - imports SQLAlchemy
+        async_engine_resource,
+        engine_options,
+        engine_resource,
+    )
+
+    kinds: dict[object, bool] = {engine_resource: False, async_engine_resource: True}
+    for resource in resources_in_use(container):
+        answering = effective(resource)
+        made_by = getattr(answering, "provides", None)
+        asynchronous = kinds.get(inspect.unwrap(made_by) if made_by is not None else None)
+        settings = getattr(answering, "kwargs", {}).get("settings")
+        if asynchronous is None or not isinstance(settings, providers.Provider):
+            continue
+        try:
+            engine_options(settings(), asynchronous=asynchronous)
+        except (ButtressError, ValueError) as error:
+            name = names.get(id(answering), names.get(id(resource), "an engine"))
+            yield f"{name} cannot be built: {error}"
 
 
 def _walk(container: Any, prefix: str) -> Iterator[tuple[str, Any]]:

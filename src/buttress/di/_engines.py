@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+
+from buttress.errors import ConfigurationError, MissingDependencyError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -20,7 +23,58 @@ __all__ = ["async_engine_resource", "engine_options", "engine_resource"]
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg"}
 """The asyncio driver used for a backend whose URL names a sync-only driver."""
 
-_ASYNC_CAPABLE = {"aiosqlite", "psycopg", "asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+"""The sync driver used for a backend whose URL names an asyncio-only driver."""
+
+_ASYNC_CAPABLE = frozenset({"aiosqlite", "psycopg", "asyncpg", "aiomysql", "asyncmy"})
+_ASYNC_ONLY = frozenset({"aiosqlite", "asyncpg", "aiomysql", "asyncmy"})
+
+_PACKAGES = {
+    "psycopg": ("psycopg", "postgres"),
+    "asyncpg": ("asyncpg", "asyncpg"),
+    "aiosqlite": ("aiosqlite", "aiosqlite"),
+}
+"""Driver name to the package it imports and the Buttress extra that installs it."""
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _driver_for(url: URL, *, asynchronous: bool) -> URL:
+    """``url`` with a driver that can serve the engine, or an error naming the fix.
+
+    One URL serves both engines: the asyncio engine swaps a sync-only driver for the
+    backend's asyncio one, and the sync engine an asyncio-only driver for its sync
+    one. A PostgreSQL URL naming no driver gets psycopg (the ``postgres`` extra)
+    unless psycopg2 is installed, which SQLAlchemy would pick.
+    """
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "postgresql" and "+" not in url.drivername and not _installed("psycopg2"):
+        driver = "psycopg"
+    kind = "asyncio" if asynchronous else "synchronous"
+    if asynchronous and driver not in _ASYNC_CAPABLE:
+        if backend not in _ASYNC_DRIVERS:
+            raise ConfigurationError(
+                f"the asyncio engine cannot use the database URL's driver {driver!r} "
+                f"({backend}+{driver}://), which has no asyncio support; name an asyncio "
+                "driver in BUTTRESS_DATABASE__URL (such as mysql+aiomysql://)"
+            )
+        driver = _ASYNC_DRIVERS[backend]
+    elif not asynchronous and driver in _ASYNC_ONLY:
+        if backend not in _SYNC_DRIVERS:
+            raise ConfigurationError(
+                f"the synchronous engine cannot use the asyncio driver {driver!r} of the "
+                f"database URL ({backend}+{driver}://); name a sync driver in "
+                "BUTTRESS_DATABASE__URL, or use only the asyncio engine"
+            )
+        driver = _SYNC_DRIVERS[backend]
+    package = _PACKAGES.get(driver)
+    if package is not None and not _installed(package[0]):
+        raise MissingDependencyError(package[0], package[1], f"The {kind} {backend} engine")
+    if asynchronous and not _installed("greenlet"):
+        raise MissingDependencyError("greenlet", package[1] if package else "aiosqlite", "asyncio")
+    return url.set(drivername=f"{backend}+{driver}")
 
 
 def engine_options(
@@ -31,7 +85,8 @@ def engine_options(
     Pool sizes apply to server databases; an in-memory SQLite database is one
     connection shared by every thread (``StaticPool``), so all sessions see the
     same data; timeouts become the driver's connect arguments. For an asyncio
-    engine a sync-only driver is swapped for ``aiosqlite`` or ``psycopg``.
+    engine a sync-only driver is swapped for ``aiosqlite`` or ``psycopg``, and for
+    the sync engine an asyncio-only one for ``pysqlite`` or ``psycopg``.
 
     Args:
         settings: The database settings.
@@ -39,12 +94,13 @@ def engine_options(
 
     Returns:
         The URL (with its password) and the keyword arguments for the engine.
+
+    Raises:
+        ConfigurationError: The URL's driver cannot serve this kind of engine.
+        MissingDependencyError: The driver's package is not installed (it names the extra).
     """
-    url = make_url(settings.url.get_secret_value())
+    url = _driver_for(make_url(settings.url.get_secret_value()), asynchronous=asynchronous)
     backend, driver = url.get_backend_name(), url.get_driver_name()
-    if asynchronous and driver not in _ASYNC_CAPABLE and backend in _ASYNC_DRIVERS:
-        driver = _ASYNC_DRIVERS[backend]
-        url = url.set(drivername=f"{backend}+{driver}")
     options: dict[str, Any] = {"echo": settings.echo}
     if backend != "sqlite":  # a SQLite connection cannot go stale: no ping per checkout
         options["pool_pre_ping"] = settings.pool_pre_ping

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dependency_injector import providers, resources
 
+from buttress.di._graph import effective
 from buttress.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -137,18 +138,18 @@ class Override:
         every = list(_every_provider(self._container))
         # What a provider resolves to now: an earlier override's shadow, say, for nested blocks.
         dependents = [
-            (provider, effective)
+            (provider, answering)
             for provider in every
             if provider not in targets
-            and isinstance(effective := _effective(provider), _STATEFUL)
-            and not targets.isdisjoint(effective.traverse())
+            and isinstance(answering := effective(provider), _STATEFUL)
+            and not targets.isdisjoint(answering.traverse())
         ]
         try:
             for target, replacement in self._replacements.items():
                 target.override(_as_provider(replacement, asynchronous=is_async(target)))
                 self._undo.append(target)
-            for dependent, effective in dependents:
-                shadow = _fresh(effective, every)
+            for dependent, answering in dependents:
+                shadow = _fresh(answering, every)
                 dependent.override(shadow)
                 self._undo.append(dependent)
                 self._shadows.append(shadow)
@@ -241,18 +242,6 @@ def _fresh(
     fresh = copy.deepcopy(provider, keep)
     fresh.reset_override()
     return fresh
-
-
-def _effective(provider: providers.Provider[Any]) -> providers.Provider[Any]:
-    """The provider that answers for ``provider``: its last overriding one, followed down."""
-    seen: set[int] = set()
-    while id(provider) not in seen:
-        seen.add(id(provider))
-        last = provider.last_overriding
-        if last is None:
-            break
-        provider = last
-    return provider
 
 
 def _providers_of(container: Any) -> dict[str, providers.Provider[Any]]:

@@ -21,6 +21,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from buttress.di._check import check
+from buttress.di._graph import resources_in_use
 from buttress.errors import (
     ButtressError,
     CircuitOpenError,
@@ -56,18 +57,22 @@ def lifespan(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     """A FastAPI lifespan that checks ``containers``, starts their resources, and stops them.
 
-    At startup each container is checked (`buttress.di.check`) and its
-    resources initialised (engines, caches), so a mistake fails the start,
-    not the first request. When the application stops, every resource that
-    was started is shut down (awaited where it is asynchronous), in the
+    At startup each container is checked (`buttress.di.check`) and the
+    resources it uses are started (engines, caches), so a mistake fails the
+    start, not the first request. A resource is in use when a provider nobody
+    else depends on (a unit-of-work factory, a cache, a service of yours)
+    reaches it through the providers that answer now: with the asyncio unit of
+    work overridden by an in-memory one, the asyncio engine behind it is not
+    started, and needs no driver. When the application stops, every resource
+    that was started is shut down (awaited where it is asynchronous), in the
     reverse order of ``containers``, even if one of them fails.
 
     Args:
         *containers: The application's containers.
         check_wiring: Run `buttress.di.check` on each at startup.
-        init: Initialise every resource at startup (else on first use): with
-            `PersistenceContainer`, that includes the asyncio engine, whose
-            driver (``aiosqlite``, ``psycopg`` or ``asyncpg``) must be installed.
+        init: Start the resources in use at startup (else each on first use).
+            A driver they need that is not installed is a
+            `MissingDependencyError` naming the extra to install.
 
     Returns:
         The lifespan, for ``FastAPI(lifespan=...)``.
@@ -81,9 +86,10 @@ def lifespan(
         try:
             if init:
                 for container in containers:
-                    started = container.init_resources()
-                    if inspect.isawaitable(started):
-                        await started
+                    for resource in resources_in_use(container):
+                        started = resource()
+                        if inspect.isawaitable(started):
+                            await started
             yield
         finally:
             async with contextlib.AsyncExitStack() as stack:
