@@ -63,6 +63,7 @@ EXPORTS = {
         "OrderPaid",
         "UnitOfWorkContract",
         "contract_metadata",
+        "fresh_breakers",
         "provider_overrides",
     ],
     "buttress.di.fastapi": [
@@ -104,6 +105,7 @@ EXPORTS = {
         "bulkhead",
         "circuit_breaker",
         "fallback",
+        "isolated_breakers",
         "resilience_testing",
         "retry",
         "timeout",

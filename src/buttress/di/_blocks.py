@@ -64,11 +64,16 @@ class CircuitBreakers:
             ConfigurationError: ``options`` differ from those the breaker was made with.
         """
         found = self._breakers.get(name)
+        if found is not None and CircuitBreaker.live(name) is not found[0]:
+            found = None  # forgotten by the registry (isolated_breakers): make it anew
         if found is None:
             # CircuitBreaker keeps one live breaker per name, thread-safely: two callers
             # racing here get the same one (or a ConfigurationError for other settings).
             breaker = CircuitBreaker(name, **{**self.defaults.model_dump(), **options})
-            found = self._breakers.setdefault(name, (breaker, options))
+            current = self._breakers.get(name)
+            if current is None or current[0] is not breaker:
+                self._breakers[name] = (breaker, options)
+            found = self._breakers[name]
         breaker, made_with = found
         if options and options != made_with:
             raise ConfigurationError(

@@ -9,7 +9,12 @@ failure.
 """
 
 from buttress.resilience._base import ResilienceListener
-from buttress.resilience._breaker import CircuitBreaker, CircuitState, circuit_breaker
+from buttress.resilience._breaker import (
+    CircuitBreaker,
+    CircuitState,
+    circuit_breaker,
+    isolated_breakers,
+)
 from buttress.resilience._bulkhead import bulkhead
 from buttress.resilience._fallback import fallback
 from buttress.resilience._policy import Policy
@@ -27,6 +32,7 @@ __all__ = [
     "bulkhead",
     "circuit_breaker",
     "fallback",
+    "isolated_breakers",
     "resilience_testing",
     "retry",
     "timeout",

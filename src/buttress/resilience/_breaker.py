@@ -12,6 +12,7 @@ closed circuit costs no round trip per call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
@@ -23,7 +24,16 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeAlias, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    NamedTuple,
+    ParamSpec,
+    TypeAlias,
+    TypeVar,
+    cast,
+)
 
 from buttress.errors import CircuitOpenError, ConfigurationError
 from buttress.resilience._base import (
@@ -39,11 +49,11 @@ from buttress.resilience._base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from buttress.resilience._base import ResilienceListener
 
-__all__ = ["CircuitBreaker", "CircuitState", "circuit_breaker"]
+__all__ = ["CircuitBreaker", "CircuitState", "circuit_breaker", "isolated_breakers"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -74,10 +84,26 @@ class CircuitState(enum.Enum):
     """A few trial calls go through; their outcome closes or re-opens the circuit."""
 
 
+class BreakerSnapshot(NamedTuple):
+    """A circuit breaker's local state, as `CircuitBreaker.snapshot` takes it."""
+
+    state: CircuitState
+    """The state."""
+    failures: int
+    """Consecutive failures counted while closed."""
+    opened_at: float
+    """When the circuit opened, on the breaker's clock."""
+
+
+FRESH = BreakerSnapshot(CircuitState.CLOSED, 0, 0.0)
+"""The state of a new breaker: closed, no failures."""
+
+
 class _Registry(type):
     """Makes ``CircuitBreaker(name, ...)`` return the live breaker of that name."""
 
     _breakers: weakref.WeakValueDictionary[str, CircuitBreaker]
+    _every: weakref.WeakSet[CircuitBreaker]
     _lock: threading.Lock
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -87,6 +113,7 @@ class _Registry(type):
             if existing is None:
                 candidate.claim_storage(cls._breakers.values())
                 cls._breakers[candidate.name] = candidate
+                cls._every.add(candidate)
                 return candidate
         if existing.settings() != candidate.settings():
             differences = ", ".join(
@@ -200,6 +227,7 @@ class CircuitBreaker(metaclass=_Registry):
     _breakers: ClassVar[weakref.WeakValueDictionary[str, CircuitBreaker]] = (
         weakref.WeakValueDictionary()
     )
+    _every: ClassVar[weakref.WeakSet[CircuitBreaker]] = weakref.WeakSet()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     __slots__ = (
@@ -342,6 +370,56 @@ class CircuitBreaker(metaclass=_Registry):
         """
         with cls._lock:
             return dict(cls._breakers)
+
+    @classmethod
+    def live(cls, name: str) -> CircuitBreaker | None:
+        """The breaker registered under ``name`` now, if any (no copy, no lock)."""
+        return cls._breakers.get(name)
+
+    @classmethod
+    @contextlib.contextmanager
+    def isolated(cls) -> Iterator[None]:
+        """Every breaker starts closed in the block; the registry and states come back after.
+
+        `isolated_breakers` is this, for test suites.
+        """
+        with cls._lock:
+            registered = dict(cls._breakers)
+            every = list(cls._every)
+        saved = [(breaker, breaker.snapshot()) for breaker in every]
+        for breaker in every:
+            breaker.restore(FRESH)
+        try:
+            yield
+        finally:
+            with cls._lock:
+                for name, breaker in list(cls._breakers.items()):
+                    if registered.get(name) is not breaker:  # made in the block: forgotten
+                        del cls._breakers[name]
+                for name, breaker in registered.items():
+                    cls._breakers.setdefault(name, breaker)
+            for breaker, snapshot in saved:
+                breaker.restore(snapshot)
+
+    def snapshot(self) -> BreakerSnapshot:
+        """The breaker's local state now, to put back later with `restore`."""
+        with self._mutex:
+            return BreakerSnapshot(self._state, self._failures, self._opened_at)
+
+    def restore(self, snapshot: BreakerSnapshot) -> None:
+        """Put back a state taken by `snapshot`, telling no listener.
+
+        Calls in flight when it happens do not count (a new generation starts).
+        A storage is neither read nor written: shared state stays shared.
+        """
+        with self._mutex:
+            self._state = snapshot.state
+            self._gen += 1
+            self._closed_gen = self._gen if snapshot.state is CircuitState.CLOSED else None
+            self._probes.clear()
+            self._probe_ok = 0
+            self._failures = snapshot.failures
+            self._opened_at = snapshot.opened_at
 
     # --- what users read ----------------------------------------------------------------
 
@@ -1018,3 +1096,35 @@ def circuit_breaker(
         probe_lease=probe_lease,
         sync_interval=sync_interval,
     )
+
+
+def isolated_breakers() -> contextlib.AbstractContextManager[None]:
+    """Give a block (a test) fresh circuit breakers, and put everything back after it.
+
+    In the block, every live breaker starts closed with no failures counted, so a
+    test never meets a circuit an earlier test opened. When it ends, breakers
+    made in the block leave the registry, so a later test may make one of the
+    same name with other settings, and the breakers that existed before get
+    back the state they had. Listeners are not told of these resets. A breaker
+    with a storage keeps sharing its state through it: give each test run its
+    own storage namespace. The ``fresh_breakers`` fixture of `buttress.testing`
+    wraps every test that asks for it in this block.
+
+    Example:
+        ```python
+        from buttress.resilience import CircuitBreaker, CircuitState, isolated_breakers
+
+        payments = CircuitBreaker("payments-isolation-example", fail_max=1)
+        payments.open()  # an earlier test left it open
+        with isolated_breakers():
+            assert payments.state is CircuitState.CLOSED  # fresh for this test
+            scratch = CircuitBreaker("scratch-example", fail_max=1)
+        assert payments.state is CircuitState.OPEN  # as it was before the block
+        assert "scratch-example" not in CircuitBreaker.registered()
+        assert CircuitBreaker("scratch-example", fail_max=9) is not scratch  # no collision
+        ```
+
+    Returns:
+        The context manager.
+    """
+    return CircuitBreaker.isolated()

@@ -1,8 +1,9 @@
 """Testing helpers: the contract suites Buttress proves its implementations with, and fixtures.
 
 The ``provider_overrides`` fixture swaps container providers for fakes during a
-test; enable it with ``pytest_plugins = ["buttress.testing"]`` in your root
-``conftest.py`` (or import it into a test module).
+test, and ``fresh_breakers`` gives a test circuit breakers no earlier test has
+opened; enable them with ``pytest_plugins = ["buttress.testing"]`` in your root
+``conftest.py`` (or import them into a test module).
 
 Run the unit-of-work contract against your own implementation by subclassing
 `UnitOfWorkContract` (or `AsyncUnitOfWorkContract`, which needs pytest-asyncio)
@@ -25,7 +26,7 @@ class TestInMemory(UnitOfWorkContract):
 
 from buttress.testing._contract import UnitOfWorkContract
 from buttress.testing._contract_async import AsyncUnitOfWorkContract
-from buttress.testing._fixtures import provider_overrides
+from buttress.testing._fixtures import fresh_breakers, provider_overrides
 from buttress.testing._models import (
     ContractLine,
     ContractNote,
@@ -46,5 +47,6 @@ __all__ = [
     "OrderPaid",
     "UnitOfWorkContract",
     "contract_metadata",
+    "fresh_breakers",
     "provider_overrides",
 ]

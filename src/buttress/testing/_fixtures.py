@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from dependency_injector import containers
 
-__all__ = ["provider_overrides"]
+__all__ = ["fresh_breakers", "provider_overrides"]
 
 
 @pytest.fixture
@@ -34,3 +34,27 @@ def provider_overrides() -> Iterator[Callable[..., None]]:
             stack.enter_context(override(container, **replacements))
 
         yield replace
+
+
+@pytest.fixture
+def fresh_breakers() -> Iterator[None]:
+    """Give the test fresh circuit breakers; put the registry and their states back after.
+
+    Every breaker starts the test closed with no failures counted, whatever an
+    earlier test did to it; breakers the test makes are forgotten when it ends,
+    so the next test may make one of the same name with other settings. It is
+    `buttress.resilience.isolated_breakers` around the test. To give it to
+    every test, in your ``conftest.py``:
+
+    ```python
+    @pytest.fixture(autouse=True)
+    def _fresh_breakers(fresh_breakers): ...
+    ```
+
+    Yields:
+        Nothing: the test runs inside the isolation.
+    """
+    from buttress.resilience import isolated_breakers  # noqa: PLC0415 - only tests that use it
+
+    with isolated_breakers():
+        yield
