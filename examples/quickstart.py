@@ -102,7 +102,7 @@ def persistence_section(app: App) -> int:
 def caching_section(app: App, order_id: int) -> None:
     reads = []
 
-    @cached(cache=app.caching.cache(), ttl=60)
+    @cached(cache=app.caching.cache, ttl=60)
     def order_total(key: int) -> str:
         reads.append(key)
         with app.persistence.unit_of_work() as uow:

@@ -144,7 +144,7 @@ def create_app(shop: Shop) -> FastAPI:
         timeout=2.0,
     )
 
-    @cached(cache=shop.caching.cache(), ttl=60)
+    @cached(cache=shop.caching.cache, ttl=60)
     async def product_view(sku: str) -> ProductOut:
         async with await shop.persistence.async_unit_of_work() as uow:
             product = await uow.repository(Product, str).get(sku)

@@ -13,6 +13,7 @@ function's name instead.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import weakref
@@ -30,6 +31,7 @@ __all__ = [
     "Lease",
     "LocalTier",
     "SharedCache",
+    "default_ttl_problem",
 ]
 
 logger = logging.getLogger("buttress.caching")
@@ -40,6 +42,18 @@ FORK_AWARE: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
 A lock held by another thread of the parent at the fork would never be released
 in the child; each cache replaces its locks there.
 """
+
+
+def default_ttl_problem(owner: str, value: object) -> str | None:
+    """What is wrong with ``value`` as a cache's ``default_ttl``, or None when it is fine."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        return (
+            f"{owner} default_ttl must be a positive number of seconds (the TTL of functions "
+            f"that give none) or None, got {value!r}"
+        )
+    return None
 
 
 def _after_fork_in_child() -> None:

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import typing
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
 
@@ -29,7 +30,7 @@ from buttress.caching._memory import FOREVER, SAMPLE, MemoryCache
 from buttress.errors import ButtressError, CacheKeyError, ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Sequence
+    from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
     from buttress.caching._backend import Key
 
@@ -67,7 +68,7 @@ class Cached(Protocol[P, R]):
     name: str
     """The name entries are stored under (``module.qualname`` unless given)."""
     cache: SharedCache
-    """The cache the entries live in."""
+    """The cache the entries live in (the provider, when `cached` was given one)."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Return the cached value for these arguments, computing it on a miss."""
@@ -272,8 +273,11 @@ def _check(  # noqa: PLR0917 - one check over every argument of cached
             "maxsize sizes the memory cache cached makes when no cache is given; "
             "size the cache you pass instead (MemoryCache(maxsize=...))"
         )
-    if cache is not None and not callable(getattr(cache, "bind", None)):
-        problems.append(f"cache must be a MemoryCache, RedisCache or TieredCache, got {cache!r}")
+    if cache is not None and not callable(getattr(cache, "bind", None)) and not callable(cache):
+        problems.append(
+            "cache must be a MemoryCache, RedisCache or TieredCache, or a provider (a "
+            f"zero-argument callable) of one, got {cache!r}"
+        )
     if key is not None and not callable(key):
         problems.append(f"key must be a callable taking the function's arguments, got {key!r}")
     if (
@@ -302,7 +306,7 @@ def cached(
     ttl: float | None = None,
     maxsize: int = 1024,
     *,
-    cache: SharedCache | None = None,
+    cache: SharedCache | Callable[[], Any] | None = None,
     key: Callable[..., Any] | None = None,
     ttl_jitter: float = 0.0,
     cache_none: bool = True,
@@ -327,11 +331,17 @@ def cached(
     method needs ``key=`` (instances have no identity across processes).
 
     Args:
-        ttl: Seconds an entry lives; ``None`` keeps it until evicted or invalidated.
+        ttl: Seconds an entry lives; ``None`` gives the cache's ``default_ttl``
+            (``CacheSettings.ttl`` for a cache made from settings), and without
+            one keeps entries until evicted or invalidated.
         maxsize: Size of the `MemoryCache` made for this function when ``cache``
             is not given.
         cache: Where entries live: a `MemoryCache` (possibly shared by several
-            functions), a `RedisCache` or a `TieredCache`.
+            functions), a `RedisCache` or a `TieredCache`; or a provider of one
+            (``container.cache``, any zero-argument callable), called on every
+            call, so the cache is resolved at the first call, not at import, and
+            a test's override of it applies (each cache it gives gets its own
+            entries and stats; ``await``-ed in an ``async def``).
         key: Computes the key from the call's arguments instead of binding them
             (it receives them exactly as the function does).
         ttl_jitter: Up to this fraction of ``ttl`` is added at random to each
@@ -377,7 +387,23 @@ def cached(
     problems = _check(ttl, maxsize, cache, key, ttl_jitter, negative_ttl, tags, listeners)
     if problems:
         raise ConfigurationError.from_problems("cached got invalid arguments", problems)
-    store: SharedCache = cache if cache is not None else MemoryCache(maxsize)
+    if cache is not None and not callable(getattr(cache, "bind", None)):
+        follow = _Follow(
+            cast("Callable[[], Any]", cache),
+            {
+                "ttl": ttl,
+                "key": key,
+                "ttl_jitter": ttl_jitter,
+                "cache_none": cache_none,
+                "negative_ttl": negative_ttl,
+                "tags": tags,
+                "single_flight": single_flight,
+                "listeners": listeners,
+                "name": name,
+            },
+        )
+        return follow.decorate
+    store = cast("SharedCache", cache) if cache is not None else MemoryCache(maxsize)
     tag_of: Callable[..., Iterable[str]] | None = tags if callable(tags) else None
     fixed_tags = () if callable(tags) else tuple(tags)
     hooks = tuple(listeners)
@@ -426,7 +452,8 @@ def cached(
             view=view,
             make_key=make_key,
             binding=binding,
-            ttl=ttl,
+            # A cache made from settings has their ttl as its default.
+            ttl=ttl if ttl is not None else getattr(store, "default_ttl", None),
             ttl_jitter=ttl_jitter,
             cache_none=cache_none,
             negative_ttl=negative_ttl,
@@ -855,3 +882,108 @@ def {prefix}factory({", ".join(names)}):
         if self.ttl is None:  # None values may get negative_ttl, the rest live on
             return f"{prefix}expires is {prefix}forever or {prefix}expires > {prefix}monotonic()"
         return f"{prefix}expires > {prefix}monotonic()"
+
+
+class _Follow:
+    """Functions cached in whatever cache ``source`` gives now (a provider, overridable).
+
+    Each cache the source gives gets its own decorated function (made on first
+    use, forgotten with the cache); a call costs one call of the source more than
+    with a fixed cache. Mistakes a fixed cache reports at decoration (a method
+    with a cache shared between processes) are reported at the first call.
+    """
+
+    def __init__(self, source: Callable[[], Any], options: dict[str, Any]) -> None:
+        self.source = source
+        self.options = options
+        self.lock = threading.Lock()
+
+    def decorate(self, function: Callable[P, R]) -> Cached[P, R]:
+        inners: weakref.WeakKeyDictionary[Any, Cached[P, R]] = weakref.WeakKeyDictionary()
+        label = _name_of(function)
+
+        def inner(store: Any) -> Cached[P, R]:
+            try:
+                found = inners.get(store)
+            except TypeError:  # not weakly referable: not one of the caches
+                found = None
+            if found is None:
+                if not callable(getattr(store, "bind", None)):
+                    raise ConfigurationError(
+                        f"the cache provider of {label} gave {store!r}, not a "
+                        "MemoryCache, RedisCache or TieredCache"
+                    )
+                with self.lock:
+                    found = inners.get(store)
+                    if found is None:
+                        found = cached(cache=store, **self.options)(function)
+                        inners[store] = found
+            return found
+
+        def now() -> Cached[P, R]:
+            return inner(self.resolve(label))
+
+        async def anow() -> Cached[P, R]:
+            store = self.source()
+            return inner(await store if inspect.isawaitable(store) else store)
+
+        return self.wrap(function, now, anow)
+
+    def resolve(self, label: str) -> Any:
+        store = self.source()
+        if inspect.isawaitable(store):
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()  # a coroutine never awaited would warn
+            raise ConfigurationError(
+                f"the cache provider of {label} is asynchronous: call the function (or "
+                "its a-prefixed controls, such as ainvalidate) from async code, or give a "
+                "synchronous provider"
+            )
+        return store
+
+    def wrap(
+        self,
+        function: Callable[P, R],
+        now: Callable[[], Cached[P, R]],
+        anow: Callable[[], Awaitable[Cached[P, R]]],
+    ) -> Cached[P, R]:
+        wrapper: Any
+        if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(_target(function)):
+
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                return await (await anow())(*args, **kwargs)  # type: ignore[misc]
+
+            wrapper = call_async
+        else:
+
+            def call_sync(*args: Any, **kwargs: Any) -> Any:
+                return now()(*args, **kwargs)
+
+            wrapper = call_sync
+
+        async def ainvalidate(*args: Any, **kwargs: Any) -> None:
+            await (await anow()).ainvalidate(*args, **kwargs)
+
+        async def ainvalidate_strict(*args: Any, **kwargs: Any) -> None:
+            await (await anow()).ainvalidate_strict(*args, **kwargs)
+
+        async def aclear() -> None:
+            await (await anow()).aclear()
+
+        async def ainvalidate_tags(*tags: str) -> None:
+            await (await anow()).ainvalidate_tags(*tags)
+
+        functools.update_wrapper(wrapper, function)
+        wrapper.name = self.options["name"] or _name_of(function)
+        wrapper.cache = self.source
+        wrapper.invalidate = lambda *args, **kwargs: now().invalidate(*args, **kwargs)
+        wrapper.ainvalidate = ainvalidate
+        wrapper.invalidate_strict = lambda *a, **kw: now().invalidate_strict(*a, **kw)
+        wrapper.ainvalidate_strict = ainvalidate_strict
+        wrapper.clear = lambda: now().clear()
+        wrapper.aclear = aclear
+        wrapper.invalidate_tags = lambda *tags: now().invalidate_tags(*tags)
+        wrapper.ainvalidate_tags = ainvalidate_tags
+        wrapper.stats = lambda: now().stats()
+        return cast("Cached[P, R]", wrapper)

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import cachetools
 
-from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, Lease, logger
+from buttress.caching._backend import (
+    FORK_AWARE,
+    MISSING,
+    CacheListener,
+    Lease,
+    default_ttl_problem,
+    logger,
+)
 from buttress.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -127,10 +134,13 @@ class MemoryCache:
             write) or ``"rr"`` (random). Recency and frequency are sampled on hits
             (one in 32), exact on writes.
         listeners: Told of each eviction (`CacheListener.on_evict`).
+        default_ttl: The TTL of `cached` functions on this cache that give none
+            (``CacheSettings.ttl`` for a cache made from settings); None keeps
+            their entries until evicted or invalidated.
 
     Raises:
-        ConfigurationError: ``maxsize`` is not a positive integer or ``policy``
-            is unknown.
+        ConfigurationError: ``maxsize`` is not a positive integer, ``policy``
+            is unknown, or ``default_ttl`` is not a positive number of seconds.
 
     Example:
         ```python
@@ -156,7 +166,11 @@ class MemoryCache:
         *,
         policy: Policy = "lru",
         listeners: Sequence[CacheListener] = (),
+        default_ttl: float | None = None,
     ) -> None:
+        problem = default_ttl_problem("MemoryCache", default_ttl)
+        if problem:
+            raise ConfigurationError(problem)
         if not _positive_int(maxsize):
             raise ConfigurationError(
                 f"MemoryCache maxsize must be a positive integer, got {maxsize!r}: pass how "
@@ -167,6 +181,8 @@ class MemoryCache:
                 f"MemoryCache policy {policy!r} is unknown: use 'lru', 'lfu', 'fifo' or 'rr'"
             )
         self.maxsize = maxsize
+        self.default_ttl = None if default_ttl is None else float(default_ttl)
+        """The TTL of `cached` functions on this cache that give none (None: no expiry)."""
         self.policy_name = policy
         self.listeners = tuple(listeners)
         for listener in self.listeners:

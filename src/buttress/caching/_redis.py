@@ -30,7 +30,14 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from buttress.caching._backend import FORK_AWARE, MISSING, CacheListener, Lease, logger
+from buttress.caching._backend import (
+    FORK_AWARE,
+    MISSING,
+    CacheListener,
+    Lease,
+    default_ttl_problem,
+    logger,
+)
 from buttress.caching._pending import Invalidation, Pending
 from buttress.caching._serial import (
     JsonSerializer,
@@ -505,7 +512,9 @@ class RedisCache:
         listeners: Cache listeners; Redis evicts on its own and does not report
             evictions, so they are kept for symmetry with `MemoryCache`.
         client_options: Extra keyword arguments for the clients made from
-            ``url`` (``socket_timeout``, ``max_connections``, ``retry``...).
+            ``url`` (``socket_timeout``, ``retry``...).
+        default_ttl: The TTL of `cached` functions on this cache that give none;
+            None keeps their entries until invalidated.
 
     Raises:
         ConfigurationError: An argument is invalid (each problem is listed).
@@ -541,9 +550,13 @@ class RedisCache:
         pool_timeout: float = 1.0,
         listeners: Sequence[CacheListener] = (),
         client_options: Mapping[str, Any] | None = None,
+        default_ttl: float | None = None,
     ) -> None:
         redis = _redis_module()
         problems: list[str] = []
+        ttl_problem = default_ttl_problem("RedisCache", default_ttl)
+        if ttl_problem:
+            problems.append(ttl_problem)
         raw_url = _check_clients(redis, url, client, async_client, problems)
         problems.extend(
             _check_settings(namespace, version, serializer, lease_ttl, retry_after_failure)
@@ -579,6 +592,8 @@ class RedisCache:
         self.namespace = namespace
         self.version = version
         self.serializer = serializer
+        self.default_ttl = None if default_ttl is None else float(default_ttl)
+        """The TTL of `cached` functions on this cache that give none (None: no expiry)."""
         self.lease_ttl = float(lease_ttl)
         self.retry_after_failure = float(retry_after_failure)
         self.max_connections = max_connections
@@ -624,7 +639,8 @@ class RedisCache:
 
         Args:
             redis: Where Redis is, its timeouts and its pool.
-            cache: Namespace, version, serializer and signing key.
+            cache: Namespace, version, serializer, signing key, and ``ttl``: the
+                TTL of `cached` functions on this cache that give none.
             client_name: The name the clients give themselves (seen in ``CLIENT LIST``).
 
         Returns:
@@ -646,6 +662,7 @@ class RedisCache:
             max_connections=redis.max_connections,
             pool_timeout=redis.pool_timeout,
             client_options=options,
+            default_ttl=cache.ttl,
         )
 
     def __repr__(self) -> str:

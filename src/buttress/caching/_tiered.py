@@ -20,7 +20,14 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from buttress.caching._backend import FORK_AWARE, MISSING, Lease, LocalTier, logger
+from buttress.caching._backend import (
+    FORK_AWARE,
+    MISSING,
+    Lease,
+    LocalTier,
+    default_ttl_problem,
+    logger,
+)
 from buttress.caching._memory import MemoryCache
 from buttress.caching._pending import Invalidation
 from buttress.caching._redis import RedisCache, RedisView
@@ -90,6 +97,8 @@ class TieredCache:
             bound when an announcement is lost.
         channel: The pub/sub channel of announcements;
             ``{namespace}:{version}:invalidate`` by default.
+        default_ttl: The TTL of `cached` functions on this cache that give none;
+            the Redis tier's ``default_ttl`` unless given.
 
     Raises:
         ConfigurationError: An argument is invalid, or ``redis`` has no sync
@@ -116,12 +125,19 @@ class TieredCache:
         maxsize: int = 1024,
         local_ttl: float = 5.0,
         channel: str | None = None,
+        default_ttl: float | None = None,
     ) -> None:
         problems = _check(redis, local_ttl, channel)
+        ttl_problem = default_ttl_problem("TieredCache", default_ttl)
+        if ttl_problem:
+            problems.append(ttl_problem)
         if problems:
             raise ConfigurationError.from_problems("invalid TieredCache", problems)
         self.redis = redis
         """The shared tier (L2)."""
+        self.default_ttl = redis.default_ttl if default_ttl is None else float(default_ttl)
+        """The TTL of `cached` functions on this cache that give none (the Redis tier's
+        unless given; None: no expiry)."""
         self.memory: MemoryCache = MemoryCache(maxsize)
         """The memory tier (L1), keyed by ``(redis key,)``."""
         self.local_ttl = float(local_ttl)

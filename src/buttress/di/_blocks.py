@@ -20,11 +20,14 @@ __all__ = ["CircuitBreakers", "RetryPolicy", "cache_resource"]
 def cache_resource(settings: CacheSettings, redis: RedisSettings) -> Iterator[SharedCache]:
     """The cache ``settings.backend`` names, its Redis clients closed at shutdown.
 
+    ``settings.ttl`` is the cache's ``default_ttl``: the TTL of `cached`
+    functions on it that give none.
+
     Yields:
         A `MemoryCache`, a `RedisCache` or a `TieredCache`.
     """
     if settings.backend == "memory":
-        yield MemoryCache(settings.maxsize)
+        yield MemoryCache(settings.maxsize, default_ttl=settings.ttl)
         return
     shared = RedisCache.from_settings(
         redis,
@@ -34,7 +37,9 @@ def cache_resource(settings: CacheSettings, redis: RedisSettings) -> Iterator[Sh
     cache: RedisCache | TieredCache = (
         shared
         if settings.backend == "redis"
-        else TieredCache(shared, maxsize=settings.maxsize, local_ttl=settings.local_ttl)
+        else TieredCache(
+            shared, maxsize=settings.maxsize, local_ttl=settings.local_ttl, default_ttl=settings.ttl
+        )
     )
     try:
         yield cache

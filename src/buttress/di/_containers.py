@@ -116,7 +116,9 @@ class CachingContainer(Container):
     ``settings`` reads ``BUTTRESS_CACHE__*`` and ``redis_settings``
     ``BUTTRESS_REDIS__*``. ``cache`` is a resource: made on first use, its
     Redis clients closed by ``shutdown_resources()``. Pass it to
-    `buttress.caching.cached` (``cached(cache=container.cache(), ttl=...)``).
+    `buttress.caching.cached` as a provider (``cached(cache=container.cache)``), so
+    it is resolved at the first call and overrides reach it; ``settings.ttl`` is
+    the cache's default TTL.
 
     Attributes:
         settings: The `CacheSettings`.
