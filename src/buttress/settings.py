@@ -662,6 +662,9 @@ class BreakerSettings(_Group):
     half_open_max_calls: PositiveInt = 1
     """Trial calls let through at once while the circuit is half-open."""
 
+    probe_lease: PositiveSeconds = 30.0
+    """Seconds after which a trial still running may have its permit taken over."""
+
 
 class ResilienceSettings(_Settings):
     """Defaults for `buttress.resilience`, read from ``BUTTRESS_RESILIENCE__*``.

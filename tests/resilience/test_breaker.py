@@ -322,20 +322,85 @@ def test_a_hung_trial_gives_its_permit_back_after_its_lease() -> None:
     asyncio.run(main())
 
 
-def test_a_trial_that_succeeds_after_its_lease_does_not_close_the_circuit() -> None:
+def test_a_trial_slower_than_its_lease_still_closes_the_circuit_if_nobody_took_over() -> None:
     clock = FakeClock()
     cb = breaker(fail_max=1, reset_timeout=1.0, probe_lease=2.0, clock=clock)
     cb.open()
     clock.now += 1.0
 
     def slow_trial() -> str:
-        clock.now += 2.0  # outlives its lease
+        clock.now += 2.5  # outlives its lease: slow, but the dependency answered
         return "late"
 
-    assert cb.call(slow_trial) == "late"  # the caller still gets its answer
-    assert cb.state is CircuitState.HALF_OPEN  # but it no longer speaks for the dependency
-    assert cb.call(lambda: "ok") == "ok"
+    assert cb.call(slow_trial) == "late"
+    assert cb.state is CircuitState.CLOSED  # its permit was never handed on: it counts
+
+
+def test_a_trial_whose_permit_was_taken_over_no_longer_counts() -> None:
+    clock = FakeClock()
+    cb = breaker(fail_max=1, reset_timeout=1.0, probe_lease=2.0, clock=clock)
+    cb.open()
+    clock.now += 1.0
+    inside, release = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def hung_trial() -> str:
+        inside.set()
+        release.wait(10)
+        raise Down  # the old trial fails, after another took over and succeeded
+
+    def run() -> None:
+        try:
+            cb.call(hung_trial)
+        except Down as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    inside.wait(10)
+    with pytest.raises(CircuitOpenError):
+        cb.call(lambda: "refused")  # the permit is held, within its lease
+    clock.now += 2.0
+    assert cb.call(lambda: "ok") == "ok"  # past the lease: the permit is handed over
     assert cb.state is CircuitState.CLOSED
+    release.set()
+    worker.join(10)
+    assert outcome
+    assert cb.state is CircuitState.CLOSED  # the stale trial's failure did not count
+
+
+def test_the_trial_lease_does_not_follow_reset_timeout() -> None:
+    assert breaker(reset_timeout=0.2).probe_lease == 30.0
+    assert breaker(reset_timeout=120.0).probe_lease == 30.0
+
+
+def test_a_healthy_dependency_slower_than_reset_timeout_closes_the_circuit() -> None:
+    """Real time, four callers: 0.3-second answers against a 0.2-second reset_timeout."""
+    cb = breaker(fail_max=1, reset_timeout=0.2)
+    cb.open()
+    stop = time.monotonic() + 5.0  # bounded: the circuit closes well before
+
+    @cb
+    def healthy_but_slow() -> str:
+        time.sleep(0.3)
+        return "ok"
+
+    answered: list[str] = []
+
+    def caller() -> None:
+        while time.monotonic() < stop and cb.state is not CircuitState.CLOSED:
+            try:
+                answered.append(healthy_but_slow())
+            except CircuitOpenError:
+                time.sleep(0.01)
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(10)
+    assert cb.state is CircuitState.CLOSED
+    assert answered
 
 
 def test_sixteen_threads_count_every_failure_exactly() -> None:

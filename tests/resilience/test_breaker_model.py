@@ -91,9 +91,12 @@ class Model:
             self.move(HALF_OPEN, now)
         if self.state is CLOSED:
             return (0, self.gen)
-        self.probes = {t: end for t, end in self.probes.items() if end > now}
         if len(self.probes) + self.successes >= self.max_trials:
-            return None
+            # Full: a trial past its lease hands its permit over (the oldest first).
+            oldest = min(self.probes, key=self.probes.__getitem__, default=None)
+            if oldest is None or self.probes[oldest] > now:
+                return None
+            del self.probes[oldest]
         ticket = next(self.tickets)
         self.probes[ticket] = now + self.lease
         return (ticket, self.gen)
@@ -110,9 +113,8 @@ class Model:
             elif outcome == "ok":
                 self.failures = 0
             return
-        lease_end = self.probes.pop(ticket, None)
-        if lease_end is None or lease_end <= now:
-            return
+        if self.probes.pop(ticket, None) is None:
+            return  # its permit was handed over: it no longer counts
         if outcome == "fail":
             self.move(OPEN, now)
         elif outcome == "ok":

@@ -20,6 +20,9 @@ from buttress.errors import CircuitOpenError
 from buttress.resilience import CircuitBreaker, CircuitState
 from fault_proxy import FaultProxy
 from peers import Peer
+from redis_server import PrivateRedis, private_redis
+
+__all__ = ["private_redis"]  # the fixture, imported to be used here
 
 PEER = Path(__file__).with_name("breaker_peer.py")
 
@@ -177,3 +180,28 @@ def test_a_slow_redis_does_not_stall_the_event_loop_of_an_async_caller(
         assert breaker.state is CircuitState.OPEN
         assert storage.state == pybreaker.STATE_OPEN
         client.close()
+
+
+def test_a_breaker_sharing_through_redis_can_be_made_and_used_while_redis_is_down(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made with a client while the server is killed; joins the shared state when it returns."""
+    client = private_redis.client(timeout=0.3, retry=Retry(NoBackoff(), 0))
+    private_redis.kill()
+    name = "payments-while-redis-is-down"
+    with caplog.at_level(logging.WARNING, logger="buttress.resilience"):
+        breaker = CircuitBreaker(name, fail_max=2, storage=client, sync_interval=0)
+        assert breaker.call(lambda: "ok") == "ok"  # on its local state
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                breaker.call(broken)
+        assert breaker.state is CircuitState.OPEN
+    assert any("unreachable" in record.getMessage() for record in caplog.records)
+    private_redis.restart()  # empty: nothing was saved
+    assert breaker.state is CircuitState.OPEN  # the sync writes what happened meanwhile
+    assert client.get(f"{name}:pybreaker:state") == b"open"
+    other = redis.Redis.from_url(private_redis.url)
+    storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, other, namespace=name)
+    assert storage.state == pybreaker.STATE_OPEN  # another process, through pybreaker, sees it
+    client.close()
+    other.close()

@@ -69,7 +69,7 @@ _SUCCESS, _FAILURE, _NEUTRAL = 1, 2, 3
 _CLOSED_TICKET = 0
 # What `_enter` answers, without writing, when admission would write a state change.
 _DEFERRED = (-1, -1)
-# How long a trial may hold its permit when reset_timeout is zero.
+# How long a trial may hold its permit before another caller may take it over.
 _DEFAULT_LEASE = 30.0
 
 
@@ -141,8 +141,11 @@ class CircuitBreaker(metaclass=_Registry):
     After ``reset_timeout`` seconds it is **half-open**: exactly
     ``half_open_max_calls`` trial calls are let through and the others are
     refused. One failed trial re-opens the circuit; when every trial has
-    succeeded, it closes. A trial still running after ``probe_lease`` seconds
-    gives its permit back to the next caller, and its outcome no longer counts.
+    succeeded, it closes. A trial's outcome counts however long it takes, so a
+    dependency slower than ``reset_timeout`` but healthy closes the circuit.
+    Only a trial still running after ``probe_lease`` seconds (30 by default,
+    whatever ``reset_timeout`` is) may have its permit taken over by the next
+    caller, and then its outcome no longer counts.
 
     Excluded exceptions pass through and count neither way (a "not found" is
     an answer, not an outage). ``asyncio.CancelledError``,
@@ -161,8 +164,12 @@ class CircuitBreaker(metaclass=_Registry):
     function runs, and a call through a closed circuit does no more than read
     two attributes around the call.
 
-    **Shared state.** Pass a pybreaker storage (``pybreaker.CircuitRedisStorage``
-    with ``namespace=``) as ``storage`` to share the state between processes.
+    **Shared state.** Pass a ``redis.Redis`` client as ``storage`` to share the
+    state between processes through Redis, under keys named after the breaker
+    (or any pybreaker storage, such as ``pybreaker.CircuitRedisStorage`` with
+    ``namespace=``). Given a client, the breaker writes nothing until its first
+    state change, so it can be made, and used on its local state, while Redis
+    is down; it joins the shared state when Redis answers.
     Each process then reads the shared state at most once per
     ``sync_interval`` seconds and trusts its copy in between: a circuit opened
     by another process is seen within ``sync_interval`` seconds, and a closed
@@ -184,12 +191,14 @@ class CircuitBreaker(metaclass=_Registry):
             exclude it.
         half_open_max_calls: Trial calls let through when half-open, and the
             successes needed to close the circuit again.
-        storage: A ``pybreaker.CircuitBreakerStorage`` to share the state
-            between processes; local memory by default.
+        storage: A ``redis.Redis`` client, or a ``pybreaker.CircuitBreakerStorage``,
+            to share the state between processes; local memory by default.
         listeners: `ResilienceListener` objects told of state changes and
             refused calls.
-        probe_lease: Seconds a trial call may hold its permit; ``reset_timeout``
-            by default (30 s if that is zero).
+        probe_lease: Seconds after which a trial call still running may have its
+            permit taken over by another caller (its outcome then no longer
+            counts); 30 by default, independent of ``reset_timeout``. Make it
+            longer than the dependency's slowest healthy answer.
         sync_interval: With a storage, seconds between reads of the shared
             state.
         clock: Seconds, for tests; time.monotonic (and, with a storage, the
@@ -309,9 +318,7 @@ class CircuitBreaker(metaclass=_Registry):
         # pybreaker's Redis storage keeps opened_at to the whole second.
         self._resolution = 1.0 if self._redis else 0.0
         self.listeners = check_listeners(listeners, f"CircuitBreaker {name!r}")
-        if probe_lease is None:
-            probe_lease = self.reset_timeout or _DEFAULT_LEASE
-        self.probe_lease = float(probe_lease)
+        self.probe_lease = float(_DEFAULT_LEASE if probe_lease is None else probe_lease)
         self.sync_interval = float(sync_interval)
         self._clock = clock or time.monotonic
         self._wall = clock or time.time
@@ -682,12 +689,18 @@ class CircuitBreaker(metaclass=_Registry):
         return admitted
 
     def _take_permit(self, now: float) -> float | None:
-        """In half-open (under the mutex): None if a permit is free, else the wait for one."""
+        """In half-open (under the mutex): None if a permit is free, else the wait for one.
+
+        A trial past its lease keeps its permit (and its outcome counts) until
+        another caller needs the permit: then it is handed over, and the old
+        trial's outcome no longer counts.
+        """
         probes = self._probes
-        for ticket, lease_end in list(probes.items()):
-            if lease_end <= now:  # a trial that hung: its permit comes back
-                del probes[ticket]
         if len(probes) + self._probe_ok < self.half_open_max_calls:
+            return None
+        oldest = min(probes, key=probes.__getitem__, default=None)
+        if oldest is not None and probes[oldest] <= now:  # a trial that hung: hand its permit on
+            del probes[oldest]
             return None
         return min(probes.values(), default=now) - now
 
@@ -707,8 +720,8 @@ class CircuitBreaker(metaclass=_Registry):
         with self._mutex:
             now = self._clock()
             lease_end = self._probes.pop(ticket, None) if gen == self._gen else None
-            if lease_end is None or lease_end <= now:
-                return  # a stale trial: its permit was given back already
+            if lease_end is None:
+                return  # a stale trial: its permit was handed to another caller
             if outcome == _FAILURE:
                 self._move(CircuitState.OPEN, now, changes)
             elif outcome == _SUCCESS:
@@ -955,9 +968,16 @@ def _nothing(error: BaseException) -> bool:  # noqa: ARG001 - the signature of a
 
 
 def _check_storage(storage: object, name: str) -> object | None:
-    """Accept a pybreaker storage; refuse a Redis storage without a namespace (pybreaker #88)."""
+    """Accept a pybreaker storage; refuse a Redis storage without a namespace (pybreaker #88).
+
+    A ``redis.Redis`` client becomes a Redis storage named after the breaker that
+    touches Redis only when the state is first read or written.
+    """
     if storage is None:
         return None
+    redis = sys.modules.get("redis")
+    if redis is not None and isinstance(storage, redis.Redis):
+        return _deferred_redis_storage(storage, name)
     # Whoever built a pybreaker storage has imported pybreaker; do not import it here.
     pybreaker = sys.modules.get("pybreaker")
     if pybreaker is None or not isinstance(storage, pybreaker.CircuitBreakerStorage):
@@ -972,6 +992,31 @@ def _check_storage(storage: object, name: str) -> object | None:
             f"CircuitRedisStorage(pybreaker.STATE_CLOSED, redis, namespace={name!r})"
         )
     return cast("object", storage)
+
+
+def _deferred_redis_storage(client: Any, name: str) -> object:
+    """A pybreaker Redis storage on ``client``, under ``name``, that connects on first use.
+
+    pybreaker's own writes initial keys when it is made, so it cannot be made while
+    Redis is down; the breaker reads missing keys as "nothing shared yet".
+    """
+    storage: object = _deferred_storage_class()(STATE_CLOSED_NAME, client, namespace=name)
+    return storage
+
+
+STATE_CLOSED_NAME = "closed"
+"""pybreaker's name of the closed state."""
+
+
+@functools.cache
+def _deferred_storage_class() -> type:
+    import pybreaker  # noqa: PLC0415 - only breakers sharing state through Redis need it
+
+    class DeferredRedisStorage(pybreaker.CircuitRedisStorage):
+        def _initialize_redis_state(self, state: str) -> None:
+            """Write nothing now: the breaker writes its state at its first change."""
+
+    return DeferredRedisStorage
 
 
 def _is_redis_storage(storage: object) -> bool:
