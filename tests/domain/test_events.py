@@ -135,7 +135,7 @@ def test_redefining_the_same_class_replaces_it() -> None:
 def test_from_json_on_a_subclass_checks_the_class() -> None:
     raw = OrderCancelled(order_id=1, reason="x").to_json()
     assert OrderCancelled.from_json(raw).order_id == 1
-    with pytest.raises(DecodeError, match="is a OrderCancelled, not a OtherEvent"):
+    with pytest.raises(DecodeError, match="is an OrderCancelled, not an OtherEvent"):
         OtherEvent.from_json(raw)
 
 

@@ -256,6 +256,13 @@ def _check(  # noqa: PLR0917 - one check over every argument of cached
     tags: object,
     listeners: Sequence[object],
 ) -> list[str]:
+    if inspect.isroutine(ttl) or inspect.isclass(ttl):  # @cached without parentheses
+        name = getattr(ttl, "__qualname__", repr(ttl))
+        bare = (
+            f"cached was given the function {name} to decorate: it takes its options "
+            "first. Write @cached() (or @cached(ttl=60)), with the parentheses"
+        )
+        return [bare]
     problems = []
     for label, seconds in (("ttl", ttl), ("negative_ttl", negative_ttl)):
         if seconds is not None and (

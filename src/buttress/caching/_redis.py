@@ -30,6 +30,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from buttress._text import a
 from buttress.caching._backend import (
     FORK_AWARE,
     MISSING,
@@ -1161,7 +1162,7 @@ def _check_clients(
         secret = getattr(url, "get_secret_value", None)
         raw = secret() if callable(secret) else url  # type: ignore[assignment] # checked below
         if not isinstance(raw, str):
-            problems.append(f"url must be a str or a SecretStr, got a {type(url).__qualname__}")
+            problems.append(f"url must be a str or a SecretStr, got {a(type(url).__qualname__)}")
             raw = None
         else:
             try:

@@ -53,6 +53,7 @@ from pydantic import (
     ValidationError,
 )
 
+from buttress._text import a
 from buttress.errors import CacheKeyError, ConfigurationError, DecodeError
 
 if TYPE_CHECKING:
@@ -730,7 +731,7 @@ def signing_secret(signing_key: str | SecretStr | None) -> bytes:
     secret = signing_key.get_secret_value() if isinstance(signing_key, SecretStr) else signing_key
     if not isinstance(secret, str):
         raise ConfigurationError(
-            f"signing_key must be a str or a SecretStr, got a {type(signing_key).__qualname__}"
+            f"signing_key must be a str or a SecretStr, got {a(type(signing_key).__qualname__)}"
         )
     if len(secret) < MIN_SIGNING_KEY:
         # The key itself is never echoed, not even its length.
@@ -793,7 +794,7 @@ class PickleSerializer:
             payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:  # pickling raises several kinds: TypeError, PicklingError...
             raise ConfigurationError(
-                f"cannot pickle a {type(value).__qualname__}: {error}. Cache values that "
+                f"cannot pickle {a(type(value).__qualname__)}: {error}. Cache values that "
                 "can be pickled, or pass key=/a different return value"
             ) from error
         return self._sign(payload) + payload

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import from_json
 
+from buttress._text import a
 from buttress.errors import ConfigurationError, DecodeError
 
 __all__ = ["DomainEvent"]
@@ -139,8 +140,8 @@ class DomainEvent(BaseModel):
             )
         if not issubclass(event_cls, cls):
             raise DecodeError(
-                f"the event {name!r} is a {event_cls.__qualname__}, "
-                f"not a {cls.__qualname__}; call from_json on a common base class"
+                f"the event {name!r} is {a(event_cls.__qualname__)}, "
+                f"not {a(cls.__qualname__)}; call from_json on a common base class"
             )
         missing = [field for field in ("event_id", "occurred_at") if field not in data]
         if missing:

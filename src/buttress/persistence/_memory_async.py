@@ -20,6 +20,7 @@ from buttress.persistence._model import (
     model_info,
     not_in_transaction,
     secret_bytes,
+    use_async_with,  # unasync: drop
 )
 
 if TYPE_CHECKING:
@@ -189,6 +190,8 @@ class AsyncInMemoryUnitOfWork:
         store: The data to work on (default: a new, empty store).
         cursor_secret: Signs page cursors.
     """
+
+    __enter__ = __exit__ = use_async_with  # unasync: drop
 
     def __init__(
         self, *, store: InMemoryStore | None = None, cursor_secret: bytes | str | None = None

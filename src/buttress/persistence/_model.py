@@ -16,11 +16,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
+from buttress._text import a
 from buttress.domain._entity import AggregateRoot, discard_events_after, pull_numbered_events
 from buttress.errors import (
     ButtressError,
@@ -125,8 +126,8 @@ class ModelInfo:
         fits = isinstance(part, expected) and not (isinstance(part, bool) and expected is not bool)
         if not fits and not (expected is float and type(part) is int):
             raise QueryError(
-                f"{self.name}.{name} is a {expected.__name__} key, got {part!r} "
-                f"({type(part).__name__}): pass a {expected.__name__}"
+                f"{self.name}.{name} is {a(expected.__name__)} key, got {part!r} "
+                f"({type(part).__name__}): pass {a(expected.__name__)}"
             )
 
     def key_of(self, entity: Any) -> Any:
@@ -240,6 +241,18 @@ def not_in_transaction() -> ConfigurationError:
     return ConfigurationError(
         "this unit of work is not in a transaction: use it inside `with uow:` "
         "(`async with uow:` for an asyncio one)"
+    )
+
+
+def use_async_with(self: object, *_: object) -> NoReturn:
+    """``with`` on an asyncio unit of work: refused, naming ``async with``.
+
+    Raises:
+        ConfigurationError: Always.
+    """
+    raise ConfigurationError(
+        f"{type(self).__name__} is an asyncio unit of work: write `async with uow:` "
+        "(and `await uow.commit()`), not `with uow:`"
     )
 
 

@@ -301,6 +301,13 @@ def parse_order(order_by: str | Sequence[str], model: type[Any]) -> tuple[tuple[
     for raw in names:
         if not isinstance(raw, str):
             raise QueryError(f"order_by takes field names, got {raw!r}")
+        words = raw.split()
+        if len(words) == 2 and words[1].lower() in {"asc", "desc"}:  # noqa: PLR2004 - "field desc"
+            spelling = f"-{words[0]}" if words[1].lower() == "desc" else words[0]
+            raise QueryError(
+                f"order_by takes field names, with - in front for descending: write "
+                f"{spelling!r}, not {raw!r}"
+            )
         descending = raw.startswith("-")
         name = raw[1:] if descending else raw
         _orderable(_column(model, name), name, model)

@@ -24,6 +24,7 @@ from buttress.persistence._model import (
     not_in_transaction,
     secret_bytes,
     translate,
+    use_async_with,  # unasync: drop
 )
 from buttress.persistence._protocols import Page
 from buttress.persistence._query import keyset_filter, order_by_clauses, where
@@ -349,6 +350,8 @@ class AsyncSqlAlchemyUnitOfWork:
         expire_on_commit: Expire entities on commit (the next attribute read
             queries the database again).
     """
+
+    __enter__ = __exit__ = use_async_with  # unasync: drop
 
     def __init__(
         self,

@@ -220,3 +220,17 @@ def check_seconds(value: object, what: str, *, allow_zero: bool, optional: bool)
     if value < 0 or (value == 0 and not allow_zero):
         bound = "zero or more" if allow_zero else "more than zero"
         raise ConfigurationError(f"{what} must be {bound} seconds, got {value!r}")
+
+
+def refuse_bare(value: object, spelling: str) -> None:
+    """Refuse a decorator used without its parentheses (``@timeout`` for ``@timeout(2.0)``).
+
+    Raises:
+        ConfigurationError: ``value`` is a function or a class: the decorated one.
+    """
+    if inspect.isroutine(value) or inspect.isclass(value):
+        name = getattr(value, "__qualname__", repr(value))
+        raise ConfigurationError(
+            f"{spelling.partition('(')[0]} was given the function {name} to decorate: it "
+            f"takes its options first. Write @{spelling}, with the parentheses"
+        )

@@ -46,6 +46,7 @@ from buttress.resilience._base import (
     is_exception_types,
     logger,
     notify,
+    refuse_bare,
 )
 
 if TYPE_CHECKING:
@@ -285,6 +286,7 @@ class CircuitBreaker(metaclass=_Registry):
         sync_interval: float = 1.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        refuse_bare(name, 'circuit_breaker("payments")')
         if not name or not isinstance(name, str):
             raise ConfigurationError(
                 f"CircuitBreaker needs a name (a non-empty str naming the dependency), got {name!r}"

@@ -19,6 +19,7 @@ from buttress.resilience._base import (
     logger,
     name_of,
     notify,
+    refuse_bare,
 )
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ def bulkhead(
         assert isinstance(third, BulkheadFullError)
         ```
     """
+    refuse_bare(max_concurrent, "bulkhead(10)")
     check_count(max_concurrent, "bulkhead(max_concurrent=...)", 1)
     check_count(max_waiting, "bulkhead(max_waiting=...)", 0)
     check_seconds(wait_timeout, "bulkhead(wait_timeout=...)", allow_zero=True, optional=True)

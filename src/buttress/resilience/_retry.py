@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 from buttress.errors import CircuitOpenError, ConfigurationError
 from buttress.resilience import _testing
@@ -27,6 +27,7 @@ from buttress.resilience._base import (
     logger,
     name_of,
     notify,
+    refuse_bare,
     with_part,
 )
 
@@ -351,9 +352,32 @@ class _RetryAfter:
         return seconds
 
 
+_NOT_GIVEN: Any = object()
+"""``on`` left out: refused at once with what to write."""
+
+
+@overload
 def retry(
     *,
     on: RetryOn,
+    attempts: int = 3,
+    wait_initial: float = 0.05,
+    wait_max: float = 5.0,
+    wait_jitter: float = 0.05,
+    deadline: float | None = None,
+    budget: RetryBudget | None = None,
+    listeners: Sequence[ResilienceListener] = (),
+    name: str | None = None,
+) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+
+@overload
+def retry(function: Callable[..., Any], /) -> NoReturn: ...
+
+
+def retry(
+    *bare: Callable[..., Any],
+    on: RetryOn = _NOT_GIVEN,
     attempts: int = 3,
     wait_initial: float = 0.05,
     wait_max: float = 5.0,
@@ -380,6 +404,7 @@ def retry(
     ``wait_max``.
 
     Args:
+        *bare: Nothing: ``@retry`` without its options is refused, saying what to write.
         on: What to retry: an exception class, a tuple of them, or a predicate
             that takes the exception and returns whether to retry.
         attempts: Calls in all, the first included (1 means no retry).
@@ -419,6 +444,13 @@ def retry(
             assert fetch_user(7) == {"id": 7}
         ```
     """
+    if bare:
+        refuse_bare(bare[0], "retry(on=ConnectionError)")
+    if on is _NOT_GIVEN:
+        raise ConfigurationError(
+            "retry needs on=: the exceptions (or a predicate) worth another try, such as "
+            "retry(on=ConnectionError); nothing is retried by default"
+        )
     checked_on = cast("RetryOn", check_exception_filter(on, "retry(on=...)", "retry"))
     check_count(attempts, "retry(attempts=...), which counts every call, the first included,", 1)
     check_seconds(wait_initial, "retry(wait_initial=...)", allow_zero=True, optional=False)

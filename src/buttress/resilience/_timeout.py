@@ -11,6 +11,7 @@ from buttress.resilience._base import (
     describe,
     is_async,
     name_of,
+    refuse_bare,
     with_part,
 )
 from buttress.resilience._fused import Core, fused
@@ -79,6 +80,7 @@ def timeout(
             assert isinstance(error, TimeoutError)
         ```
     """
+    refuse_bare(seconds, "timeout(2.0)")
     check_seconds(seconds, "timeout(seconds=...)", allow_zero=False, optional=False)
     checked_listeners = check_listeners(listeners, "timeout")
     limit = float(seconds)
