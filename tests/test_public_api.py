@@ -67,6 +67,8 @@ EXPORTS = {
         "provider_overrides",
     ],
     "buttress.di.fastapi": [
+        "PROBLEM_JSON",
+        "Problem",
         "breaker",
         "install_error_handlers",
         "lifespan",

@@ -63,6 +63,7 @@ class Product(Base):
                 f"only {self.stock} of {self.sku} in stock, {quantity} asked",
                 entity="Product",
                 key=self.sku,
+                detail=f"only {self.stock} of {self.sku} in stock",
             )
         self.stock -= quantity
 
@@ -134,7 +135,8 @@ def create_app(shop: Shop) -> FastAPI:
             yield
 
     app = FastAPI(title="shop", lifespan=startup)
-    install_error_handlers(app)
+    # The gateway's own error, left after the last retry, is an outage for our clients.
+    install_error_handlers(app, statuses={ConnectionError: 503})
     Uow = Annotated[Any, Depends(unit_of_work(shop.persistence.async_unit_of_work))]  # noqa: N806
     Gateway = Annotated[PaymentGateway, Depends(provided(shop.gateway))]  # noqa: N806
 

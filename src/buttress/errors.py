@@ -86,13 +86,20 @@ class _EntityError(ButtressError):
 
     entity: str | None
     key: object
+    detail: str | None
     _what: str = ""  # "{what} with key {key!r} " is followed by this
 
     def __init__(
-        self, message: str | None = None, *, entity: str | None = None, key: object = None
+        self,
+        message: str | None = None,
+        *,
+        entity: str | None = None,
+        key: object = None,
+        detail: str | None = None,
     ) -> None:
         self.entity = entity
         self.key = key
+        self.detail = detail
         if message is None:
             message = f"{entity or 'entity'} with key {key!r} {self._what}"
         super().__init__(message)
@@ -105,6 +112,8 @@ class NotFoundError(_EntityError, LookupError):
         message: Overrides the generated message.
         entity: The name of the entity type looked up, such as ``"Order"``.
         key: The key (primary key or criteria) that matched nothing.
+        detail: Text safe to show a client (an HTTP error body uses it);
+            the message is for developers and logs.
     """
 
     _what = "was not found; use get_or_none() when a missing entity is expected, or check the key"
@@ -117,6 +126,8 @@ class ConflictError(_EntityError):
         message: Overrides the generated message.
         entity: The name of the entity type written, if known.
         key: The key of the entity written, if known.
+        detail: Text safe to show a client (an HTTP error body uses it);
+            the message is for developers and logs.
     """
 
     _what = (
@@ -132,6 +143,8 @@ class ConcurrencyError(_EntityError):
         message: Overrides the generated message.
         entity: The name of the entity type written, if known.
         key: The key of the entity written, if known.
+        detail: Text safe to show a client (an HTTP error body uses it);
+            the message is for developers and logs.
     """
 
     _what = (

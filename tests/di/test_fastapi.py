@@ -90,10 +90,18 @@ async def test_create_read_conflict_and_not_found(container):
         assert (await client.get(f"/orders/{key}")).json() == {"id": key, "ref": "A-1"}
         conflict = await client.post("/orders/A-1")
         assert conflict.status_code == 409
-        assert "ref" in conflict.json()["detail"]
+        assert conflict.headers["content-type"] == "application/problem+json"
+        assert conflict.json() == {
+            "type": "about:blank",
+            "title": "Conflict",
+            "status": 409,
+            "detail": "the ContractOrder conflicts with data already stored",
+            "code": "duplicate",
+        }
         missing = await client.get("/orders/404")
         assert missing.status_code == 404
-        assert "not found" in missing.json()["detail"]
+        assert missing.json()["code"] == "not_found"
+        assert missing.json()["detail"] == "ContractOrder 404 was not found"
 
 
 async def test_work_the_handler_does_not_commit_is_rolled_back(container):

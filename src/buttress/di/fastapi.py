@@ -8,7 +8,8 @@ Routes take what they need with FastAPI's own ``Depends`` and no ``@inject``:
   request and always left (so rolled back unless the handler commits);
 - `provided` gives a request whatever a provider makes (a cache), and `breaker`
   one named circuit breaker;
-- `install_error_handlers` turns Buttress errors into HTTP responses.
+- `install_error_handlers` turns Buttress errors (and your own) into RFC 9457
+  problem details, declared in the OpenAPI schema.
 
 Needs the ``fastapi`` extra.
 """
@@ -16,16 +17,24 @@ Needs the ``fastapi`` extra.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import http
 import inspect
+import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from buttress.di._check import check
 from buttress.di._graph import resources_in_use
 from buttress.errors import (
+    BulkheadFullError,
     ButtressError,
     CircuitOpenError,
     ConcurrencyError,
+    ConfigurationError,
     ConflictError,
     DecodeError,
     MissingDependencyError,
@@ -43,13 +52,23 @@ except ImportError as error:  # pragma: no cover - the extra is installed in CI
 from dependency_injector import providers
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from dependency_injector import containers
     from fastapi import FastAPI, Request
 
 
-__all__ = ["breaker", "install_error_handlers", "lifespan", "provided", "unit_of_work"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "breaker",
+    "install_error_handlers",
+    "lifespan",
+    "provided",
+    "unit_of_work",
+]
+
+logger = logging.getLogger("buttress.di.fastapi")
 
 
 def lifespan(
@@ -203,38 +222,219 @@ def breaker(provider: providers.Provider[Any], name: str) -> Callable[[], Any]:
     return dependency
 
 
-_STATUS: tuple[tuple[type[ButtressError], int], ...] = (
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (ConcurrencyError, 409),
-    (CircuitOpenError, 503),
-    (UnavailableError, 503),
-    (QueryError, 400),
-    (DecodeError, 400),
+class Problem(BaseModel):
+    """An error response body: RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    """A URI naming the problem type; ``about:blank``: the status says it all."""
+    title: str
+    """The HTTP status's phrase, such as ``"Conflict"``."""
+    status: int
+    """The HTTP status code."""
+    detail: str
+    """What went wrong, in words safe to show a client."""
+    code: str
+    """A stable, machine-readable code: ``duplicate`` and ``concurrent_update`` are both 409."""
+
+
+PROBLEM_JSON = "application/problem+json"
+"""The media type of a `Problem`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    status: int
+    code: str
+    detail: Callable[[BaseException], str]
+
+
+def _entity_detail(action: str, fallback: str) -> Callable[[BaseException], str]:
+    def detail(error: BaseException) -> str:
+        given = getattr(error, "detail", None)
+        if given:
+            return str(given)
+        entity = getattr(error, "entity", None)
+        key = getattr(error, "key", None)
+        if entity and key is not None:
+            return f"{entity} {key} {action}"
+        if entity:
+            return f"the {entity} {action}"
+        return fallback
+
+    return detail
+
+
+def _fixed(text: str) -> Callable[[BaseException], str]:
+    return lambda _error: text
+
+
+_ANSWERS: tuple[tuple[type[Exception], _Answer], ...] = (
+    (
+        NotFoundError,
+        _Answer(404, "not_found", _entity_detail("was not found", "the resource was not found")),
+    ),
+    (
+        ConcurrencyError,
+        _Answer(
+            409,
+            "concurrent_update",
+            _entity_detail(
+                "was changed by someone else: read it again and retry",
+                "the resource was changed by someone else: read it again and retry",
+            ),
+        ),
+    ),
+    (
+        ConflictError,
+        _Answer(
+            409,
+            "duplicate",
+            _entity_detail(
+                "conflicts with data already stored",
+                "the request conflicts with data already stored",
+            ),
+        ),
+    ),
+    (
+        CircuitOpenError,
+        _Answer(
+            503, "dependency_unavailable", _fixed("a service this request needs is unavailable")
+        ),
+    ),
+    (
+        BulkheadFullError,
+        _Answer(503, "overloaded", _fixed("too many requests of this kind are in progress")),
+    ),
+    (UnavailableError, _Answer(503, "unavailable", _fixed("the service is unavailable"))),
+    (
+        QueryError,
+        _Answer(400, "invalid_query", _fixed("the query's filter, sort or page is invalid")),
+    ),
+    (DecodeError, _Answer(400, "invalid_cursor", _fixed("the page cursor is invalid or expired"))),
 )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer Buttress errors with HTTP responses: ``{"detail": message}`` and a status.
+def install_error_handlers(
+    app: FastAPI, statuses: Mapping[type[Exception], int] | None = None
+) -> None:
+    """Answer errors with RFC 9457 problem details, and declare them in the OpenAPI schema.
 
-    ``NotFoundError`` is 404; ``ConflictError`` and ``ConcurrencyError`` 409;
-    ``CircuitOpenError`` (and any `UnavailableError`) 503 with ``Retry-After``
-    in whole seconds, rounded up; ``QueryError`` and ``DecodeError`` (a bad
-    filter, order or page cursor from the client) 400.
+    The body is a `Problem` (``application/problem+json``): ``type``, ``title``,
+    ``status``, ``detail`` and a stable ``code``. The detail is safe to show a
+    client: it never carries a constraint or table name, SQL, or advice meant
+    for developers; the full message is logged (``buttress.di.fastapi``,
+    WARNING for 5xx, INFO otherwise). An entity error's ``detail=`` is used as
+    given.
+
+    | error                       | status | code                     |
+    |-----------------------------|--------|--------------------------|
+    | `NotFoundError`             | 404    | ``not_found``            |
+    | `ConflictError`             | 409    | ``duplicate``            |
+    | `ConcurrencyError`          | 409    | ``concurrent_update``    |
+    | `CircuitOpenError`          | 503    | ``dependency_unavailable`` |
+    | `BulkheadFullError`         | 503    | ``overloaded``           |
+    | other `UnavailableError`    | 503    | ``unavailable``          |
+    | `QueryError`                | 400    | ``invalid_query``        |
+    | `DecodeError` (a cursor)    | 400    | ``invalid_cursor``       |
+
+    A 503 carries ``Retry-After`` (whole seconds, rounded up) when the error
+    knows when to try again. ``statuses`` maps your own exceptions (or
+    others, such as the ``ConnectionError`` a `Policy` lets through after its
+    last attempt) to a status; their code is the class name in snake case and
+    their detail the status's standard description.
+
+    Every operation of the schema declares these responses (400, 404, 409,
+    503 with ``Retry-After``, and those of ``statuses``) with the `Problem`
+    body.
 
     Args:
         app: The application.
+        statuses: Further exception types and the status each answers with.
+
+    Raises:
+        ConfigurationError: A status in ``statuses`` is not a 4xx or 5xx code.
     """
-    for error_type, status in _STATUS:
-        app.add_exception_handler(error_type, _handler(status))
+    answers = list(_ANSWERS)
+    for error_type, status in (statuses or {}).items():
+        given: object = status
+        if isinstance(given, bool) or not isinstance(given, int) or not 400 <= given < 600:  # noqa: PLR2004
+            raise ConfigurationError(
+                f"install_error_handlers(statuses=...) maps {error_type.__name__} to {status!r}: "
+                "give an HTTP error status, 400 to 599"
+            )
+        code = re.sub(r"(?<!^)(?=[A-Z])", "_", error_type.__name__).lower()
+        answers.append((error_type, _Answer(status, code, _fixed(_phrase(status, long=True)))))
+    for error_type, answer in answers:
+        app.add_exception_handler(error_type, _handler(answer))
+    _declare(app, sorted({answer.status for _, answer in answers}))
 
 
-def _handler(status: int) -> Callable[[Request, Exception], Any]:
-    async def handle(_request: Request, error: Exception) -> JSONResponse:
+def _phrase(status: int, *, long: bool = False) -> str:
+    try:
+        known = http.HTTPStatus(status)
+    except ValueError:
+        return "Client error" if status < 500 else "Server error"  # noqa: PLR2004
+    return known.description.rstrip(".").lower() if long else known.phrase
+
+
+def _handler(answer: _Answer) -> Callable[[Request, Exception], Any]:
+    # Starlette picks the handler of the nearest class in the error's MRO.
+    async def handle(request: Request, error: Exception) -> JSONResponse:
+        level = logging.WARNING if answer.status >= 500 else logging.INFO  # noqa: PLR2004
+        logger.log(
+            level,
+            "%s %s answered %d %s: %s",
+            request.method,
+            request.url.path,
+            answer.status,
+            answer.code,
+            error,
+        )
         headers = {}
         retry_after = getattr(error, "retry_after", None)
-        if status == 503 and retry_after is not None:  # noqa: PLR2004 - the status named above
+        if answer.status == 503 and retry_after is not None:  # noqa: PLR2004
             headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-        return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+        body = Problem(
+            title=_phrase(answer.status),
+            status=answer.status,
+            detail=answer.detail(error),
+            code=answer.code,
+        )
+        return JSONResponse(
+            body.model_dump(), status_code=answer.status, headers=headers, media_type=PROBLEM_JSON
+        )
 
     return handle
+
+
+def _declare(app: FastAPI, statuses: list[int]) -> None:
+    """Add the error responses to every operation of the app's OpenAPI schema."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                for status in statuses:
+                    declared: dict[str, Any] = {"description": _phrase(status), "content": content}
+                    if status == 503:  # noqa: PLR2004
+                        declared["headers"] = {
+                            "Retry-After": {
+                                "description": "Seconds after which to try again",
+                                "schema": {"type": "integer"},
+                            }
+                        }
+                    operation["responses"].setdefault(str(status), declared)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
