@@ -24,8 +24,8 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from dependency_injector import containers, providers
-from fastapi import Depends, FastAPI
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Path
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from buttress.caching import cached
@@ -103,16 +103,51 @@ class Shop(containers.DeclarativeContainer):
     gateway = providers.ThreadSafeSingleton(PaymentGateway)
 
 
+MAX_INT = 2**31 - 1
+"""The largest value of an INTEGER column on every backend."""
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer: 3 or 3.0, never true, "3" or 3.5 (as the schema says)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
+Count = Annotated[int, BeforeValidator(_json_integer)]
+Sku = Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_-]+$")]
+"""A product's key: fits its column and a URL path segment as it is."""
+
+Price = Annotated[str, Field(pattern=r"^[0-9]{1,8}(\.[0-9]{1,2})?$", examples=["19.90"])]
+"""Up to 8 digits and 2 decimals, as text: the NUMERIC(10, 2) column holds it exactly."""
+
+
 class NewProduct(BaseModel):
-    sku: str = Field(min_length=1, max_length=20)
-    name: str
-    price: Decimal
-    stock: int = Field(ge=0)
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f\x7f]+$")
+    price: Price
+    stock: Count = Field(ge=0, le=MAX_INT)
 
 
 class NewOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    quantity: Count = Field(ge=1, le=MAX_INT)
+
+
+class OrderOut(BaseModel):
+    id: int
     sku: str
-    quantity: int = Field(gt=0)
+    quantity: int
+    paid: bool
+
+
+CENTS = Decimal("0.01")
 
 
 class ProductOut(BaseModel):
@@ -156,16 +191,20 @@ def create_app(shop: Shop) -> FastAPI:
 
     @app.post("/products", status_code=201)
     async def add_product(body: NewProduct, uow: Uow) -> ProductOut:
-        await uow.repository(Product, str).add(Product(**body.model_dump()))
+        price = Decimal(body.price).quantize(CENTS)  # as the NUMERIC(10, 2) column keeps it
+        product = Product(sku=body.sku, name=body.name, price=price, stock=body.stock)
+        await uow.repository(Product, str).add(product)
         await uow.commit()
-        return ProductOut(**body.model_dump())
+        return ProductOut(
+            sku=product.sku, name=product.name, price=product.price, stock=product.stock
+        )
 
     @app.get("/products/{sku}")
-    async def read_product(sku: str) -> ProductOut:
+    async def read_product(sku: Annotated[Sku, Path()]) -> ProductOut:
         return await product_view(sku)
 
     @app.post("/orders", status_code=201)
-    async def place_order(body: NewOrder, uow: Uow, gateway: Gateway) -> dict[str, Any]:
+    async def place_order(body: NewOrder, uow: Uow, gateway: Gateway) -> OrderOut:
         product = await uow.repository(Product, str).get(body.sku)
         product.reserve(body.quantity)
         order = await uow.repository(Order, int).add(Order(sku=body.sku, quantity=body.quantity))
@@ -174,12 +213,12 @@ def create_app(shop: Shop) -> FastAPI:
         order.paid = True
         await uow.commit()
         await product_view.ainvalidate(body.sku)
-        return {"id": order.id, "sku": order.sku, "quantity": order.quantity, "paid": order.paid}
+        return OrderOut(id=order.id, sku=order.sku, quantity=order.quantity, paid=order.paid)
 
     @app.get("/orders/{order_id}")
-    async def read_order(order_id: int, uow: Uow) -> dict[str, Any]:
+    async def read_order(order_id: Annotated[int, Path(ge=1, le=MAX_INT)], uow: Uow) -> OrderOut:
         order = await uow.repository(Order, int).get(order_id)
-        return {"id": order.id, "sku": order.sku, "quantity": order.quantity, "paid": order.paid}
+        return OrderOut(id=order.id, sku=order.sku, quantity=order.quantity, paid=order.paid)
 
     app.state.product_view = product_view
     return app

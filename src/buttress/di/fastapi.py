@@ -45,7 +45,8 @@ from buttress.errors import (
 
 try:
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
 except ImportError as error:  # pragma: no cover - the extra is installed in CI
     raise MissingDependencyError("fastapi", "fastapi", "buttress.di.fastapi") from error
 
@@ -343,9 +344,12 @@ def install_error_handlers(
     last attempt) to a status; their code is the class name in snake case and
     their detail the status's standard description.
 
-    Every operation of the schema declares these responses (400, 404, 409,
-    503 with ``Retry-After``, and those of ``statuses``) with the `Problem`
-    body.
+    Starlette's own errors (a body that is not JSON, an unknown path, a
+    method not allowed, an ``HTTPException`` you raise) are answered as
+    problems too, their detail as given. Every operation of the schema
+    declares these responses (400, 404, 409, 503 with ``Retry-After``, and
+    those of ``statuses``) with the `Problem` body; FastAPI's own 422 keeps
+    its validation-error body.
 
     Args:
         app: The application.
@@ -366,6 +370,7 @@ def install_error_handlers(
         answers.append((error_type, _Answer(status, code, _fixed(_phrase(status, long=True)))))
     for error_type, answer in answers:
         app.add_exception_handler(error_type, _handler(answer))
+    app.add_exception_handler(HTTPException, _http_handler)
     _declare(app, sorted({answer.status for _, answer in answers}))
 
 
@@ -405,6 +410,26 @@ def _handler(answer: _Answer) -> Callable[[Request, Exception], Any]:
         )
 
     return handle
+
+
+async def _http_handler(_request: Request, error: Exception) -> Response:
+    """Starlette's own errors (a body that does not parse, an unknown path) as problems too."""
+    assert isinstance(error, HTTPException)  # noqa: S101 - registered for it alone
+    if error.status_code < 400:  # noqa: PLR2004 - not an error: nothing to describe
+        return Response(status_code=error.status_code, headers=error.headers)
+    title = _phrase(error.status_code)
+    body = Problem(
+        title=title,
+        status=error.status_code,
+        detail=str(error.detail),
+        code=re.sub(r"\W+", "_", title.lower()).strip("_"),
+    )
+    return JSONResponse(
+        body.model_dump(),
+        status_code=error.status_code,
+        headers=error.headers,
+        media_type=PROBLEM_JSON,
+    )
 
 
 def _declare(app: FastAPI, statuses: list[int]) -> None:
