@@ -110,12 +110,12 @@ class Lease:
     __slots__ = ("local", "mine", "open", "since", "started", "token", "value")
 
     def __init__(
-        self, *, token: str = "", mine: bool = True, since: Any = None, value: Any = None
+        self, *, token: str = "", mine: bool = True, since: Any = None, value: Any = MISSING
     ) -> None:
         self.token = token
         self.mine = mine
         self.since = since
-        self.value = MISSING if value is None else value
+        self.value = value  # None is a value: a None found must not be computed again
         self.started = time.monotonic()
         self.open = True
         self.local = 0
