@@ -665,7 +665,7 @@ class JsonSerializer:
     def _inexact(self, value: Any, difference: str) -> ConfigurationError:
         where = f"the value{difference}" if difference.startswith(":") else f"value{difference}"
         return ConfigurationError(
-            f"cannot cache a {_kind(value)} as {self._expected()} exactly: {where}. "
+            f"cannot cache {a(_kind(value))} as {self._expected()} exactly: {where}. "
             "Annotate the function's return type with exactly what it returns (a pydantic "
             "model, a dataclass or a TypedDict with typed fields, tuple[...] for tuples), "
             "or use RedisCache(serializer='pickle', signing_key=...)"
