@@ -158,7 +158,9 @@ async def test_every_error_a_client_causes_is_a_safe_problem(api, caplog):
             body = assert_problem(
                 await client.post(f"/orders/{key}/stale"), 409, "concurrent_update"
             )
-            assert "read it again" in body["detail"]
+            assert body["detail"] == (
+                f"ContractOrder {key} was changed by someone else: read it again and retry"
+            )
             missing = assert_problem(await client.get("/orders/999"), 404, "not_found")
             assert missing["detail"] == "ContractOrder 999 was not found"
             assert_problem(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import re
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import sqlalchemy as sa
@@ -163,13 +164,17 @@ class ModelInfo:
         """The values of the ordered fields of ``entity``, for a page cursor."""
         return [getattr(entity, name) for name, _ in pairs]
 
-    def translate(self, error: Exception) -> ButtressError:
+    def translate(self, error: Exception, session: Any = None) -> ButtressError:
         """The Buttress error for a database error (the caller chains the original)."""
-        return translate(error, self.name)
+        return translate(error, self.name, session=session)
 
 
-def translate(error: Exception, name: str | None = None) -> ButtressError:
-    """The Buttress error for a database error about ``name`` (the caller chains it)."""
+def translate(error: Exception, name: str | None = None, *, session: Any = None) -> ButtressError:
+    """The Buttress error for a database error about ``name`` (the caller chains it).
+
+    For a stale version, ``session`` (the sync session the write failed in) tells
+    which entity it was: the versioned one of the table the database named.
+    """
     what = name or "an entity"
     if isinstance(error, sa.exc.DataError):
         return QueryError(
@@ -177,10 +182,14 @@ def translate(error: Exception, name: str | None = None) -> ButtressError:
             "check its size and type against the column"
         )
     if isinstance(error, StaleDataError):
+        entity, key = _stale_subject(error, session) if session is not None else (None, None)
+        entity = entity or name
+        subject = f"{entity} with key {key!r}" if key is not None else entity or "an entity"
         return ConcurrencyError(
-            f"{what} was changed or removed by someone else since it was loaded: load it "
+            f"{subject} was changed or removed by someone else since it was loaded: load it "
             f"again, reapply the change and commit, or report the conflict ({error})",
-            entity=name,
+            entity=entity,
+            key=key,
         )
     return ConflictError(
         f"writing {what} violates a constraint of the stored data (a duplicate key or "
@@ -188,6 +197,33 @@ def translate(error: Exception, name: str | None = None) -> ButtressError:
         f"the stored entity and change it instead (the database said: {_first_line(error)})",
         entity=name,
     )
+
+
+_STALE_TABLE = re.compile(r"on table '([^']+)'")
+
+
+def _stale_subject(error: Exception, session: Any) -> tuple[str | None, Any]:
+    """The class name and key of the versioned entity whose write went stale, if one fits.
+
+    SQLAlchemy names only the table; the session still holds the entities it
+    flushed. One versioned entity of that table names both; several name the class.
+    """
+    found = _STALE_TABLE.search(str(error))
+    if found is None:
+        return None, None
+    table = found[1]
+    candidates = []
+    for identity, entity in list(session.identity_map.items()):
+        mapper = sa.inspect(type(entity))
+        if mapper.version_id_col is not None and mapper.local_table.name == table:
+            candidates.append((type(entity).__name__, identity[1]))
+    if not candidates:
+        return None, None
+    names = {entity for entity, _ in candidates}
+    if len(candidates) > 1:
+        return (names.pop(), None) if len(names) == 1 else (None, None)
+    entity, key = candidates[0]
+    return entity, key[0] if len(key) == 1 else key
 
 
 def _first_line(error: Exception) -> str:

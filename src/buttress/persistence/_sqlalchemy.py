@@ -151,7 +151,7 @@ class SqlAlchemyRepository(Generic[T, ID]):
         try:
             entity: T | None = self._session.get(info.model, key)
         except DRIVER_ERRORS as error:
-            raise self._tracker.fail(info.translate(error)) from error
+            raise self._tracker.fail(info.translate(error, self._session)) from error
         if entity is not None and info.aggregate:
             self._tracker.see(entity)  # type: ignore[arg-type]
         return entity
@@ -312,7 +312,7 @@ class SqlAlchemyRepository(Generic[T, ID]):
         try:
             result = self._session.scalars(statement, parameters)
         except DRIVER_ERRORS as error:  # an autoflush of earlier changes
-            raise self._tracker.fail(self._info.translate(error)) from error
+            raise self._tracker.fail(self._info.translate(error, self._session)) from error
         items: list[T] = list(result.all())
         if self._info.aggregate:
             self._tracker.see_all(items)  # type: ignore[arg-type]
@@ -322,13 +322,13 @@ class SqlAlchemyRepository(Generic[T, ID]):
         try:
             return self._session.scalar(statement)
         except DRIVER_ERRORS as error:
-            raise self._tracker.fail(self._info.translate(error)) from error
+            raise self._tracker.fail(self._info.translate(error, self._session)) from error
 
     def _flush(self) -> None:
         try:
             self._session.flush()
         except DRIVER_ERRORS as error:
-            raise self._tracker.fail(self._info.translate(error)) from error
+            raise self._tracker.fail(self._info.translate(error, self._session)) from error
 
 
 class SqlAlchemyUnitOfWork:
@@ -459,7 +459,7 @@ class SqlAlchemyUnitOfWork:
         try:
             session.commit()
         except DRIVER_ERRORS as error:
-            raise tracker.fail(translate(error)) from error
+            raise tracker.fail(translate(error, session=session)) from error
         tracker.committed()
 
     def rollback(self) -> None:
@@ -494,7 +494,7 @@ class SqlAlchemyUnitOfWork:
             nested.rollback()  # also after a failed flush deactivated it
             tracker.undo()
             if isinstance(error, DRIVER_ERRORS):
-                raise translate(error) from error
+                raise translate(error, session=session) from error
             raise
         nested.commit()
         tracker.release()

@@ -152,7 +152,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         try:
             entity: T | None = await self._session.get(info.model, key)
         except DRIVER_ERRORS as error:
-            raise self._tracker.fail(info.translate(error)) from error
+            raise self._tracker.fail(info.translate(error, self._session.sync_session)) from error
         if entity is not None and info.aggregate:
             self._tracker.see(entity)  # type: ignore[arg-type]
         return entity
@@ -313,7 +313,9 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         try:
             result = await self._session.scalars(statement, parameters)
         except DRIVER_ERRORS as error:  # an autoflush of earlier changes
-            raise self._tracker.fail(self._info.translate(error)) from error
+            raise self._tracker.fail(
+                self._info.translate(error, self._session.sync_session)
+            ) from error
         items: list[T] = list(result.all())
         if self._info.aggregate:
             self._tracker.see_all(items)  # type: ignore[arg-type]
@@ -323,13 +325,17 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         try:
             return await self._session.scalar(statement)
         except DRIVER_ERRORS as error:
-            raise self._tracker.fail(self._info.translate(error)) from error
+            raise self._tracker.fail(
+                self._info.translate(error, self._session.sync_session)
+            ) from error
 
     async def _flush(self) -> None:
         try:
             await self._session.flush()
         except DRIVER_ERRORS as error:
-            raise self._tracker.fail(self._info.translate(error)) from error
+            raise self._tracker.fail(
+                self._info.translate(error, self._session.sync_session)
+            ) from error
 
 
 class AsyncSqlAlchemyUnitOfWork:
@@ -462,7 +468,7 @@ class AsyncSqlAlchemyUnitOfWork:
         try:
             await session.commit()
         except DRIVER_ERRORS as error:
-            raise tracker.fail(translate(error)) from error
+            raise tracker.fail(translate(error, session=session.sync_session)) from error
         tracker.committed()
 
     async def rollback(self) -> None:
@@ -497,7 +503,7 @@ class AsyncSqlAlchemyUnitOfWork:
             await nested.rollback()  # also after a failed flush deactivated it
             tracker.undo()
             if isinstance(error, DRIVER_ERRORS):
-                raise translate(error) from error
+                raise translate(error, session=session.sync_session) from error
             raise
         await nested.commit()
         tracker.release()

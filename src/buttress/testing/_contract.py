@@ -447,8 +447,9 @@ class UnitOfWorkContract:
             mine.total = 10
             first.commit()
             theirs.total = 20
-            with pytest.raises(ConcurrencyError):
+            with pytest.raises(ConcurrencyError) as caught:
                 second.commit()
+        assert (caught.value.entity, caught.value.key) == ("ContractOrder", key)
         assert _refs(make_uow, spec=F("total") == 10) == ["o0"]
 
     def test_changing_an_entity_someone_removed_is_refused(self, make_uow: MakeUow) -> None:
@@ -460,8 +461,9 @@ class UnitOfWorkContract:
             first.repository(ContractOrder).remove(mine)
             first.commit()
             theirs.total = 20
-            with pytest.raises(ConcurrencyError):
+            with pytest.raises(ConcurrencyError) as caught:
                 second.commit()
+        assert (caught.value.entity, caught.value.key) == ("ContractOrder", key)
         assert _refs(make_uow) == []
 
     def test_removing_a_stale_entity_is_refused(self, make_uow: MakeUow) -> None:
@@ -472,8 +474,9 @@ class UnitOfWorkContract:
             theirs = second.repository(ContractOrder).get(key)
             mine.total = 10
             first.commit()
-            with pytest.raises(ConcurrencyError):
+            with pytest.raises(ConcurrencyError) as caught:
                 second.repository(ContractOrder).remove(theirs)
+        assert (caught.value.entity, caught.value.key) == ("ContractOrder", key)
         assert _refs(make_uow) == ["o0"]
 
     def test_without_a_version_each_unit_writes_only_what_it_changed(

@@ -461,8 +461,9 @@ class AsyncUnitOfWorkContract:
             mine.total = 10
             await first.commit()
             theirs.total = 20
-            with pytest.raises(ConcurrencyError):
+            with pytest.raises(ConcurrencyError) as caught:
                 await second.commit()
+        assert (caught.value.entity, caught.value.key) == ("ContractOrder", key)
         assert await _refs(make_uow, spec=F("total") == 10) == ["o0"]
 
     async def test_changing_an_entity_someone_removed_is_refused(self, make_uow: MakeUow) -> None:
@@ -474,8 +475,9 @@ class AsyncUnitOfWorkContract:
             await first.repository(ContractOrder).remove(mine)
             await first.commit()
             theirs.total = 20
-            with pytest.raises(ConcurrencyError):
+            with pytest.raises(ConcurrencyError) as caught:
                 await second.commit()
+        assert (caught.value.entity, caught.value.key) == ("ContractOrder", key)
         assert await _refs(make_uow) == []
 
     async def test_removing_a_stale_entity_is_refused(self, make_uow: MakeUow) -> None:
@@ -486,8 +488,9 @@ class AsyncUnitOfWorkContract:
             theirs = await second.repository(ContractOrder).get(key)
             mine.total = 10
             await first.commit()
-            with pytest.raises(ConcurrencyError):
+            with pytest.raises(ConcurrencyError) as caught:
                 await second.repository(ContractOrder).remove(theirs)
+        assert (caught.value.entity, caught.value.key) == ("ContractOrder", key)
         assert await _refs(make_uow) == ["o0"]
 
     async def test_without_a_version_each_unit_writes_only_what_it_changed(
