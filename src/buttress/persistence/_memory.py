@@ -7,6 +7,7 @@ The work is done by ``_memory_core``; these classes give it the protocols' shape
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
@@ -17,8 +18,10 @@ from buttress.persistence._model import (
     DEFAULT_PAGE_SIZE,
     Tracker,
     already_in_transaction,
+    logger,
     model_info,
     not_in_transaction,
+    report_discarded,
     secret_bytes,
 )
 
@@ -230,6 +233,8 @@ class InMemoryUnitOfWork:
         """Roll back what was not committed and end the transaction."""
         transaction = self._active()
         self._transaction = None
+        if logger.isEnabledFor(logging.DEBUG):
+            report_discarded(type(self).__name__, *transaction.discarded())
         self._tracker.rolled_back()
         for repository in self._repositories.values():
             repository._transaction = CLOSED  # noqa: SLF001 - a repository kept after the block fails

@@ -672,6 +672,25 @@ class Transaction:
         self.removed = removed
         self._restore(kept)
 
+    def discarded(self) -> tuple[int, int, int]:
+        """What ending now would throw away: new, changed and removed rows (for DEBUG logs)."""
+        new = changed = removed = 0
+        for changes in self.changes.values():
+            for change in changes.values():
+                if change.row is _DELETED:
+                    removed += change.base is not None  # added, then removed: nothing lost
+                elif change.base is None:
+                    new += 1
+                else:
+                    changed += 1
+        for (model, key), entity in self.objects.items():
+            written = self.changes.get(model, {}).get(key)
+            if written is None and _row_of(self.store.table(model), entity) != self.flushed.get(
+                id(entity)
+            ):
+                changed += 1  # changed in place, not flushed yet
+        return new, changed, removed
+
     def close(self) -> None:
         """Forget everything: the block ended (entities keep the values they have)."""
         self.changes.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import logging
 import re
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -38,7 +39,66 @@ if TYPE_CHECKING:
 
     from buttress.domain._events import DomainEvent
 
-__all__ = ["DRIVER_ERRORS", "ModelInfo", "Tracker", "model_info", "translate"]
+__all__ = [
+    "DRIVER_ERRORS",
+    "FlushedWrites",
+    "ModelInfo",
+    "Tracker",
+    "model_info",
+    "report_discarded",
+    "translate",
+]
+
+logger = logging.getLogger("buttress.persistence")
+
+
+def report_discarded(kind: str, new: int, changed: int, removed: int) -> None:
+    """Log at DEBUG what a unit of work left without commit() threw away, if anything."""
+    if new or changed or removed:
+        logger.debug(
+            "%s left without commit(): discarded %d new, %d changed and %d removed "
+            "entities; call commit() to keep work",
+            kind,
+            new,
+            changed,
+            removed,
+        )
+
+
+class FlushedWrites:
+    """What a session flushed since its last commit or rollback, for `report_discarded`.
+
+    Attached only while DEBUG logging is on, so a unit of work pays nothing otherwise.
+    """
+
+    __slots__ = ("counts", "session")
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.counts = [0, 0, 0]
+        sa.event.listen(session, "after_flush", self._flushed)
+        sa.event.listen(session, "after_commit", self._forget)
+        sa.event.listen(session, "after_rollback", self._forget)
+
+    def _flushed(self, session: Any, _context: Any) -> None:
+        # In after_flush the session still shows what it was about to write.
+        self.counts[0] += len(session.new)
+        self.counts[1] += sum(1 for entity in session.dirty if session.is_modified(entity))
+        self.counts[2] += len(session.deleted)
+
+    def _forget(self, _session: Any) -> None:
+        self.counts = [0, 0, 0]
+
+    def report(self, kind: str) -> None:
+        """Log what would be discarded now, and stop counting."""
+        session = self.session
+        new, changed, removed = self.counts
+        changed += sum(1 for entity in session.dirty if session.is_modified(entity))
+        report_discarded(kind, new + len(session.new), changed, removed + len(session.deleted))
+        sa.event.remove(session, "after_flush", self._flushed)
+        sa.event.remove(session, "after_commit", self._forget)
+        sa.event.remove(session, "after_rollback", self._forget)
+
 
 DRIVER_ERRORS: Final = (sa.exc.IntegrityError, StaleDataError, sa.exc.DataError)
 """The database errors a repository translates, to its own errors."""

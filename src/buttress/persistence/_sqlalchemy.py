@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
@@ -15,11 +16,13 @@ from buttress.persistence._model import (
     CLOSED,
     DEFAULT_PAGE_SIZE,
     DRIVER_ERRORS,
+    FlushedWrites,
     ModelInfo,
     Tracker,
     already_in_transaction,
     check_size,
     check_window,
+    logger,
     model_info,
     not_in_transaction,
     secret_bytes,
@@ -368,6 +371,7 @@ class SqlAlchemyUnitOfWork:
         self._session: Session | None = None
         self._tracker = Tracker(self._secret)
         self._repositories: dict[type[Any], SqlAlchemyRepository[Any, Any]] = {}
+        self._flushed: FlushedWrites | None = None  # counted only while DEBUG is on
 
     @property
     def session(self) -> Session:
@@ -400,6 +404,7 @@ class SqlAlchemyUnitOfWork:
         sync.autoflush = True  # queries see the unit's changes, on every backend
         self._session = session
         self._repositories = {}
+        self._flushed = FlushedWrites(sync) if logger.isEnabledFor(logging.DEBUG) else None
         return self
 
     def __exit__(
@@ -411,6 +416,9 @@ class SqlAlchemyUnitOfWork:
         """Roll back what was not committed and close the session."""
         session = self.session
         self._session = None
+        if self._flushed is not None:
+            self._flushed.report(type(self).__name__)
+            self._flushed = None
         self._tracker.rolled_back()
         for repository in self._repositories.values():
             repository._session = CLOSED  # noqa: SLF001 - a repository kept after the block fails

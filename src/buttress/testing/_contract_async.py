@@ -12,6 +12,7 @@ for every connection (``PRAGMA foreign_keys=ON``).
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -451,6 +452,26 @@ class AsyncUnitOfWorkContract:
         async with uow:
             stored = await uow.repository(ContractOrder).get(key)
             assert (stored.total, stored.version) == (2, 2)
+
+    async def test_work_left_without_commit_is_reported_at_debug(
+        self, make_uow: MakeUow, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        kept, gone = await _seed(make_uow, 1, 2)
+        with caplog.at_level(logging.DEBUG, logger="buttress.persistence"):
+            async with make_uow() as uow:  # forgot commit()
+                orders = uow.repository(ContractOrder)
+                await orders.add(ContractOrder(ref="forgotten"))
+                (await orders.get(kept)).total = 99
+                await orders.remove(await orders.get(gone))
+            async with make_uow() as uow:  # committed: nothing discarded
+                (await uow.repository(ContractOrder).get(kept)).total = 7
+                await uow.commit()
+            async with make_uow() as uow:  # read only
+                await uow.repository(ContractOrder).count()
+        reports = [r.getMessage() for r in caplog.records if "without commit()" in r.getMessage()]
+        assert len(reports) == 1, reports
+        assert "discarded 1 new, 1 changed and 1 removed entities" in reports[0]
+        assert await _refs(make_uow) == ["o0", "o1"]
 
     async def test_a_lost_update_is_refused(self, make_uow: MakeUow) -> None:
         [key] = await _seed(make_uow, 1)
