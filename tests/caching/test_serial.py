@@ -281,3 +281,10 @@ def test_a_method_instance_is_refused_as_such() -> None:
     finally:
         cache.close()
     assert str(caught.value) == "a method's instance (self)" + REFUSED_TAIL
+
+
+def test_a_refused_value_is_not_echoed_into_the_message(json_cache: RedisCache) -> None:
+    """The message reaches the logs: it names the type, never the value."""
+    message = refusal(json_cache, int, "hunter2-secret")
+    assert "hunter2-secret" not in message
+    assert "cannot store a str as" in message

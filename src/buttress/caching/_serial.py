@@ -638,7 +638,8 @@ class JsonSerializer:
                 )
         except Exception as error:  # a serializer of the user's own may raise anything
             raise ConfigurationError(
-                f"cannot store a {_kind(value)} as {self._expected()}: {error}. Make the "
+                f"cannot store {a(_kind(value))} as {self._expected()}: "
+                f"{_INPUT_VALUE.sub('', str(error))}. Make the "
                 "return annotation say what the function returns, or use "
                 "RedisCache(serializer='pickle', signing_key=...)"
             ) from error
@@ -919,6 +920,10 @@ def _unkeyable(value: object) -> CacheKeyError:
         "datetimes, dates, times, Decimals and classes do). Pass key= to cached to say how "
         "calls are keyed, such as key=lambda order: order.id"
     )
+
+
+_INPUT_VALUE = re.compile(r"input_value=.*?, (?=input_type=)", re.DOTALL)
+"""pydantic's echo of a refused value: left out of messages, which reach logs."""
 
 
 def encode_key(parts: tuple[Any, ...]) -> str:
