@@ -32,7 +32,7 @@ from buttress.errors import (
     ConflictError,
     QueryError,
 )
-from buttress.persistence._query import mapper_of, parse_order
+from buttress.persistence._query import check_range, mapper_of, parse_order
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -123,6 +123,8 @@ class ModelInfo:
     orders: dict[tuple[str, ...], tuple[tuple[str, bool], ...]] = dataclasses.field(
         default_factory=dict
     )
+    key_columns: tuple[Any, ...] = ()
+    """The SQL types of the primary key's columns, for range checks."""
 
     def check_entity(self, entity: object, action: str) -> None:
         """Refuse an object of another class than the repository's model.
@@ -168,14 +170,20 @@ class ModelInfo:
         """
         if len(self.key_names) == 1:
             self._check_key_part(self.key_names[0], self.key_types[0], key)
+            if self.key_columns:
+                check_range(self.key_columns[0], f"{self.name}.{self.key_names[0]}", key)
             return
         if not isinstance(key, tuple) or len(key) != len(self.key_names):
             raise QueryError(
                 f"the key of {self.name} has {len(self.key_names)} parts "
                 f"({', '.join(self.key_names)}); pass them as a tuple, got {key!r}"
             )
-        for name, expected, part in zip(self.key_names, self.key_types, key, strict=True):
+        for index, (name, expected, part) in enumerate(
+            zip(self.key_names, self.key_types, key, strict=True)
+        ):
             self._check_key_part(name, expected, part)
+            if self.key_columns:
+                check_range(self.key_columns[index], f"{self.name}.{name}", part)
 
     def _check_key_part(self, name: str, expected: type[Any] | None, part: object) -> None:
         if type(part) is expected:
@@ -206,12 +214,13 @@ class ModelInfo:
         Raises:
             QueryError: An unknown field, a field named twice, or not a field name.
         """
-        names = (order_by,) if isinstance(order_by, str) else tuple(order_by)
+        names: tuple[Any, ...] = ()
         try:
+            names = (order_by,) if isinstance(order_by, str) else tuple(order_by)
             return self.orders[names]
         except KeyError:
             pass
-        except TypeError:  # an unhashable entry: parse_order says what is wrong
+        except TypeError:  # not a sequence, or an unhashable entry: parse_order says which
             names = ()
         pairs = parse_order(order_by, self.model)
         named = {name for name, _ in pairs}
@@ -321,6 +330,7 @@ def _read_info(model: type[Any]) -> ModelInfo:
         key_types=key_types,
         version=version,
         aggregate=issubclass(model, AggregateRoot),
+        key_columns=tuple(column.type for column in mapper.primary_key),
     )
 
 

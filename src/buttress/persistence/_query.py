@@ -16,8 +16,10 @@ specification selects the same rows from memory, SQLite and PostgreSQL:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import decimal
 import operator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -41,7 +43,7 @@ from buttress.domain._spec import (
 from buttress.errors import QueryError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from sqlalchemy.orm import Mapper
     from sqlalchemy.sql.compiler import SQLCompiler
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "after_in_python",
+    "check_range",
     "check_value",
     "column_names",
     "keyset_filter",
@@ -104,6 +107,19 @@ def _orderable(column: _Field, name: str, model: type[Any]) -> _Field:
     return column
 
 
+_UNCOMPARABLE: Final = (sa.JSON, sa.PickleType, sa.ARRAY)
+"""Column types whose values the backends cannot compare alike (PostgreSQL's json: not at all)."""
+
+
+def _comparable(column: _Field, name: str, model: type[Any]) -> None:
+    if isinstance(column.type, _UNCOMPARABLE):
+        raise QueryError(
+            f"{model.__name__}.{name} ({type(column.type).__name__}) cannot be compared "
+            "with == != in_() alike on every database; filter on a plain column (store the "
+            "value you filter by in one of its own), or test it for None with is_none()"
+        )
+
+
 def _fields_of(model: type[Any]) -> dict[str, _Field]:
     fields = _FIELDS.get(model)
     if fields is None:
@@ -148,6 +164,35 @@ def _check_value(field: _Field, name: str, value: object) -> None:
     """Refuse a value of another type than the column's: backends disagree on those."""
     if field.python_type is not None and type(value) is not field.python_type:
         check_value(field.python_type, name, value)
+    check_range(field.type, name, value)
+
+
+_INTEGER_BITS: Final = ((sa.SmallInteger, 16), (sa.BigInteger, 64), (sa.Integer, 32))
+"""Bits of each integer column type, the narrowest first (BigInteger is an Integer)."""
+
+
+def integer_bounds(column_type: Any) -> tuple[int, int] | None:
+    """The smallest and largest value an integer column holds on every backend."""
+    for kind, bits in _INTEGER_BITS:
+        if isinstance(column_type, kind):
+            return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return None
+
+
+def check_range(column_type: Any, field: str, value: object) -> None:
+    """Refuse an integer the column cannot hold on some backend (PostgreSQL's INTEGER).
+
+    Raises:
+        QueryError: ``value`` is outside the column type's range.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        return
+    bounds = integer_bounds(column_type)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise QueryError(
+            f"{field!r} ({type(column_type).__name__}) holds integers from {bounds[0]} to "
+            f"{bounds[1]} on every database; {value} is out of range, so nothing can match it"
+        )
 
 
 def check_value(expected: type[Any], field: str, value: object) -> None:
@@ -160,6 +205,8 @@ def check_value(expected: type[Any], field: str, value: object) -> None:
         return  # a custom type (SQLAlchemy 2.1 says object): the database decides
     if isinstance(value, bool) != (expected is bool):
         fits = False
+    elif expected is dt.date and isinstance(value, dt.datetime):
+        fits = False  # a date column against an instant: SQLite and memory disagree
     elif expected in _NUMBERS:
         fits = isinstance(value, _NUMBERS)
     else:
@@ -248,6 +295,7 @@ def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noq
     match spec:
         case Compare(field=field, op=op, value=value):
             column = _column(model, field)
+            _comparable(column, field, model)
             _check_value(column, field, value)
             if op in _ORDERING:
                 _orderable(column, field, model)
@@ -257,6 +305,7 @@ def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noq
             return clause
         case In(field=field, values=values):
             column = _column(model, field)
+            _comparable(column, field, model)
             for value in values:
                 if value is not None:
                     _check_value(column, field, value)
@@ -296,6 +345,11 @@ def parse_order(order_by: str | Sequence[str], model: type[Any]) -> tuple[tuple[
     Raises:
         QueryError: An unknown field, an empty name, or a field named twice.
     """
+    if not isinstance(order_by, str | Sequence):
+        raise QueryError(
+            f"order_by takes a field name or a sequence of them ('-total', ['ref', '-id']), "
+            f"got {order_by!r}"
+        )
     names = [order_by] if isinstance(order_by, str) else list(order_by)
     pairs: list[tuple[str, bool]] = []
     for raw in names:
