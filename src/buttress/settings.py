@@ -511,6 +511,10 @@ class DatabaseSettings(_Settings):
     connect_timeout: PositiveSeconds = 10.0
     """Seconds to wait for a new connection to be established."""
 
+    isolation_level: Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"] | None = None
+    """Every transaction's isolation level; the database's default (PostgreSQL: READ
+    COMMITTED) when unset. SQLite always runs SERIALIZABLE transactions."""
+
     @property
     def safe_url(self) -> str:
         """The URL with its password masked, safe to log or show."""

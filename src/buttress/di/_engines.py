@@ -102,6 +102,8 @@ def engine_options(
     url = _driver_for(make_url(settings.url.get_secret_value()), asynchronous=asynchronous)
     backend, driver = url.get_backend_name(), url.get_driver_name()
     options: dict[str, Any] = {"echo": settings.echo}
+    if settings.isolation_level is not None and backend != "sqlite":  # SQLite: serializable
+        options["isolation_level"] = settings.isolation_level
     if backend != "sqlite":  # a SQLite connection cannot go stale: no ping per checkout
         options["pool_pre_ping"] = settings.pool_pre_ping
     connect_args: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from buttress.persistence._model import (
     DEFAULT_PAGE_SIZE,
     Tracker,
     already_in_transaction,
+    check_isolation_level,
     logger,
     model_info,
     not_in_transaction,
@@ -192,13 +193,21 @@ class AsyncInMemoryUnitOfWork:
     Args:
         store: The data to work on (default: a new, empty store).
         cursor_secret: Signs page cursors.
+        isolation_level: Accepted (and checked) as `AsyncSqlAlchemyUnitOfWork`
+            takes it, so code can pass it to either; the twin's transactions
+            read a consistent view and refuse lost updates at every level.
     """
 
     __enter__ = __exit__ = use_async_with  # unasync: drop
 
     def __init__(
-        self, *, store: InMemoryStore | None = None, cursor_secret: bytes | str | None = None
+        self,
+        *,
+        store: InMemoryStore | None = None,
+        cursor_secret: bytes | str | None = None,
+        isolation_level: str | None = None,
     ) -> None:
+        check_isolation_level(isolation_level)
         self._store = InMemoryStore() if store is None else store
         self._tracker = Tracker(secret_bytes(cursor_secret))
         self._transaction: Transaction | None = None

@@ -31,6 +31,7 @@ from buttress.errors import (
     ConfigurationError,
     ConflictError,
     QueryError,
+    UnavailableError,
 )
 from buttress.persistence._query import check_range, mapper_of, parse_order
 
@@ -41,9 +42,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRIVER_ERRORS",
+    "ISOLATION_LEVELS",
     "FlushedWrites",
     "ModelInfo",
     "Tracker",
+    "check_isolation_level",
     "model_info",
     "report_discarded",
     "translate",
@@ -100,8 +103,28 @@ class FlushedWrites:
         sa.event.remove(session, "after_rollback", self._forget)
 
 
-DRIVER_ERRORS: Final = (sa.exc.IntegrityError, StaleDataError, sa.exc.DataError)
-"""The database errors a repository translates, to its own errors."""
+DRIVER_ERRORS: Final = (sa.exc.DBAPIError, StaleDataError)
+"""The database errors a repository translates (those `translate` knows) to its own."""
+
+_RETRY_THE_UNIT: Final = frozenset({"40001", "40P01"})
+"""SQLSTATEs of a serialization failure and a deadlock: the unit's work may be retried."""
+
+ISOLATION_LEVELS: Final = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+"""The isolation levels a unit of work may ask for (SQLite has only SERIALIZABLE's kind)."""
+
+
+def check_isolation_level(level: object) -> None:
+    """Refuse an isolation level a unit of work cannot ask every backend for.
+
+    Raises:
+        ConfigurationError: ``level`` is not one of `ISOLATION_LEVELS` (or None).
+    """
+    if level is not None and level not in ISOLATION_LEVELS:
+        raise ConfigurationError(
+            f"isolation_level must be one of {', '.join(map(repr, ISOLATION_LEVELS))}, or "
+            f"None for the engine's; got {level!r}"
+        )
+
 
 MAX_ROWS: Final = 2**63 - 1
 """The largest ``limit`` or ``offset`` a database takes (a signed 64-bit integer)."""
@@ -245,6 +268,19 @@ def translate(error: Exception, name: str | None = None, *, session: Any = None)
     which entity it was: the versioned one of the table the database named.
     """
     what = name or "an entity"
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return UnavailableError(
+            f"the database connection was lost while working on {what}: nothing of this "
+            "unit of work since its last commit was stored. Start a new unit of work (leave "
+            f"this block) and do the work again ({_first_line(error)})"
+        )
+    if _sqlstate(error) in _RETRY_THE_UNIT:
+        return ConcurrencyError(
+            f"the database stopped this unit of work to keep concurrent ones consistent (a "
+            f"serialization failure or a deadlock, while working on {what}): start a new "
+            f"unit of work and do the work again ({_first_line(error)})",
+            entity=name,
+        )
     if isinstance(error, sa.exc.DataError):
         return QueryError(
             f"the database cannot hold a value of {what}: {_first_line(error)}; "
@@ -260,6 +296,8 @@ def translate(error: Exception, name: str | None = None, *, session: Any = None)
             entity=entity,
             key=key,
         )
+    if not isinstance(error, sa.exc.IntegrityError):
+        raise error  # not one of ours to translate: the driver's own error, as it was
     return ConflictError(
         f"writing {what} violates a constraint of the stored data (a duplicate key or "
         "unique value, or a missing referenced row): change the conflicting value, or load "
@@ -293,6 +331,13 @@ def _stale_subject(error: Exception, session: Any) -> tuple[str | None, Any]:
         return (names.pop(), None) if len(names) == 1 else (None, None)
     entity, key = candidates[0]
     return entity, key[0] if len(key) == 1 else key
+
+
+def _sqlstate(error: Exception) -> str | None:
+    """The SQLSTATE of a driver error, whichever driver (psycopg, asyncpg) raised it."""
+    original = getattr(error, "orig", None)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code if isinstance(code, str) else None
 
 
 def _first_line(error: Exception) -> str:

@@ -20,6 +20,7 @@ from buttress.persistence._model import (
     ModelInfo,
     Tracker,
     already_in_transaction,
+    check_isolation_level,
     check_size,
     check_window,
     logger,
@@ -351,6 +352,10 @@ class SqlAlchemyUnitOfWork:
             derived from the model.
         expire_on_commit: Expire entities on commit (the next attribute read
             queries the database again).
+        isolation_level: ``"READ COMMITTED"``, ``"REPEATABLE READ"`` or
+            ``"SERIALIZABLE"`` for each transaction of the unit; the engine's
+            (``DatabaseSettings.isolation_level``) by default. A serialization
+            failure or a deadlock is then a `ConcurrencyError`: run the unit again.
     """
 
     def __init__(
@@ -359,12 +364,15 @@ class SqlAlchemyUnitOfWork:
         *,
         cursor_secret: bytes | str | None = None,
         expire_on_commit: bool = False,
+        isolation_level: str | None = None,
     ) -> None:
         if not callable(session_factory):
             raise ConfigurationError(
                 f"session_factory must make sessions, such as sessionmaker(engine); "
                 f"got {session_factory!r}"
             )
+        check_isolation_level(isolation_level)
+        self._isolation_level = isolation_level
         self._factory = session_factory
         self._secret = secret_bytes(cursor_secret)
         self._expire_on_commit = expire_on_commit
@@ -405,7 +413,25 @@ class SqlAlchemyUnitOfWork:
         self._session = session
         self._repositories = {}
         self._flushed = FlushedWrites(sync) if logger.isEnabledFor(logging.DEBUG) else None
+        if self._isolation_level is not None:
+            try:
+                self._begin_isolated(session)
+            except BaseException:
+                self._session = None
+                session.close()
+                raise
         return self
+
+    def _begin_isolated(self, session: Session) -> None:
+        """Begin the transaction at the unit's isolation level (before any statement)."""
+        level = self._isolation_level
+        if session.get_bind().dialect.name == "sqlite":
+            level = "SERIALIZABLE"  # SQLite's only level besides READ UNCOMMITTED: all of them
+        options = {"isolation_level": level}
+        try:
+            session.connection(execution_options=options)
+        except DRIVER_ERRORS as error:
+            raise self._tracker.fail(translate(error, session=session)) from error
 
     def __exit__(
         self,
@@ -458,7 +484,10 @@ class SqlAlchemyUnitOfWork:
 
         Raises:
             ConflictError: Writing violates a constraint; nothing is kept.
-            ConcurrencyError: An entity changed since it was loaded; nothing is kept.
+            ConcurrencyError: An entity changed since it was loaded, or the
+                database refused the transaction as a serialization failure or
+                a deadlock; nothing is kept.
+            UnavailableError: The connection was lost; nothing is kept.
         """
         session = self.session
         tracker = self._tracker
@@ -469,6 +498,8 @@ class SqlAlchemyUnitOfWork:
         except DRIVER_ERRORS as error:
             raise tracker.fail(translate(error, session=session)) from error
         tracker.committed()
+        if self._isolation_level is not None:
+            self._begin_isolated(session)  # the next transaction: at the same level
 
     def rollback(self) -> None:
         """Undo the work done since the last commit, and drop its events."""
@@ -476,6 +507,8 @@ class SqlAlchemyUnitOfWork:
         self._tracker.check_outside_savepoint("roll back")
         self._tracker.rolled_back()
         session.rollback()
+        if self._isolation_level is not None:
+            self._begin_isolated(session)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

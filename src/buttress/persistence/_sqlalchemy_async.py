@@ -20,6 +20,7 @@ from buttress.persistence._model import (
     ModelInfo,
     Tracker,
     already_in_transaction,
+    check_isolation_level,
     check_size,
     check_window,
     logger,
@@ -358,6 +359,10 @@ class AsyncSqlAlchemyUnitOfWork:
             derived from the model.
         expire_on_commit: Expire entities on commit (the next attribute read
             queries the database again).
+        isolation_level: ``"READ COMMITTED"``, ``"REPEATABLE READ"`` or
+            ``"SERIALIZABLE"`` for each transaction of the unit; the engine's
+            (``DatabaseSettings.isolation_level``) by default. A serialization
+            failure or a deadlock is then a `ConcurrencyError`: run the unit again.
     """
 
     __enter__ = __exit__ = use_async_with  # unasync: drop
@@ -368,12 +373,15 @@ class AsyncSqlAlchemyUnitOfWork:
         *,
         cursor_secret: bytes | str | None = None,
         expire_on_commit: bool = False,
+        isolation_level: str | None = None,
     ) -> None:
         if not callable(session_factory):
             raise ConfigurationError(
                 f"session_factory must make sessions, such as async_sessionmaker(engine); "
                 f"got {session_factory!r}"
             )
+        check_isolation_level(isolation_level)
+        self._isolation_level = isolation_level
         self._factory = session_factory
         self._secret = secret_bytes(cursor_secret)
         self._expire_on_commit = expire_on_commit
@@ -414,7 +422,25 @@ class AsyncSqlAlchemyUnitOfWork:
         self._session = session
         self._repositories = {}
         self._flushed = FlushedWrites(sync) if logger.isEnabledFor(logging.DEBUG) else None
+        if self._isolation_level is not None:
+            try:
+                await self._begin_isolated(session)
+            except BaseException:
+                self._session = None
+                await session.close()
+                raise
         return self
+
+    async def _begin_isolated(self, session: AsyncSession) -> None:
+        """Begin the transaction at the unit's isolation level (before any statement)."""
+        level = self._isolation_level
+        if session.sync_session.get_bind().dialect.name == "sqlite":
+            level = "SERIALIZABLE"  # SQLite's only level besides READ UNCOMMITTED: all of them
+        options = {"isolation_level": level}
+        try:
+            await session.connection(execution_options=options)
+        except DRIVER_ERRORS as error:
+            raise self._tracker.fail(translate(error, session=session.sync_session)) from error
 
     async def __aexit__(
         self,
@@ -467,7 +493,10 @@ class AsyncSqlAlchemyUnitOfWork:
 
         Raises:
             ConflictError: Writing violates a constraint; nothing is kept.
-            ConcurrencyError: An entity changed since it was loaded; nothing is kept.
+            ConcurrencyError: An entity changed since it was loaded, or the
+                database refused the transaction as a serialization failure or
+                a deadlock; nothing is kept.
+            UnavailableError: The connection was lost; nothing is kept.
         """
         session = self.session
         tracker = self._tracker
@@ -478,6 +507,8 @@ class AsyncSqlAlchemyUnitOfWork:
         except DRIVER_ERRORS as error:
             raise tracker.fail(translate(error, session=session.sync_session)) from error
         tracker.committed()
+        if self._isolation_level is not None:
+            await self._begin_isolated(session)  # the next transaction: at the same level
 
     async def rollback(self) -> None:
         """Undo the work done since the last commit, and drop its events."""
@@ -485,6 +516,8 @@ class AsyncSqlAlchemyUnitOfWork:
         self._tracker.check_outside_savepoint("roll back")
         self._tracker.rolled_back()
         await session.rollback()
+        if self._isolation_level is not None:
+            await self._begin_isolated(session)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
