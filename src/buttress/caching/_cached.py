@@ -761,10 +761,10 @@ class _Machinery(Generic[R]):
         async def fetch(key: Key, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
                 value = view.peek(key)
+                if value is MISSING and not view.local:
+                    value = await view.aget(key)
             except Exception as error:  # noqa: BLE001 - told apart in refusal
                 raise self.refusal(error, args, kwargs)  # noqa: B904 - chained in refusal
-            if value is MISSING and not view.local:
-                value = await view.aget(key)
             if value is not MISSING:
                 self.fetched += 1
                 if notify is not None:
