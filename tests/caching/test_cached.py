@@ -10,15 +10,18 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
-from buttress.caching import CacheListener, MemoryCache, RedisCache, cached
+from buttress.caching import CacheListener, MemoryCache, RedisCache, TieredCache, cached
 from buttress.errors import CacheKeyError, ConfigurationError, UnavailableError
 from conftest import Flavour
 
@@ -79,8 +82,8 @@ def test_listeners_hear_each_hit_and_miss_with_its_key(cache: Any, flavour: Flav
         ("miss", name),
     ]
     first, again, second = (key for _, _, key in heard.events)
-    assert first is not None
     assert first == again != second
+    assert name in repr(first)  # a key says whose it is
 
 
 def test_a_failing_listener_is_logged_with_what_failed_and_the_call_goes_on(
@@ -463,3 +466,183 @@ def test_a_function_returning_a_class_defined_later_is_bound_at_its_first_call(
     assert first == again == Receipt(5)
     assert type(again) is Receipt
     assert runs == [5]
+
+
+# -- names, lifetimes and the memory tier ----------------------------------------------------
+
+
+def plain(x: int) -> int:
+    return x
+
+
+class Pricer:
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def test_the_default_name_is_module_and_qualname() -> None:
+    assert cached()(plain).name == f"{__name__}.plain"
+    assert cached()(Pricer()).name == f"{__name__}.Pricer"  # the class, not __call__
+    assert cached()(Pricer.__call__).name == f"{__name__}.Pricer.__call__"  # a function
+    assert cached()(abs).name == "builtins.abs"  # builtins and classes: named as they are
+    assert cached()(Receipt).name == f"{__name__}.Receipt"
+
+
+def test_the_wrapper_runs_under_the_functions_own_name(flavour: Flavour) -> None:
+    def area(width: int) -> int:
+        return width * width
+
+    cached_area = cached()(flavour.twin(area))
+    assert flavour.call(cached_area, 3) == 9
+    code = cached_area.__code__  # what tracebacks and profilers show
+    assert (code.co_name, code.co_qualname) == ("area", area.__qualname__)
+
+
+@pytest.mark.parametrize("ttl", [100.0, None])
+def test_ttl_jitter_only_ever_lengthens_a_ttl(flavour: Flavour, ttl: float | None) -> None:
+    cache = MemoryCache()
+    cached_ident = cached(ttl=ttl, ttl_jitter=0.5, cache=cache)(flavour.twin(lambda x: x))
+    before = time.monotonic()
+    for x in range(20):
+        assert flavour.call(cached_ident, x) == x
+    after = time.monotonic()
+    expiries = [expires for _, expires in cache.entries.values()]
+    if ttl is None:
+        assert expiries == [math.inf] * 20  # nothing to jitter: entries never expire
+    else:
+        assert all(before + ttl <= expires <= after + 1.5 * ttl for expires in expiries)
+
+
+def test_a_tiered_memory_copy_is_served_for_local_ttl_only(
+    redis_url: str, flavour: Flavour
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    redis_cache = RedisCache(redis_url, namespace=namespace)
+    tiered = TieredCache(redis_cache, local_ttl=0.2)
+    runs: list[int] = []
+
+    def square(x: int) -> int:
+        runs.append(x)
+        return x * x
+
+    cached_square = cached(cache=tiered)(flavour.twin(square))
+    try:
+        assert flavour.call(cached_square, 3) == 9
+        raw = redis.Redis.from_url(redis_url)
+        for name in raw.scan_iter(match=f"*{namespace}*"):  # gone from Redis, unannounced
+            raw.delete(name)
+        raw.close()
+        assert flavour.call(cached_square, 3) == 9  # the memory copy
+        assert runs == [3]
+        time.sleep(0.3)
+        assert flavour.call(cached_square, 3) == 9  # the copy lapsed: computed again
+        assert runs == [3, 3]
+    finally:
+        tiered.clear()
+        tiered.close()
+        redis_cache.close()
+
+
+def test_hits_served_from_the_tiered_memory_copy_keep_it_recently_used(redis_url: str) -> None:
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    redis_cache = RedisCache(redis_url, namespace=namespace)
+    tiered = TieredCache(redis_cache, maxsize=2)
+    runs: list[int] = []
+
+    @cached(cache=tiered)
+    def square(x: int) -> int:
+        runs.append(x)
+        return x * x
+
+    try:
+        square(1)
+        square(2)
+        for _ in range(64):  # hits from memory, some recorded for the policy
+            square(1)
+        square(3)  # memory holds two: the least recently used copy, of 2, goes
+        raw = redis.Redis.from_url(redis_url)
+        for name in raw.scan_iter(match=f"*{namespace}*"):  # gone from Redis, unannounced
+            raw.delete(name)
+        raw.close()
+        assert [square(x) for x in (1, 2)] == [1, 4]
+        assert runs == [1, 2, 3, 2]  # 1 still came from memory, 2 did not
+    finally:
+        tiered.clear()
+        tiered.close()
+        redis_cache.close()
+
+
+# -- what decoration refuses, and how it says so -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"maxsize": True}, "maxsize must be a positive integer, got True"),
+        ({"maxsize": "10"}, "maxsize must be a positive integer, got '10'"),
+        ({"ttl_jitter": 1}, "ttl_jitter must be a fraction of ttl in [0, 1), got 1"),
+        ({"ttl_jitter": True}, "ttl_jitter must be a fraction of ttl in [0, 1), got True"),
+        ({"ttl_jitter": "0.1"}, "ttl_jitter must be a fraction of ttl in [0, 1), got '0.1'"),
+        (
+            {"maxsize": 10, "cache": MemoryCache()},
+            (
+                "maxsize sizes the memory cache cached makes when no cache is given; "
+                "size the cache you pass instead (MemoryCache(maxsize=...))"
+            ),
+        ),
+    ],
+)
+def test_each_refused_argument_is_one_problem_saying_what_to_pass(
+    kwargs: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cached(**kwargs)
+    assert raised.value.problems == (problem,)
+    assert str(raised.value).startswith("cached got invalid arguments:\n")
+
+
+def test_the_smallest_sizes_and_jitters_are_accepted(flavour: Flavour) -> None:
+    cached_ident = cached(ttl=60, maxsize=1, ttl_jitter=0)(flavour.twin(lambda x: x))
+    assert [flavour.call(cached_ident, x) for x in (1, 2, 2)] == [1, 2, 2]
+    assert cached_ident.stats().hits == 1
+
+
+def test_a_static_or_class_method_object_is_refused_with_where_to_put_cached() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        cached()(classmethod(plain))  # type: ignore[arg-type]
+    assert "with @classmethod or @staticmethod, put @cached below it" in str(raised.value)
+
+
+def test_a_generator_function_is_refused_by_its_name() -> None:
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(ConfigurationError, match="cannot store what .*numbers returns"):
+        cached()(numbers)
+
+
+def test_a_method_on_a_shared_cache_is_refused_with_the_key_to_pass() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{closed_port()}/0", namespace="never-connected")
+
+    class Orders:
+        def total(self, order_id: int) -> int:
+            return order_id
+
+    try:
+        with pytest.raises(ConfigurationError) as raised:
+            cached(cache=cache, name="orders.total")(Orders.total)
+    finally:
+        cache.close()
+    assert str(raised.value) == (
+        "orders.total is a method and its cache is shared between processes, where an "
+        "instance has no identity: pass key= to say how calls are keyed, such as "
+        "key=lambda self, order_id: order_id"
+    )
+
+
+def test_a_memory_cache_needs_no_resolvable_annotation(flavour: Flavour) -> None:
+    def load(x: int) -> Nowhere:  # type: ignore[name-defined] # noqa: F821 - on purpose
+        return x
+
+    cached_load = cached()(flavour.twin(load))
+    assert flavour.call(cached_load, 1) == flavour.call(cached_load, 1) == 1
