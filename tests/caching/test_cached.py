@@ -172,6 +172,23 @@ def test_without_single_flight_concurrent_threads_each_run_the_body() -> None:
     assert not both_inside.broken
 
 
+def test_a_key_function_gets_the_call_as_made_and_its_type_stays_in_the_key(
+    cache: Any, flavour: Flavour
+) -> None:
+    runs: list[tuple[Any, str]] = []
+
+    def price(sku: Any, *, region: str) -> str:
+        runs.append((sku, region))
+        return f"{sku!r}@{region}"
+
+    by_sku = cached(cache=cache, key=lambda sku, *, region: sku)(flavour.twin(price))
+    assert by_sku.cache is cache
+    calls = [(1, "eu"), (True, "eu"), (1, "us")]
+    results = [flavour.call(by_sku, sku, region=region) for sku, region in calls]
+    assert results == ["1@eu", "True@eu", "1@eu"]  # 1 and True differ; the region is no key
+    assert runs == [(1, "eu"), (True, "eu")]
+
+
 # -- arguments that cannot be keyed ------------------------------------------------------------
 
 
@@ -646,3 +663,27 @@ def test_a_memory_cache_needs_no_resolvable_annotation(flavour: Flavour) -> None
 
     cached_load = cached()(flavour.twin(load))
     assert flavour.call(cached_load, 1) == flavour.call(cached_load, 1) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_async_def_on_a_cache_with_only_an_async_client_never_needs_a_sync_one(
+    redis_url: str,
+) -> None:
+    import redis.asyncio  # noqa: PLC0415 - the async client only
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    cache = RedisCache(async_client=client, namespace=f"test-{uuid.uuid4().hex[:12]}")
+    runs: list[int] = []
+
+    @cached(cache=cache)
+    async def square(x: int) -> int:
+        runs.append(x)
+        return x * x
+
+    try:
+        assert [await square(x) for x in (2, 2, 3)] == [4, 4, 9]
+        assert runs == [2, 3]
+        await cache.aclear()
+    finally:
+        await cache.aclose()
+        await client.aclose()
