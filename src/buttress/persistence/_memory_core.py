@@ -51,10 +51,30 @@ Row = dict[str, Any]
 _DELETED: Final[Any] = None  # an overlay entry of None: the row was deleted
 
 
+def _assigned_version(info: ModelInfo, mapper: Any) -> bool:
+    """Whether the application sets every version (``version_id_generator=False``).
+
+    Raises:
+        ConfigurationError: The database makes the versions (a server default or a
+            trigger the twin cannot run).
+    """
+    if info.version is None or mapper.version_id_generator is not False:
+        return False
+    column = mapper.version_id_col
+    if column.server_default is not None or column.server_onupdate is not None:
+        raise ConfigurationError(
+            f"{info.name} has a version counter the database generates; the in-memory "
+            "repositories cannot reproduce it: use a Python-side version_id_generator, or "
+            "assign the versions in your code (version_id_generator=False, no server default)"
+        )
+    return True
+
+
 class _Table:
     """How the store enforces one model's metadata."""
 
     __slots__ = (
+        "assigned_version",
         "autoincrement",
         "defaults",
         "info",
@@ -66,7 +86,7 @@ class _Table:
         "version",
     )
 
-    def __init__(self, model: type[Any]) -> None:  # noqa: PLR0912 - one branch per rule
+    def __init__(self, model: type[Any]) -> None:
         info = model_info(model)
         mapper = sa.inspect(model)
         if mapper.relationships:
@@ -78,11 +98,9 @@ class _Table:
         self.info = info
         self.mapper = mapper
         self.version: str | None = info.version
-        if info.version is not None and mapper.version_id_generator is False:
-            raise ConfigurationError(
-                f"{info.name} has a version counter the database generates; the in-memory "
-                "repositories cannot reproduce it: use a Python-side version_id_generator"
-            )
+        # version_id_generator=False: the application sets every version (still checked),
+        # unless the database makes it (a server default or trigger the twin cannot run).
+        self.assigned_version = _assigned_version(info, mapper)
         self.defaults: dict[str, Any] = {}
         self.on_update: dict[str, Any] = {}
         self.required: list[str] = []
@@ -97,7 +115,7 @@ class _Table:
                 self.defaults[prop.key] = column.default
             elif column.server_default is not None:
                 self.defaults[prop.key] = None  # refused when the value is missing
-            if not column.nullable and prop.key != self.version:
+            if not column.nullable and (prop.key != self.version or self.assigned_version):
                 self.required.append(prop.key)
             if column.server_onupdate is not None or (
                 column.onupdate is not None
@@ -163,7 +181,7 @@ class _Table:
             setattr(entity, name, default.arg(None) if default.is_callable else default.arg)
         if self.autoincrement is not None and getattr(entity, self.autoincrement) is None:
             setattr(entity, self.autoincrement, store.next_key(self.info.model))
-        if self.version is not None:
+        if self.version is not None and not self.assigned_version:
             setattr(entity, self.version, self.mapper.version_id_generator(None))
         return before
 
@@ -432,10 +450,12 @@ class Transaction:
                     value = default.arg(None) if default.is_callable else default.arg
                     setattr(entity, name, value)
                     row[name] = _own(value)
-            if table.version is not None:
-                new_version = table.mapper.version_id_generator(last[table.version])
-                setattr(entity, table.version, new_version)
-                row[table.version] = new_version
+            version = table.version
+            # A version the application set is written as it is, as SQL writes it.
+            if version is not None and row[version] == last[version] and not table.assigned_version:
+                new_version = table.mapper.version_id_generator(last[version])
+                setattr(entity, version, new_version)
+                row[version] = new_version
             changed = {name for name, value in row.items() if last.get(name, _UNSET) != value}
             self._check_required(table, row)
             self._check_unique(table, key, row, changed=changed)
