@@ -103,3 +103,39 @@ async def make_async_uow(
     factory = async_sessionmaker(engine)
     yield lambda: AsyncSqlAlchemyUnitOfWork(factory)
     await engine.dispose()
+
+
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)]
+"""The sync backends of `own_units`, for ``@pytest.fixture(params=BACKENDS)``."""
+
+
+def own_units(
+    request: pytest.FixtureRequest, tmp_path: Any, metadata: sa.MetaData
+) -> Iterator[tuple[Callable[[], Any], sa.Engine | None]]:
+    """Sync units of work over a test module's own tables, on the backend ``request`` names.
+
+    Yields the factory of units and the engine (None in memory); PostgreSQL gets a
+    schema of its own, dropped afterwards.
+    """
+    if request.param == "memory":
+        store = InMemoryStore()
+        yield (lambda: InMemoryUnitOfWork(store=store)), None
+        return
+    schema = None
+    if request.param == "sqlite":
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'own.db'}")
+    else:
+        postgres_url = request.getfixturevalue("postgres_url")
+        schema = f"own_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(postgres_url)
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        admin.dispose()
+        engine = sa.create_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
+    metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    yield (lambda: SqlAlchemyUnitOfWork(factory)), engine
+    if schema is not None:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

@@ -9,7 +9,6 @@ equality for ``json``) and an ``order_by`` that is not a field name.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +18,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from buttress.domain import F
 from buttress.errors import QueryError
-from buttress.persistence import InMemoryStore, InMemoryUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.persistence import InMemoryUnitOfWork
+from conftest import BACKENDS, own_units
 
 
 class Base(DeclarativeBase):
@@ -36,34 +36,16 @@ class Booking(Base):
     extra: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def make_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
-    if request.param == "memory":
-        store = InMemoryStore()
-        yield lambda: InMemoryUnitOfWork(store=store)
-        return
-    if request.param == "sqlite":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'bad.db'}")
-        Base.metadata.create_all(engine)
-        schema = None
-    else:
-        postgres_url = request.getfixturevalue("postgres_url")
-        schema = f"bad_input_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(postgres_url)
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        admin.dispose()
-        engine = sa.create_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
-        Base.metadata.create_all(engine)
-    factory = sessionmaker(engine)
-    with factory.begin() as session:
-        session.add(Booking(id=1, day=dt.date(2026, 12, 3), seats=2, guests=2, extra={"a": 1}))
-    sa.event.listen(engine, "before_cursor_execute", lambda *a: SENT.append(a[2]))
-    yield lambda: SqlAlchemyUnitOfWork(factory)
-    if schema is not None:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    for units, engine in own_units(request, tmp_path, Base.metadata):
+        if engine is not None:
+            with sessionmaker(engine).begin() as session:
+                session.add(
+                    Booking(id=1, day=dt.date(2026, 12, 3), seats=2, guests=2, extra={"a": 1})
+                )
+            sa.event.listen(engine, "before_cursor_execute", lambda *a: SENT.append(a[2]))
+        yield units
 
 
 SENT: list[str] = []

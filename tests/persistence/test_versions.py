@@ -8,16 +8,15 @@ and it is still checked. Memory, SQLite and PostgreSQL must store the same.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from buttress.errors import ConcurrencyError, ConflictError
-from buttress.persistence import InMemoryStore, InMemoryUnitOfWork, SqlAlchemyUnitOfWork
+from conftest import BACKENDS, own_units
 
 
 class Base(DeclarativeBase):
@@ -48,30 +47,10 @@ class Assigned(Base):
     __mapper_args__ = {"version_id_col": version, "version_id_generator": False}  # noqa: RUF012
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def make_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
-    if request.param == "memory":
-        store = InMemoryStore()
-        yield lambda: InMemoryUnitOfWork(store=store)
-        return
-    schema = None
-    if request.param == "sqlite":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'versions.db'}")
-    else:
-        postgres_url = request.getfixturevalue("postgres_url")
-        schema = f"versions_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(postgres_url)
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        admin.dispose()
-        engine = sa.create_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
-    Base.metadata.create_all(engine)
-    factory = sessionmaker(engine)
-    yield lambda: SqlAlchemyUnitOfWork(factory)
-    if schema is not None:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    for units, _engine in own_units(request, tmp_path, Base.metadata):
+        yield units
 
 
 def stored(make_uow: Callable[[], Any], model: type[Any], key: Any) -> Any:

@@ -11,7 +11,8 @@ import logging
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
-from buttress.errors import NotFoundError
+from buttress.domain import Specification
+from buttress.errors import NotFoundError, QueryError
 from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
 from buttress.persistence._model import (
     CLOSED,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
     from types import TracebackType
 
-    from buttress.domain import DomainEvent, Specification
+    from buttress.domain import DomainEvent
     from buttress.persistence._protocols import Page
 
 __all__ = ["AsyncInMemoryRepository", "AsyncInMemoryUnitOfWork"]
@@ -156,6 +157,42 @@ class AsyncInMemoryRepository(Generic[T, ID]):
     async def exists(self, spec: Specification | None = None) -> bool:
         """See `AsyncSqlAlchemyRepository.exists`."""
         return await self.count(spec) > 0
+
+    async def get_by(self, spec: Specification) -> T:
+        """See `AsyncSqlAlchemyRepository.get_by`."""
+        found = await self.find(spec, limit=2)
+        if not found:
+            raise NotFoundError(entity=self._info.name, key=spec)
+        if len(found) > 1:
+            raise QueryError(
+                f"get_by expected one {self._info.name} matching {spec!r}, and several "
+                "do: narrow the specification to a unique field, or use find() or first()"
+            )
+        return found[0]
+
+    async def find_and_count(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[T], int]:
+        """See `AsyncSqlAlchemyRepository.find_and_count`."""
+        found = await self.find(spec, order_by=order_by, limit=limit, offset=offset)
+        return found, await self.count(spec)
+
+    async def remove_many(self, spec: Specification) -> int:
+        """See `AsyncSqlAlchemyRepository.remove_many`."""
+        if not isinstance(spec, Specification):
+            raise QueryError(
+                f"remove_many takes a Specification, such as F('total') == 0; got {spec!r}; "
+                "to remove everything, say so: remove_many(F('<key>').is_not_none())"
+            )
+        found = await self.find(spec)
+        for entity in found:
+            await self.remove(entity)
+        return len(found)
 
     async def remove(self, entity: T) -> None:
         """See `AsyncSqlAlchemyRepository.remove`."""

@@ -325,7 +325,7 @@ class Transaction:
 
     def get(self, info: ModelInfo, key: Any) -> Any:
         """The entity with ``key``, from the identity map first."""
-        info.check_key(key)
+        key = info.check_key(key)
         found = self.objects.get((info.model, key))
         if found is not None:
             return found

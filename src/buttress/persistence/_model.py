@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import sqlalchemy as sa
@@ -185,8 +186,14 @@ class ModelInfo:
             "new object"
         )
 
-    def check_key(self, key: object) -> None:
-        """Refuse a key the model's primary key cannot hold.
+    def check_key(self, key: object) -> Any:
+        """Refuse a key the model's primary key cannot hold; return it as the store wants it.
+
+        A composite key may be given as a tuple, in the order of the primary key's
+        columns, or as a mapping of their names (``{"order": "A-1", "number": 2}``).
+
+        Returns:
+            The key: the value itself, or a tuple for a composite key.
 
         Raises:
             QueryError: ``key`` is None, of another type, or of another length.
@@ -195,7 +202,14 @@ class ModelInfo:
             self._check_key_part(self.key_names[0], self.key_types[0], key)
             if self.key_columns:
                 check_range(self.key_columns[0], f"{self.name}.{self.key_names[0]}", key)
-            return
+            return key
+        if isinstance(key, Mapping):
+            if set(key) != set(self.key_names):
+                raise QueryError(
+                    f"the key of {self.name} is ({', '.join(self.key_names)}); a mapping must "
+                    f"name exactly those, got {sorted(map(str, key))}"
+                )
+            key = tuple(key[name] for name in self.key_names)
         if not isinstance(key, tuple) or len(key) != len(self.key_names):
             raise QueryError(
                 f"the key of {self.name} has {len(self.key_names)} parts "
@@ -207,6 +221,7 @@ class ModelInfo:
             self._check_key_part(name, expected, part)
             if self.key_columns:
                 check_range(self.key_columns[index], f"{self.name}.{name}", part)
+        return key
 
     def _check_key_part(self, name: str, expected: type[Any] | None, part: object) -> None:
         if type(part) is expected:

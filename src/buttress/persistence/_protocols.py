@@ -101,6 +101,30 @@ class Repository(Protocol[T, ID_contra]):
         """Whether any entity satisfies ``spec``."""
         ...
 
+    def get_by(self, spec: Specification) -> T:
+        """The one entity satisfying ``spec``.
+
+        Raises:
+            NotFoundError: None does.
+            QueryError: Several do.
+        """
+        ...
+
+    def find_and_count(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[T], int]:
+        """The entities `find` returns, and how many satisfy ``spec`` in all."""
+        ...
+
+    def remove_many(self, spec: Specification) -> int:
+        """Remove every entity satisfying ``spec`` as `remove` would; return how many."""
+        ...
+
     def remove(self, entity: T) -> None:
         """Delete an entity this unit of work loaded or added.
 
@@ -169,6 +193,25 @@ class AsyncRepository(Protocol[T, ID_contra]):
 
     async def exists(self, spec: Specification | None = None) -> bool:
         """See `Repository.exists`."""
+        ...
+
+    async def get_by(self, spec: Specification) -> T:
+        """See `Repository.get_by`."""
+        ...
+
+    async def find_and_count(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[T], int]:
+        """See `Repository.find_and_count`."""
+        ...
+
+    async def remove_many(self, spec: Specification) -> int:
+        """See `Repository.remove_many`."""
         ...
 
     async def remove(self, entity: T) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 import sqlalchemy as sa
 
+from buttress.domain import Specification
 from buttress.errors import ConfigurationError, NotFoundError, QueryError
 from buttress.persistence._cursor import decode_cursor, encode_cursor
 from buttress.persistence._model import (
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from buttress.domain import DomainEvent, Specification
+    from buttress.domain import DomainEvent
 
 __all__ = ["AsyncSqlAlchemyRepository", "AsyncSqlAlchemyUnitOfWork"]
 
@@ -152,7 +153,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         """
         self._tracker.check()
         info = self._info
-        info.check_key(key)
+        key = info.check_key(key)
         try:
             entity: T | None = await self._session.get(info.model, key)
         except DRIVER_ERRORS as error:
@@ -226,6 +227,63 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             inner = inner.where(self._where(spec))
         found: bool = await self._scalar(sa.select(inner.exists()))
         return found
+
+    async def get_by(self, spec: Specification) -> T:
+        """The one entity satisfying ``spec`` (a lookup by a unique field, say).
+
+        Raises:
+            NotFoundError: None does.
+            QueryError: Several do (the message says how to narrow it), or an
+                unknown field.
+        """
+        found = await self.find(spec, limit=2)
+        if not found:
+            raise NotFoundError(entity=self._info.name, key=spec)
+        if len(found) > 1:
+            raise QueryError(
+                f"get_by expected one {self._info.name} matching {spec!r}, and several "
+                "do: narrow the specification to a unique field, or use find() or first()"
+            )
+        return found[0]
+
+    async def find_and_count(
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[T], int]:
+        """The entities `find` returns, and how many satisfy ``spec`` in all (for a pager).
+
+        Raises:
+            QueryError: An unknown field, or a bad ``limit`` or ``offset``.
+        """
+        found = await self.find(spec, order_by=order_by, limit=limit, offset=offset)
+        return found, await self.count(spec)
+
+    async def remove_many(self, spec: Specification) -> int:
+        """Remove every entity satisfying ``spec``, as `remove` would one by one.
+
+        Each is loaded and removed through the unit of work, so version checks,
+        cascades and events behave as for `remove`.
+
+        Returns:
+            How many were removed.
+
+        Raises:
+            ConcurrencyError: One of them changed since it was loaded.
+            QueryError: An unknown field.
+        """
+        if not isinstance(spec, Specification):
+            raise QueryError(
+                f"remove_many takes a Specification, such as F('total') == 0; got {spec!r}; "
+                "to remove everything, say so: remove_many(F('<key>').is_not_none())"
+            )
+        found = await self.find(spec)
+        for entity in found:
+            await self.remove(entity)
+        return len(found)
 
     async def remove(self, entity: T) -> None:
         """Delete an entity this unit of work loaded or added, now.

@@ -439,6 +439,40 @@ class UnitOfWorkContract:
             stored = uow.repository(ContractOrder).get(key)
             assert (stored.total, stored.version) == (2, 2)
 
+    def test_get_by_finds_exactly_one(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 5, 5, 7)
+        with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            assert (orders.get_by(F("ref") == "o2")).total == 7
+            with pytest.raises(NotFoundError) as missing:
+                orders.get_by(F("ref") == "nope")
+            assert missing.value.entity == "ContractOrder"
+            with pytest.raises(QueryError, match="several"):
+                orders.get_by(F("total") == 5)
+
+    def test_find_and_count_counts_past_the_window(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1, 2, 3, 4, 5)
+        with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            items, total = orders.find_and_count(
+                F("total") >= 2, order_by="-total", limit=2, offset=1
+            )
+            assert [order.total for order in items] == [4, 3]
+            assert total == 4
+
+    def test_remove_many_removes_what_matches_and_counts_it(self, make_uow: MakeUow) -> None:
+        _seed(make_uow, 1, 2, 3)
+        with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            assert orders.remove_many(F("total") >= 2) == 2
+            assert orders.count() == 1  # this unit sees its removals
+            assert orders.remove_many(F("total") >= 2) == 0
+            uow.commit()
+        assert _refs(make_uow) == ["o0"]
+        with make_uow() as uow:
+            with pytest.raises(QueryError, match="remove_many takes a Specification"):
+                uow.repository(ContractOrder).remove_many(None)  # type: ignore[arg-type]
+
     def test_work_left_without_commit_is_reported_at_debug(
         self, make_uow: MakeUow, caplog: pytest.LogCaptureFixture
     ) -> None:

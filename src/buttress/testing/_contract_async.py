@@ -453,6 +453,40 @@ class AsyncUnitOfWorkContract:
             stored = await uow.repository(ContractOrder).get(key)
             assert (stored.total, stored.version) == (2, 2)
 
+    async def test_get_by_finds_exactly_one(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 5, 5, 7)
+        async with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            assert (await orders.get_by(F("ref") == "o2")).total == 7
+            with pytest.raises(NotFoundError) as missing:
+                await orders.get_by(F("ref") == "nope")
+            assert missing.value.entity == "ContractOrder"
+            with pytest.raises(QueryError, match="several"):
+                await orders.get_by(F("total") == 5)
+
+    async def test_find_and_count_counts_past_the_window(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 1, 2, 3, 4, 5)
+        async with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            items, total = await orders.find_and_count(
+                F("total") >= 2, order_by="-total", limit=2, offset=1
+            )
+            assert [order.total for order in items] == [4, 3]
+            assert total == 4
+
+    async def test_remove_many_removes_what_matches_and_counts_it(self, make_uow: MakeUow) -> None:
+        await _seed(make_uow, 1, 2, 3)
+        async with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            assert await orders.remove_many(F("total") >= 2) == 2
+            assert await orders.count() == 1  # this unit sees its removals
+            assert await orders.remove_many(F("total") >= 2) == 0
+            await uow.commit()
+        assert await _refs(make_uow) == ["o0"]
+        async with make_uow() as uow:
+            with pytest.raises(QueryError, match="remove_many takes a Specification"):
+                await uow.repository(ContractOrder).remove_many(None)  # type: ignore[arg-type]
+
     async def test_work_left_without_commit_is_reported_at_debug(
         self, make_uow: MakeUow, caplog: pytest.LogCaptureFixture
     ) -> None:
