@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from dependency_injector import providers
 from fastapi import Depends, FastAPI
 
+import asgi_client
 from buttress.caching import cached
 from buttress.di import CachingContainer, Container, PersistenceContainer, ResilienceContainer
 from buttress.di.fastapi import install_error_handlers, lifespan, unit_of_work
@@ -142,11 +143,8 @@ def service(request: pytest.FixtureRequest, provider_overrides: Any) -> Iterator
 
 @contextlib.asynccontextmanager
 async def serving(service: Service, gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(service, gateway)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sample") as client:
-            yield client
+    async with asgi_client.serving(make_app(service, gateway), "http://sample") as client:
+        yield client
 
 
 pytestmark = pytest.mark.asyncio

@@ -2,16 +2,14 @@
 
 # No `from __future__ import annotations`: FastAPI reads route annotations at runtime.
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from dependency_injector import containers, providers
 from fastapi import Depends, FastAPI
 
+from asgi_client import serving
 from buttress.di import PersistenceContainer, ResilienceContainer, override
 from buttress.di.fastapi import breaker, install_error_handlers, lifespan, unit_of_work
 from buttress.errors import ButtressError
@@ -55,15 +53,6 @@ def make_app(container: App) -> FastAPI:
         return await call()
 
     return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on ``app``, inside its lifespan (started and stopped as a server would)."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield client
 
 
 @pytest.fixture

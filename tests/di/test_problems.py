@@ -9,10 +9,8 @@ every status with its body and ``Retry-After``.
 # No `from __future__ import annotations`: FastAPI reads route annotations at runtime.
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
@@ -20,6 +18,7 @@ import pytest
 from dependency_injector import providers
 from fastapi import Depends, FastAPI
 
+from asgi_client import serving
 from buttress.di import Container, PersistenceContainer
 from buttress.di.fastapi import PROBLEM_JSON, install_error_handlers, lifespan, unit_of_work
 from buttress.errors import ConfigurationError, NotFoundError
@@ -109,14 +108,6 @@ def make_api(container: Api) -> FastAPI:
 
     app.state.gate = gate
     return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

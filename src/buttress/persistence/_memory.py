@@ -11,8 +11,7 @@ import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
-from buttress.domain import Specification
-from buttress.errors import NotFoundError, QueryError
+from buttress.errors import NotFoundError
 from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
 from buttress.persistence._model import (
     CLOSED,
@@ -20,18 +19,20 @@ from buttress.persistence._model import (
     Tracker,
     already_in_transaction,
     check_isolation_level,
+    check_removal,
     logger,
     model_info,
     not_in_transaction,
     report_discarded,
     secret_bytes,
+    the_one,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from types import TracebackType
 
-    from buttress.domain import DomainEvent
+    from buttress.domain import DomainEvent, Specification
     from buttress.persistence._protocols import Page
 
 __all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
@@ -159,15 +160,8 @@ class InMemoryRepository(Generic[T, ID]):
 
     def get_by(self, spec: Specification) -> T:
         """See `SqlAlchemyRepository.get_by`."""
-        found = self.find(spec, limit=2)
-        if not found:
-            raise NotFoundError(entity=self._info.name, key=spec)
-        if len(found) > 1:
-            raise QueryError(
-                f"get_by expected one {self._info.name} matching {spec!r}, and several "
-                "do: narrow the specification to a unique field, or use find() or first()"
-            )
-        return found[0]
+        found: T = the_one(self.find(spec, limit=2), self._info.name, spec)
+        return found
 
     def find_and_count(
         self,
@@ -183,11 +177,7 @@ class InMemoryRepository(Generic[T, ID]):
 
     def remove_many(self, spec: Specification) -> int:
         """See `SqlAlchemyRepository.remove_many`."""
-        if not isinstance(spec, Specification):
-            raise QueryError(
-                f"remove_many takes a Specification, such as F('total') == 0; got {spec!r}; "
-                "to remove everything, say so: remove_many(F('<key>').is_not_none())"
-            )
+        check_removal(spec)
         found = self.find(spec)
         for entity in found:
             self.remove(entity)

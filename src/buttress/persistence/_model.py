@@ -26,11 +26,13 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from buttress._text import a
 from buttress.domain._entity import AggregateRoot, discard_events_after, pull_numbered_events
+from buttress.domain._spec import Specification
 from buttress.errors import (
     ButtressError,
     ConcurrencyError,
     ConfigurationError,
     ConflictError,
+    NotFoundError,
     QueryError,
     UnavailableError,
 )
@@ -48,8 +50,10 @@ __all__ = [
     "ModelInfo",
     "Tracker",
     "check_isolation_level",
+    "check_removal",
     "model_info",
     "report_discarded",
+    "the_one",
     "translate",
 ]
 
@@ -400,6 +404,36 @@ def _python_type(column: Any) -> type[Any] | None:
     except NotImplementedError:
         return None
     return python_type
+
+
+def the_one(found: list[Any], name: str, spec: object) -> Any:
+    """The single entity of ``found`` (at most two, from ``find(spec, limit=2)``), for get_by.
+
+    Raises:
+        NotFoundError: ``found`` is empty.
+        QueryError: It holds several.
+    """
+    if not found:
+        raise NotFoundError(entity=name, key=spec)
+    if len(found) > 1:
+        raise QueryError(
+            f"get_by expected one {name} matching {spec!r}, and several do: narrow the "
+            "specification to a unique field, or use find() or first()"
+        )
+    return found[0]
+
+
+def check_removal(spec: object) -> None:
+    """Refuse anything but a specification for remove_many (None would mean everything).
+
+    Raises:
+        QueryError: ``spec`` is not a `Specification`.
+    """
+    if not isinstance(spec, Specification):
+        raise QueryError(
+            f"remove_many takes a Specification, such as F('total') == 0; got {spec!r}; "
+            "to remove everything, say so: remove_many(F('<key>').is_not_none())"
+        )
 
 
 def not_in_transaction() -> ConfigurationError:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 import sqlalchemy as sa
 
-from buttress.domain import Specification
 from buttress.errors import ConfigurationError, NotFoundError, QueryError
 from buttress.persistence._cursor import decode_cursor, encode_cursor
 from buttress.persistence._model import (
@@ -22,12 +21,14 @@ from buttress.persistence._model import (
     Tracker,
     already_in_transaction,
     check_isolation_level,
+    check_removal,
     check_size,
     check_window,
     logger,
     model_info,
     not_in_transaction,
     secret_bytes,
+    the_one,
     translate,
 )
 from buttress.persistence._protocols import Page
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from buttress.domain import DomainEvent
+    from buttress.domain import DomainEvent, Specification
 
 __all__ = ["SqlAlchemyRepository", "SqlAlchemyUnitOfWork"]
 
@@ -235,15 +236,8 @@ class SqlAlchemyRepository(Generic[T, ID]):
             QueryError: Several do (the message says how to narrow it), or an
                 unknown field.
         """
-        found = self.find(spec, limit=2)
-        if not found:
-            raise NotFoundError(entity=self._info.name, key=spec)
-        if len(found) > 1:
-            raise QueryError(
-                f"get_by expected one {self._info.name} matching {spec!r}, and several "
-                "do: narrow the specification to a unique field, or use find() or first()"
-            )
-        return found[0]
+        found: T = the_one(self.find(spec, limit=2), self._info.name, spec)
+        return found
 
     def find_and_count(
         self,
@@ -274,11 +268,7 @@ class SqlAlchemyRepository(Generic[T, ID]):
             ConcurrencyError: One of them changed since it was loaded.
             QueryError: An unknown field.
         """
-        if not isinstance(spec, Specification):
-            raise QueryError(
-                f"remove_many takes a Specification, such as F('total') == 0; got {spec!r}; "
-                "to remove everything, say so: remove_many(F('<key>').is_not_none())"
-            )
+        check_removal(spec)
         found = self.find(spec)
         for entity in found:
             self.remove(entity)
