@@ -43,6 +43,7 @@ from buttress.errors import (
     ConfigurationError,
     DecodeError,
     MissingDependencyError,
+    UnavailableError,
 )
 from buttress.settings import CacheSettings, RedisSettings
 from fault_proxy import FaultProxy
@@ -824,11 +825,14 @@ async def test_a_dead_server_degrades_for_async_callers(
         assert await view.await_value(k) is MISSING
         await view.arelease(k, "token")
         await cache.ainvalidate_tags("t")
+        with pytest.raises(UnavailableError, match="kept and applied"):
+            await view.adelete(k, strict=True)
         await cache.aclear()
     # every call failed: still one incident (other tests' caches may log meanwhile)
     outage, deferred = [w for w in warnings_in(caplog) if cache.health.label in w]
     assert "served as cache misses" in outage
     assert "kept and applied" in deferred
+    assert len(cache.pending) == 1  # the clear made every earlier invalidation redundant
     await cache.aclose()
 
 
@@ -951,3 +955,402 @@ def test_a_missing_redis_package_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(MissingDependencyError, match=r"buttress\[redis\]"):
         RedisCache("redis://127.0.0.1:6379/0")
+
+
+# -- what the first tests left unsaid ------------------------------------------------------
+
+
+def test_from_settings_gives_every_setting_to_the_cache_and_its_clients(
+    redis_url: str, namespace: str
+) -> None:
+    cache = RedisCache.from_settings(
+        RedisSettings(url=SecretStr(redis_url), max_connections=7, pool_timeout=0.25),
+        CacheSettings(namespace=namespace, version="v2"),
+        client_name="buttress-settings-test",
+    )
+    try:
+        assert cache.prefix == f"{namespace}:v2:"
+        client = cache.sync_client()
+        assert client.client_getname() == "buttress-settings-test"
+        pool = client.connection_pool
+        assert (pool.max_connections, pool.timeout) == (7, 0.25)
+    finally:
+        cache.close()
+    unnamed = RedisCache.from_settings(
+        RedisSettings(url=SecretStr(redis_url)), CacheSettings(namespace=namespace)
+    )
+    try:
+        assert unnamed.sync_client().client_getname() is None
+    finally:
+        unnamed.close()
+
+
+@pytest.mark.parametrize("tags", [(), ("t",)], ids=["untagged", "tagged"])
+def test_async_writes_and_leases_expire_like_sync_ones(
+    cache: RedisCache, raw: redis.Redis, tags: tuple[str, ...]
+) -> None:
+    view = cache.bind("tests.async_ttl", int)
+
+    async def use() -> None:
+        await view.aset(key(1), 1, 30.5, tags)
+        token = await view.aacquire(key(2))
+        assert token
+        assert 0 < raw.pttl(view.text(key(2)) + ":lease") <= 5000  # lease_ttl
+        await view.arelease(key(2), token)
+        assert raw.exists(view.text(key(2)) + ":lease") == 0
+        assert await view.aacquire(key(2))
+
+    asyncio.run(use())
+    assert 29_000 < raw.pttl(view.text(key(1))) <= 30_500
+
+
+POISONS: dict[str, Callable[[redis.Redis, str], Any]] = {
+    "garbage": lambda raw, text: raw.set(text, b"\x80not json"),
+    "hash": lambda raw, text: raw.hset(text, "field", "value"),
+}
+
+
+@pytest.mark.parametrize("poison", sorted(POISONS))
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_waiter_finding_a_bad_entry_deletes_it_and_names_its_key(
+    cache: RedisCache,
+    raw: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    poison: str,
+    asynchronous: bool,
+) -> None:
+    view = cache.bind("tests.bad_wait", int)
+    texts = [view.text(key(n)) for n in (1, 2)]
+    for text in texts:
+        POISONS[poison](raw, text)
+
+    async def await_both() -> list[Any]:
+        return [await view.await_value(key(n)) for n in (1, 2)]
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        found = asyncio.run(await_both()) if asynchronous else [view.wait(key(n)) for n in (1, 2)]
+    assert found == [MISSING, MISSING]
+    assert [raw.exists(text) for text in texts] == [0, 0]
+    warnings = [w for w in warnings_in(caplog) if cache.health.label in w]
+    assert len(warnings) == 2, warnings  # one per key, each naming its own
+    assert all(text in warning for text, warning in zip(texts, warnings, strict=True))
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_waiter_with_nobody_holding_the_lease_returns_without_waiting_out_lease_ttl(
+    make: Callable[..., RedisCache], asynchronous: bool
+) -> None:
+    view = make(lease_ttl=60).bind("tests.no_holder", int)
+    found: list[Any] = []
+
+    def wait() -> None:
+        if asynchronous:
+            found.append(asyncio.run(view.await_value(key(1))))
+        else:
+            found.append(view.wait(key(1)))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(10)  # a bound far below lease_ttl, not a measure of speed
+    assert found == [MISSING]
+
+
+def test_callers_in_two_processes_compute_a_cold_key_once_and_both_get_it(
+    make: Callable[..., RedisCache],
+) -> None:
+    calls: list[int] = []
+    started, finish = threading.Event(), threading.Event()
+
+    def body(n: int) -> int:
+        calls.append(n)
+        started.set()
+        assert finish.wait(5)
+        return n * 10
+
+    here = cached(cache=make(), ttl=60, name="tests.cold")(body)
+    there = cached(cache=make(), ttl=60, name="tests.cold")(body)
+    results: dict[str, int] = {}
+    holder = threading.Thread(target=lambda: results.update(here=here(4)))
+    holder.start()
+    assert started.wait(5)
+    waiter = threading.Thread(target=lambda: results.update(there=there(4)))
+    waiter.start()
+    time.sleep(0.1)  # lets the waiter find the lease held and poll a few times
+    finish.set()
+    holder.join(10)
+    waiter.join(10)
+    assert results == {"here": 40, "there": 40}
+    assert calls == [4]
+    assert here(4) == 40
+    assert calls == [4]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_tiered_waiter_keeps_its_copy_no_longer_than_the_entry_lives(
+    make: Callable[..., RedisCache], asynchronous: bool
+) -> None:
+    from buttress.caching import TieredCache  # noqa: PLC0415 - as the other tiered imports
+
+    holder = make().bind("tests.tiered_wait", int)
+    tiered = TieredCache(make(), local_ttl=30)
+    try:
+        view = tiered.bind("tests.tiered_wait", int)
+        token = holder.acquire(key(1))
+        assert token
+
+        def store() -> None:
+            holder.set(key(1), 5, 0.3, ())
+            holder.release(key(1), token)
+
+        timer = threading.Timer(0.05, store)
+        timer.start()
+        try:
+            if asynchronous:
+                assert asyncio.run(view.await_value(key(1))) == 5
+            else:
+                assert view.wait(key(1)) == 5
+        finally:
+            timer.join(5)
+        assert view.peek(key(1)) == 5  # copied into memory...
+        assert wait_until(lambda: view.peek(key(1)) is MISSING, 5)  # ... until Redis drops it
+    finally:
+        tiered.close()
+
+
+def test_a_tag_invalidated_in_one_tiered_cache_drops_copies_another_read_from_redis(
+    tiered_pair: tuple[Any, Any],
+) -> None:
+    writer, reader = tiered_pair
+    here, there = writer.bind("tests.tiered_tags", int), reader.bind("tests.tiered_tags", int)
+    here.set(key(1), 1, 60, ("red",))
+    here.set(key(2), 2, 60, ())
+    assert [there.get(key(1)), there.get(key(2))] == [1, 2]  # copied without tags
+    writer.invalidate_tags("red")
+    assert wait_until(lambda: there.peek(key(1)) is MISSING, 5)
+    assert there.peek(key(2)) == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_clearing_drops_every_entry_however_many_batches_it_takes(
+    cache: RedisCache, raw: redis.Redis, namespace: str, asynchronous: bool
+) -> None:
+    view = cache.bind("tests.many", int)
+    other = cache.bind("tests.many_other", int)
+    other.set(key(1), 1, 60, ())
+    with raw.pipeline(transaction=False) as pipe:
+        for n in range(1234):  # more than one SCAN batch, and one UNLINK batch
+            pipe.set(view.text(key(n)), b"1", px=60_000)
+        pipe.execute()
+
+    async def clear_async() -> None:
+        await view.aclear()
+        assert other.get(key(1)) == 1
+        await cache.aclear()
+
+    if asynchronous:
+        asyncio.run(clear_async())
+    else:
+        view.clear()
+        assert other.get(key(1)) == 1
+        cache.clear()
+    assert [k for k in raw.scan_iter(f"{namespace}:1:tests.many*") if b":gen" not in k] == []
+
+
+def test_a_forked_child_can_use_the_cache_though_a_parent_thread_held_its_locks(
+    make: Callable[..., RedisCache], redis_url: str
+) -> None:
+    cache = make()
+    dead = make(url=f"redis://127.0.0.1:{closed_port()}/0", retry_after_failure=0)
+    for each in (cache, dead):
+        # what a parent thread, making a client or recording a failure at the fork, leaves
+        assert each._lock.acquire(blocking=False)
+        assert each.health._lock.acquire(blocking=False)
+        each.after_fork()  # what os.register_at_fork runs in the child
+    view = cache.bind("tests.fork", int)
+    view.set(key(1), 1, 60, ())
+    assert view.get(key(1)) == 1
+
+    async def read() -> Any:
+        return await view.aget(key(1))
+
+    assert asyncio.run(read()) == 1
+    assert dead.bind("tests.fork", int).get(key(1)) is MISSING  # a failure, recorded
+    assert dead.health.incident
+
+
+@pytest.fixture
+def tiered_pair(make: Callable[..., RedisCache]) -> Iterator[tuple[Any, Any]]:
+    """Two tiered caches on one namespace (two "processes"), the second one listening."""
+    from buttress.caching import TieredCache  # noqa: PLC0415 - as the other tiered imports
+
+    writer, reader = TieredCache(make(), local_ttl=30), TieredCache(make(), local_ttl=30)
+    reader.start()
+    assert wait_until(lambda: reader.listening, 5)
+    yield writer, reader
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.parametrize("poison", sorted(POISONS))
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_tiered_read_of_a_bad_entry_deletes_it(
+    tiered_pair: tuple[Any, Any], raw: redis.Redis, poison: str, asynchronous: bool
+) -> None:
+    view = tiered_pair[0].bind("tests.tiered_bad", int)
+    text = view.l2.text(key(1))
+    POISONS[poison](raw, text)
+    if asynchronous:
+        assert asyncio.run(view.aget(key(1))) is MISSING
+    else:
+        assert view.get(key(1)) is MISSING
+    assert raw.exists(text) == 0
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_key_deleted_in_one_tiered_cache_is_dropped_from_anothers_memory(
+    tiered_pair: tuple[Any, Any], asynchronous: bool
+) -> None:
+    writer, reader = tiered_pair
+    here, there = writer.bind("tests.tiered_del", int), reader.bind("tests.tiered_del", int)
+    here.set(key(1), 1, 60, ())
+    assert there.get(key(1)) == 1
+    if asynchronous:
+        asyncio.run(here.adelete(key(1)))
+    else:
+        here.delete(key(1))
+    assert wait_until(lambda: there.peek(key(1)) is MISSING, 5)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_tiered_copy_lives_as_long_as_the_redis_entry_it_was_read_from(
+    tiered_pair: tuple[Any, Any], raw: redis.Redis, asynchronous: bool
+) -> None:
+    reader = tiered_pair[1]
+    reader.local_ttl = 10_000.0  # longer than the entry: the entry bounds the copy
+    view = reader.bind("tests.tiered_left", int)
+    long_lived, short_lived = view.l2.text(key(1)), view.l2.text(key(2))
+    raw.set(long_lived, b"7", px=1_000_000)
+    raw.set(short_lived, b"8", px=300)
+
+    async def read_async() -> list[Any]:
+        return [await view.aget(key(1)), await view.aget(key(2))]
+
+    found = asyncio.run(read_async()) if asynchronous else [view.get(key(1)), view.get(key(2))]
+    assert found == [7, 8]
+    assert 999.5 < reader.memory.entries[(long_lived,)][1] - time.monotonic() <= 1000
+    assert wait_until(lambda: view.peek(key(2)) is MISSING, 5)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_tiered_tag_invalidation_keeps_other_copies_unless_redis_is_unreachable(
+    make: Callable[..., RedisCache], asynchronous: bool
+) -> None:
+    """Applied: the tag's entries go. Kept for later: the keys are unknown, so memory empties."""
+    from buttress.caching import TieredCache  # noqa: PLC0415 - as the other tiered imports
+
+    up = TieredCache(make(), local_ttl=30)
+    down = TieredCache(
+        make(url=f"redis://127.0.0.1:{closed_port()}/0", retry_after_failure=60), local_ttl=30
+    )
+    try:
+        for tiered, kept in ((up, 2), (down, MISSING)):
+            view = tiered.bind("tests.tiered_kept", int)
+            view.set(key(1), 1, 60, ("red",))
+            view.set(key(2), 2, 60, ())
+            if asynchronous:
+                asyncio.run(tiered.ainvalidate_tags("red"))
+            else:
+                tiered.invalidate_tags("red")
+            assert [view.peek(key(1)), view.peek(key(2))] == [MISSING, kept]
+    finally:
+        up.close()
+        down.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_invalidation_marks_expire_after_the_mark_window(
+    cache: RedisCache, raw: redis.Redis, asynchronous: bool
+) -> None:
+    view = cache.bind("tests.marks", int)
+    window = cache.mark_window * 1000
+    invalidations: list[tuple[Callable[[], Any], Callable[[], Any], str]] = [
+        (lambda: view.delete(key(1)), lambda: view.adelete(key(1)), view.text(key(1)) + ":gen"),
+        (view.clear, view.aclear, cache.function_mark("tests.marks")),
+        (
+            lambda: cache.invalidate_tags("t"),
+            lambda: cache.ainvalidate_tags("t"),
+            cache.tag_mark("t"),
+        ),
+        (cache.clear, cache.aclear, cache.everything_mark),
+    ]
+    for sync, async_, mark in invalidations:
+        view.set(key(1), 1, 60, ("t",))
+        if asynchronous:
+            asyncio.run(async_())
+        else:
+            sync()
+        assert window - 5000 < raw.pttl(mark) <= window, mark
+
+
+@pytest.mark.parametrize("poison", sorted(POISONS))
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_miss_beginning_on_a_bad_entry_deletes_it_and_takes_the_lease(
+    cache: RedisCache,
+    raw: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    poison: str,
+    asynchronous: bool,
+) -> None:
+    view = cache.bind("tests.bad_begin", int)
+    text = view.text(key(1))
+    POISONS[poison](raw, text)
+
+    async def begin_and_end() -> Any:
+        lease = await view.abegin(key(1), ("t",))
+        held = raw.exists(text + ":lease")
+        await view.aend(key(1), lease)
+        return lease, held
+
+    def begin_and_end_sync() -> Any:
+        lease = view.begin(key(1), ("t",))
+        held = raw.exists(text + ":lease")
+        view.end(key(1), lease)
+        return lease, held
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        lease, held = asyncio.run(begin_and_end()) if asynchronous else begin_and_end_sync()
+    assert (lease.value, lease.mine, held) == (MISSING, True, 1)
+    assert raw.exists(text, text + ":lease") == 0  # the bad entry deleted, the lease released
+    [warning] = [w for w in warnings_in(caplog) if cache.health.label in w]
+    assert text in warning
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_tiered_miss_copies_its_value_into_memory_only_if_redis_took_it(
+    tiered_pair: tuple[Any, Any], make: Callable[..., RedisCache], asynchronous: bool
+) -> None:
+    view = tiered_pair[0].bind("tests.tiered_store", int)
+    elsewhere = make().bind("tests.tiered_store", int)  # another process, not announcing
+
+    def miss(n: int, *, overtaken: bool) -> None:
+        async def run_async() -> None:
+            lease = await view.abegin(key(n), ())
+            if overtaken:
+                elsewhere.delete(key(n))
+            await view.astore(key(n), lease, n, 60, ())
+            await view.aend(key(n), lease)
+
+        if asynchronous:
+            asyncio.run(run_async())
+            return
+        lease = view.begin(key(n), ())
+        if overtaken:
+            elsewhere.delete(key(n))
+        view.store(key(n), lease, n, 60, ())
+        view.end(key(n), lease)
+
+    miss(1, overtaken=False)
+    assert view.peek(key(1)) == 1  # written to Redis, then copied
+    miss(2, overtaken=True)
+    assert view.peek(key(2)) is MISSING  # Redis refused it: an invalidation came first
+    assert view.get(key(2)) is MISSING

@@ -20,6 +20,8 @@ import redis
 
 import redis_server
 from buttress.caching import RedisCache, TieredCache, cached
+from buttress.caching._backend import MISSING
+from buttress.caching._redis import _Script
 from buttress.errors import UnavailableError
 from fault_proxy import FaultProxy
 
@@ -276,3 +278,93 @@ def entries(server: redis.Redis) -> list[bytes]:
         for key in server.scan_iter("outage:1:stock:*")
         if not key.endswith((b":gen", b":lease"))
     ]
+
+
+def test_a_server_that_has_forgotten_the_scripts_is_sent_them_again(
+    private_redis: redis_server.PrivateRedis,
+) -> None:
+    """A fresh (or restarted, or flushed) server knows no script: EVALSHA fails, EVAL loads it."""
+    cache = RedisCache(private_redis.url, namespace="scripts")
+    server = private_redis.client()
+    script = _Script("return ARGV[1]")  # new, so the server has never seen it
+    try:
+        assert server.script_exists(script.sha) == [False]
+        assert cache.run(script, [], ["first"]) == b"first"  # sent whole, and remembered...
+        assert server.script_exists(script.sha) == [True]
+        assert cache.run(script, [], ["second"]) == b"second"  # ... then run by its SHA1
+
+        async def run_async() -> Any:
+            return await cache.arun(script, [], ["third"])
+
+        server.script_flush()
+        assert asyncio.run(run_async()) == b"third"
+        assert server.script_exists(script.sha) == [True]
+    finally:
+        cache.close()
+
+
+def test_a_server_refusing_writes_is_an_outage_not_a_bad_key(
+    private_redis: redis_server.PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error reply other than WRONGTYPE (here: out of memory) is Redis in trouble."""
+    cache = make_cache(private_redis.url, tiered=False)
+    view = cache.bind("stock", int)
+    server = private_redis.client()
+    server.config_set("maxmemory", "1")  # with noeviction: every write is refused (OOM)
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            view.set((object(), "k", str), 1, 60, ())
+        assert cache.health.incident
+        [warning] = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+        assert "served as cache misses" in warning
+        assert "OutOfMemoryError" in warning
+    finally:
+        cache.close()
+
+
+def test_a_bad_entry_that_cannot_be_deleted_now_is_still_a_plain_miss(
+    private_redis: redis_server.PrivateRedis, flavour: Any
+) -> None:
+    """Reads answer while writes wait: the delete of a bad entry is kept, never raised."""
+    cache = make_cache(private_redis.url, tiered=False)
+    source = {"k": "old"}
+    read = cached(cache=cache, name="stock")(flavour.twin(lambda key: source[key]))
+    server = private_redis.client()
+    try:
+        assert flavour.call(read, "k") == "old"
+        [entry] = entries(server)
+        server.set(entry, b"\x00garbage")
+        source["k"] = "new"
+        server.client_pause(1000, all=False)  # writes (and scripts) wait a second
+        assert flavour.call(read, "k") == "new"  # the bad entry: a miss, computed here
+        eventually(lambda: not server.exists(entry))  # deleted once Redis took writes again
+        assert not cache.pending
+    finally:
+        if flavour.is_async:
+            flavour.run(cache.aclose())
+        cache.close()
+
+
+def test_aclose_closes_this_loops_connections_and_clear_touches_only_its_namespace(
+    private_redis: redis_server.PrivateRedis,
+) -> None:
+    cache = RedisCache(private_redis.url, namespace="mine")
+    server = private_redis.client()
+    server.set("theirs:1:f:(i1)", b"1")
+    server.set("mine-too:1:f:(i1)", b"1")
+
+    async def use() -> tuple[int, int]:
+        view = cache.bind("f", int)
+        await view.aset((object(), 1, int), 1, 60, ())
+        await cache.aclear()
+        assert await view.aget((object(), 1, int)) is MISSING
+        before = len(server.client_list())
+        await cache.aclose()
+        return before, len(server.client_list())
+
+    try:
+        before, after = asyncio.run(use())
+        assert after == before - 1  # the loop's connection, closed by aclose itself
+        assert server.get("theirs:1:f:(i1)") == server.get("mine-too:1:f:(i1)") == b"1"
+    finally:
+        cache.close()

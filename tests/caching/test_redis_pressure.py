@@ -18,6 +18,7 @@ import pytest
 
 import redis_server
 from buttress.caching import RedisCache, TieredCache, cached
+from buttress.caching._backend import MISSING
 
 private_redis = redis_server.private_redis
 
@@ -171,4 +172,38 @@ def test_one_bad_key_is_a_miss_for_that_key_alone_and_is_replaced(
     finally:
         if flavour.is_async:
             flavour.run(cache.aclose())
+        cache.close()
+
+
+def test_a_bad_key_is_warned_about_once_a_minute_and_the_warned_keys_are_bounded(
+    private_redis: redis_server.PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage coming back under one key is one warning; the memory of it holds 1024 keys."""
+    cache = RedisCache(private_redis.url, namespace="warned")
+    view = cache.bind("square", int)
+    client = private_redis.client()
+    texts = [view.text((object(), n, int)) for n in range(1025)]
+
+    def poison_and_read(*numbers: int) -> list[str]:
+        with client.pipeline(transaction=False) as pipe:
+            for n in numbers:
+                pipe.set(texts[n], b"\x00garbage")
+            pipe.execute()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="buttress.caching"):
+            for n in numbers:
+                assert view.get((object(), n, int)) is MISSING
+        assert [client.exists(texts[n]) for n in numbers] == [0] * len(numbers)
+        return outage_warnings(caplog)
+
+    try:
+        [first] = poison_and_read(0)
+        assert texts[0] in first
+        assert poison_and_read(0) == []  # the same key again within the minute: said once
+        assert len(poison_and_read(*range(1, 1025))) == 1024  # every other key: its own
+        # 1025 keys warned about: the oldest (0) was forgotten, the newest (1024) was not
+        [again] = poison_and_read(0)
+        assert texts[0] in again
+        assert poison_and_read(1024) == []
+    finally:
         cache.close()
