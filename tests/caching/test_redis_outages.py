@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +23,7 @@ import redis_server
 from buttress.caching import RedisCache, TieredCache, cached
 from buttress.caching._backend import MISSING
 from buttress.caching._redis import _Script
-from buttress.errors import UnavailableError
+from buttress.errors import ConfigurationError, UnavailableError
 from fault_proxy import FaultProxy
 
 private_redis = redis_server.private_redis
@@ -299,6 +300,10 @@ def test_a_server_that_has_forgotten_the_scripts_is_sent_them_again(
         server.script_flush()
         assert asyncio.run(run_async()) == b"third"
         assert server.script_exists(script.sha) == [True]
+        sent_whole = server.info("commandstats")["cmdstat_eval"]["calls"]
+        assert cache.run(script, [], ["fourth"]) == b"fourth"
+        assert asyncio.run(run_async()) == b"third"
+        assert server.info("commandstats")["cmdstat_eval"]["calls"] == sent_whole  # by SHA1
     finally:
         cache.close()
 
@@ -368,3 +373,49 @@ def test_aclose_closes_this_loops_connections_and_clear_touches_only_its_namespa
         assert server.get("theirs:1:f:(i1)") == server.get("mine-too:1:f:(i1)") == b"1"
     finally:
         cache.close()
+
+
+def test_an_async_only_cache_applies_its_waiting_invalidations_on_its_next_call(
+    private_redis: redis_server.PrivateRedis, proxy: FaultProxy
+) -> None:
+    """With no sync client there is no background flush: the next async call applies them."""
+
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(
+            proxy.url, socket_timeout=0.2, socket_connect_timeout=0.2
+        )
+        cache = RedisCache(async_client=client, namespace="outage", retry_after_failure=0.05)
+        view = cache.bind("stock", int)
+        kept, dropped = (object(), "kept", str), (object(), "dropped", str)
+        await view.aset(kept, 1, 60, ())
+        await view.aset(dropped, 2, 60, ())
+        proxy.cut()
+        await view.adelete(dropped)
+        assert len(cache.pending) == 1
+        proxy.restore()
+        await asyncio.sleep(0.1)  # past retry_after_failure: Redis may be tried again
+        assert await view.aget(kept) == 1  # the waiting delete went first...
+        assert not cache.pending
+        assert await view.aget(dropped) is MISSING  # ... and was applied
+        await cache.aclose()
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.asyncio
+async def test_each_event_loop_keeps_one_async_client_and_a_sync_only_cache_says_what_to_pass(
+    private_redis: redis_server.PrivateRedis,
+) -> None:
+    cache = RedisCache(private_redis.url, namespace="loops")
+    try:
+        assert cache.async_client() is cache.async_client()
+    finally:
+        await cache.aclose()
+    given = private_redis.client()
+    sync_only = RedisCache(client=given, namespace="loops")
+    with pytest.raises(
+        ConfigurationError,
+        match=re.escape("pass async_client=redis.asyncio.Redis(...) too, or url="),
+    ):
+        sync_only.async_client()
