@@ -1354,3 +1354,24 @@ def test_a_tiered_miss_copies_its_value_into_memory_only_if_redis_took_it(
     miss(2, overtaken=True)
     assert view.peek(key(2)) is MISSING  # Redis refused it: an invalidation came first
     assert view.get(key(2)) is MISSING
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_clients_made_from_the_url_have_short_timeouts_one_retry_and_the_pool_asked_for(
+    make: Callable[..., RedisCache], asynchronous: bool
+) -> None:
+    plain = make(max_connections=3, pool_timeout=0.5)
+    tuned = make(client_options={"socket_timeout": 0.25})
+
+    async def pools_async() -> list[Any]:
+        return [plain.async_client().connection_pool, tuned.async_client().connection_pool]
+
+    if asynchronous:
+        pools = asyncio.run(pools_async())
+    else:
+        pools = [plain.sync_client().connection_pool, tuned.sync_client().connection_pool]
+    options = pools[0].connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (1.0, 1.0)
+    assert options["retry"].get_retries() == 1
+    assert (pools[0].max_connections, pools[0].timeout) == (3, 0.5)
+    assert pools[1].connection_kwargs["socket_timeout"] == 0.25  # client_options win
