@@ -1375,3 +1375,17 @@ def test_clients_made_from_the_url_have_short_timeouts_one_retry_and_the_pool_as
     assert options["retry"].get_retries() == 1
     assert (pools[0].max_connections, pools[0].timeout) == (3, 0.5)
     assert pools[1].connection_kwargs["socket_timeout"] == 0.25  # client_options win
+
+
+def test_a_miss_that_ran_nearly_as_long_as_the_mark_window_writes_nothing(
+    cache: RedisCache, raw: redis.Redis
+) -> None:
+    """Its marks may expire before the write is checked against them: it is not trusted."""
+    view = cache.bind("tests.slow_miss", int)
+    for n, ran in ((1, cache.mark_window - 1.5), (2, cache.mark_window - 0.5)):
+        lease = view.begin(key(n), ())
+        lease.started = time.monotonic() - ran  # as if the body had run that long
+        view.store(key(n), lease, n, 60, ())
+        view.end(key(n), lease)
+    assert [view.get(key(1)), view.get(key(2))] == [1, MISSING]
+    assert raw.exists(view.text(key(2)) + ":lease") == 0  # released all the same
