@@ -1389,3 +1389,29 @@ def test_a_miss_that_ran_nearly_as_long_as_the_mark_window_writes_nothing(
         view.end(key(n), lease)
     assert [view.get(key(1)), view.get(key(2))] == [1, MISSING]
     assert raw.exists(view.text(key(2)) + ":lease") == 0  # released all the same
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_miss_beginning_on_a_stored_value_returns_it_and_a_tiered_copy_expires_with_it(
+    tiered_pair: tuple[Any, Any], raw: redis.Redis, asynchronous: bool
+) -> None:
+    tiered = tiered_pair[0]
+    view = tiered.bind("tests.begin_found", int)
+    text = view.l2.text(key(1))
+    raw.set(text, b"8", px=300)
+
+    async def begin_async() -> Any:
+        lease = await view.abegin(key(1), ())
+        await view.aend(key(1), lease)
+        return lease
+
+    def begin_sync() -> Any:
+        lease = view.begin(key(1), ())
+        view.end(key(1), lease)
+        return lease
+
+    lease = asyncio.run(begin_async()) if asynchronous else begin_sync()
+    assert lease.value == 8
+    assert raw.exists(text + ":lease") == 0  # found: no lease taken
+    assert view.peek(key(1)) == 8  # copied into memory...
+    assert wait_until(lambda: view.peek(key(1)) is MISSING, 5)  # ... for as long as Redis keeps it
