@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -323,9 +324,10 @@ def test_close_stops_the_listener_and_use_starts_it_again(
     thread = tiered._thread
     assert thread is not None
     assert thread.daemon
+    assert thread.name == f"buttress-cache-listener-{tiered.channel}"
     tiered.close()
     assert not thread.is_alive()
-    assert not tiered.listening
+    assert tiered.listening is False
     view = tiered.bind(NAME, int)
     assert view.get(key(1)) is MISSING  # a use: listening again
     assert wait_until(lambda: tiered.listening, 5)
@@ -810,3 +812,15 @@ def test_an_unexpected_error_in_the_listener_is_logged_and_listening_resumes(
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert f"listener on {tiered.channel} failed; restarting it" in record.getMessage()
     assert view.peek(key(1)) is MISSING  # announcements may have been missed meanwhile
+
+
+def test_a_cache_dropped_without_close_stops_its_listener(redis_url: str, namespace: str) -> None:
+    shared = RedisCache(redis_url, namespace=namespace)
+    tiered = listening(TieredCache(shared))
+    thread = tiered._thread
+    assert thread is not None
+    del tiered
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
+    shared.close()
