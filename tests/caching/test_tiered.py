@@ -379,9 +379,11 @@ def test_a_tag_invalidation_drops_the_tagged_copies_everywhere_and_keeps_the_res
     view.set(key(1), 1, 60, ("red",))
     view.set(key(2), 2, 60, ("blue",))
     view.set(key(3), 3, 60, ())
+    other.set(key(4), 4, 60, ("red",))  # written over there...
+    assert view.get(key(4)) == 4  # ... and copied here without its tags
     assert [other.get(key(n)) for n in (1, 2, 3)] == [1, 2, 3]  # copied into there's memory
     flavour.call(either(flavour, here.invalidate_tags, here.ainvalidate_tags), "red")
-    assert [view.peek(key(n)) for n in (1, 2, 3)] == [MISSING, 2, 3]
+    assert [view.peek(key(n)) for n in (1, 2, 3, 4)] == [MISSING, 2, 3, MISSING]
     assert [view.l2.get(key(n)) for n in (1, 2, 3)] == [MISSING, 2, 3]
     assert wait_until(lambda: other.peek(key(1)) is MISSING)
     assert [other.peek(key(n)) for n in (2, 3)] == [2, 3]
