@@ -826,3 +826,11 @@ def test_a_cache_dropped_without_close_stops_its_listener(redis_url: str, namesp
     thread.join(5)
     assert not thread.is_alive()
     shared.close()
+
+
+def test_memory_copies_outlive_a_quiet_channel(make: Callable[..., TieredCache]) -> None:
+    tiered = listening(make(local_ttl=30.0))
+    view = tiered.bind(NAME, int)
+    view.set(key(1), 1, 60, ())
+    time.sleep(0.6)  # a few of the listener's polls with nothing announced
+    assert view.peek(key(1)) == 1
