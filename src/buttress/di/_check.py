@@ -110,14 +110,14 @@ def _walk(container: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     """Every provider of ``container``, overridden ones replaced, by dotted name."""
     for name, provider in container.providers.items():
         path = f"{prefix}{name}"
-        effective = provider.last_overriding or provider
-        if isinstance(effective, providers.Container):
-            yield from _walk(effective.container, f"{path}.")
-        elif isinstance(effective, providers.DependenciesContainer):
-            for inner, dependency in effective.providers.items():
-                yield f"{path}.{inner}", dependency.last_overriding or dependency
+        answering = effective(provider)
+        if isinstance(answering, providers.Container):
+            yield from _walk(answering.container, f"{path}.")
+        elif isinstance(answering, providers.DependenciesContainer):
+            for inner, dependency in answering.providers.items():
+                yield f"{path}.{inner}", effective(dependency)
         else:
-            yield path, effective
+            yield path, answering
 
 
 def _describe(target: object) -> str:
@@ -163,7 +163,7 @@ def _request_scoped(provider: Any, names: dict[int, str]) -> Iterator[str]:
         if not isinstance(injected, providers.Provider) or id(injected) in seen:
             continue
         seen.add(id(injected))
-        injected = injected.last_overriding or injected
+        injected = effective(injected)
         if isinstance(injected, (providers.Delegate, *_LONG_LIVED)):
             continue  # a provider passed as such, or a long-lived one checked on its own
         if _makes_per_request(injected):
