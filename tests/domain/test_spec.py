@@ -297,10 +297,49 @@ def test_text_matching_refuses_a_value_that_is_not_text(spec: Specification, val
 # -- field names ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["__class__", "_x", "class", "None", "a b", "1st", "", "a.b", 3])
+@pytest.mark.parametrize(
+    "name", ["__class__", "_x", "class", "None", "a b", "1st", "", "a.", ".b", "a._b", "a..b", 3]
+)
 def test_a_field_is_named_by_a_public_identifier(name: object) -> None:
     with pytest.raises(QueryError, match="cannot name a field"):
         F(name)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Line:
+    sku: str
+    qty: int | None
+
+
+@dataclass
+class _Batch:
+    lines: list[_Line]
+    supplier: _Line | None = None
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (F("lines.sku") == "a", [True, False, False]),
+        (F("lines.sku") != "a", [True, True, False]),  # some line is not "a"
+        (~(F("lines.sku") == "a"), [False, True, True]),  # no line is "a"
+        (F("lines.qty").is_none(), [False, True, False]),
+        (F("lines.qty") > 1, [True, False, False]),  # an unknown qty is not a match
+        (F("lines.sku").in_([]), [False, False, False]),
+        (F("supplier.sku").startswith("s"), [False, True, False]),
+        # each condition on a path is one "some": here line a and line b answer one each
+        ((F("lines.sku") == "a") & (F("lines.qty") == 1), [True, False, False]),
+    ],
+)
+def test_a_path_means_some_related_object_matches(
+    spec: Specification, expected: list[bool]
+) -> None:
+    batches = [
+        _Batch([_Line("a", 2), _Line("b", 1)]),
+        _Batch([_Line("b", None)], supplier=_Line("s1", 1)),
+        _Batch([]),
+    ]
+    assert [spec.evaluate(batch) for batch in batches] == expected
 
 
 def test_fields_lists_every_field_read() -> None:

@@ -57,10 +57,10 @@ def foreign_keys_on(engine: sa.Engine) -> None:
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
-def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
+def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[..., Any]]:
     if request.param == "memory":
         store = InMemoryStore()
-        yield lambda: InMemoryUnitOfWork(store=store)
+        yield lambda **options: InMemoryUnitOfWork(store=store, **options)
         return
     if request.param == "sqlite":
         engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'contract.db'}")
@@ -71,7 +71,7 @@ def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable
         url, connect_args = emptied(request.getfixturevalue("postgres_url"), schema, "psycopg")
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     factory = sessionmaker(engine)
-    yield lambda: SqlAlchemyUnitOfWork(factory)
+    yield lambda **options: SqlAlchemyUnitOfWork(factory, **options)
     engine.dispose()
 
 
@@ -85,10 +85,10 @@ def make_sync_uow(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable
 )
 async def make_async_uow(
     request: pytest.FixtureRequest, tmp_path
-) -> AsyncIterator[Callable[[], Any]]:
+) -> AsyncIterator[Callable[..., Any]]:
     if request.param == "memory":
         store = InMemoryStore()
-        yield lambda: AsyncInMemoryUnitOfWork(store=store)
+        yield lambda **options: AsyncInMemoryUnitOfWork(store=store, **options)
         return
     if request.param == "aiosqlite":
         path = tmp_path / "contract.db"
@@ -101,7 +101,7 @@ async def make_async_uow(
         url, connect_args = emptied(request.getfixturevalue("postgres_url"), schema, request.param)
         engine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
     factory = async_sessionmaker(engine)
-    yield lambda: AsyncSqlAlchemyUnitOfWork(factory)
+    yield lambda **options: AsyncSqlAlchemyUnitOfWork(factory, **options)
     await engine.dispose()
 
 
@@ -111,7 +111,7 @@ BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)]
 
 def own_units(
     request: pytest.FixtureRequest, tmp_path: Any, metadata: sa.MetaData
-) -> Iterator[tuple[Callable[[], Any], sa.Engine | None]]:
+) -> Iterator[tuple[Callable[..., Any], sa.Engine | None]]:
     """Sync units of work over a test module's own tables, on the backend ``request`` names.
 
     Yields the factory of units and the engine (None in memory); PostgreSQL gets a

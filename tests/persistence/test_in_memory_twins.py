@@ -30,17 +30,26 @@ class Base(DeclarativeBase):
     pass
 
 
-class Parent(Base):
-    __tablename__ = "memory_parent"
+class Dynamic(Base):
+    __tablename__ = "memory_dynamic"
     id: Mapped[int] = mapped_column(primary_key=True)
-    children: Mapped[list[Child]] = relationship(back_populates="parent")
+    children: Mapped[list[DynamicChild]] = relationship(lazy="dynamic")
 
 
-class Child(Base):
-    __tablename__ = "memory_child"
+class DynamicChild(Base):
+    __tablename__ = "memory_dynamic_child"
     id: Mapped[int] = mapped_column(primary_key=True)
-    parent_id: Mapped[int] = mapped_column(sa.ForeignKey("memory_parent.id"))
-    parent: Mapped[Parent] = relationship(back_populates="children")
+    parent_id: Mapped[int] = mapped_column(sa.ForeignKey("memory_dynamic.id"))
+    size: Mapped[int] = mapped_column(default=0)
+
+
+class Custom(Base):
+    __tablename__ = "memory_custom"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    big_children: Mapped[list[DynamicChild]] = relationship(
+        primaryjoin="and_(Custom.id == foreign(DynamicChild.parent_id), DynamicChild.size > 10)",
+        viewonly=True,
+    )
 
 
 class Stamped(Base):
@@ -93,7 +102,8 @@ class Orphan(Base):
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
-        (Parent, "relationships"),
+        (Dynamic, r"Dynamic\.children: its loader is lazy='dynamic'"),
+        (Custom, r"Custom\.big_children: it joins on an expression"),
         (ServerVersioned, "version counter"),
         (Checked, "quantity > 0"),
         (Cascading, "CASCADE"),

@@ -71,15 +71,14 @@ def check_field_name(name: object) -> str:
         QueryError: ``name`` is not a string, not an identifier, a keyword, or
             starts with an underscore.
     """
-    if (
-        not isinstance(name, str)
-        or not name.isidentifier()
-        or keyword.iskeyword(name)
-        or name.startswith("_")
+    if not isinstance(name, str) or not all(
+        part.isidentifier() and not keyword.iskeyword(part) and not part.startswith("_")
+        for part in name.split(".")
     ):
         raise QueryError(
             f"{name!r} cannot name a field: use the name of a mapped attribute, a public "
-            "identifier such as 'created_at'"
+            "identifier such as 'created_at', or a path through relationships such as "
+            "'batches.reference'"
         )
     return name
 
@@ -205,6 +204,20 @@ class _Junction(Specification):
         return "(" + f" {self.symbol} ".join(map(repr, self.parts)) + ")"
 
 
+def _some(spec: Any, candidate: object) -> bool:
+    """A condition on a path (``batches.reference``): some related object meets it.
+
+    As SQL's ``EXISTS``: true or false, never unknown; no related object is false.
+    """
+    head, rest = spec.field.split(".", 1)
+    found = getattr(candidate, head)
+    if found is None:
+        return False
+    items = found if isinstance(found, (list, tuple, set, frozenset)) else (found,)
+    inner = dataclasses.replace(spec, field=rest)
+    return any(inner.evaluate(item) is True for item in items)
+
+
 def unknown_fields(unknown: Iterable[str], valid: Iterable[str], model: str) -> str:
     """The message for fields a model does not map."""
     names = ", ".join(repr(name) for name in unknown)
@@ -253,6 +266,8 @@ class Compare(_OnField):
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
+        if "." in self.field:
+            return _some(self, candidate)
         found = getattr(candidate, self.field)
         if found is None:
             return None
@@ -291,6 +306,8 @@ class In(_OnField):
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
+        if "." in self.field:
+            return _some(self, candidate)
         if not self.values:
             return False
         found = getattr(candidate, self.field)
@@ -313,6 +330,8 @@ class IsNone(_OnField):
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
+        if "." in self.field:
+            return _some(self, candidate)
         return getattr(candidate, self.field) is None
 
     def __repr__(self) -> str:
@@ -329,6 +348,8 @@ class Contains(_OnField):
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
+        if "." in self.field:
+            return _some(self, candidate)
         found = getattr(candidate, self.field)
         if found is None:
             return None
@@ -348,6 +369,8 @@ class StartsWith(_OnField):
 
     def evaluate(self, candidate: object) -> bool | None:
         """See `Specification.evaluate`."""
+        if "." in self.field:
+            return _some(self, candidate)
         found = getattr(candidate, self.field)
         if found is None:
             return None

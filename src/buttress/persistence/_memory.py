@@ -102,18 +102,18 @@ class InMemoryRepository(Generic[T, ID]):
             tracker.see_all(items)  # type: ignore[arg-type]
         return items
 
-    def get(self, key: ID) -> T:
+    def get(self, key: ID, *, load: str | Sequence[str] = ()) -> T:
         """See `SqlAlchemyRepository.get`."""
-        entity = self.get_or_none(key)
+        entity = self.get_or_none(key, load=load)
         if entity is None:
             raise NotFoundError(entity=self._info.name, key=key)
         return entity
 
-    def get_or_none(self, key: ID) -> T | None:
+    def get_or_none(self, key: ID, *, load: str | Sequence[str] = ()) -> T | None:
         """See `SqlAlchemyRepository.get_or_none`."""
         tracker = self._transaction.tracker
         tracker.check()
-        entity: T | None = self._transaction.get(self._info, key)
+        entity: T | None = self._transaction.get(self._info, key, load=load)
         if entity is not None and self._info.aggregate:
             tracker.see(entity)  # type: ignore[arg-type]
         return entity
@@ -125,6 +125,7 @@ class InMemoryRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> list[T]:
         """See `SqlAlchemyRepository.find`."""
         tracker = self._transaction.tracker
@@ -136,16 +137,21 @@ class InMemoryRepository(Generic[T, ID]):
             order_by=order_by,
             limit=limit,
             offset=offset,
+            load=load,
         )
         if self._info.aggregate:
             tracker.see_all(items)  # type: ignore[arg-type]
         return items
 
     def first(
-        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        load: str | Sequence[str] = (),
     ) -> T | None:
         """See `SqlAlchemyRepository.first`."""
-        found = self.find(spec, order_by=order_by, limit=1)
+        found = self.find(spec, order_by=order_by, limit=1, load=load)
         return found[0] if found else None
 
     def count(self, spec: Specification | None = None) -> int:
@@ -158,9 +164,9 @@ class InMemoryRepository(Generic[T, ID]):
         """See `SqlAlchemyRepository.exists`."""
         return self.count(spec) > 0
 
-    def get_by(self, spec: Specification) -> T:
+    def get_by(self, spec: Specification, *, load: str | Sequence[str] = ()) -> T:
         """See `SqlAlchemyRepository.get_by`."""
-        found: T = the_one(self.find(spec, limit=2), self._info.name, spec)
+        found: T = the_one(self.find(spec, limit=2, load=load), self._info.name, spec)
         return found
 
     def find_and_count(
@@ -170,9 +176,10 @@ class InMemoryRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> tuple[list[T], int]:
         """See `SqlAlchemyRepository.find_and_count`."""
-        found = self.find(spec, order_by=order_by, limit=limit, offset=offset)
+        found = self.find(spec, order_by=order_by, limit=limit, offset=offset, load=load)
         return found, self.count(spec)
 
     def remove_many(self, spec: Specification) -> int:
@@ -195,12 +202,19 @@ class InMemoryRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         size: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
+        load: str | Sequence[str] = (),
     ) -> Page[T]:
         """See `SqlAlchemyRepository.page`."""
         tracker = self._transaction.tracker
         tracker.check()
         found: Page[T] = page_of(
-            self._transaction, info=self._info, spec=spec, order_by=order_by, size=size, after=after
+            self._transaction,
+            info=self._info,
+            spec=spec,
+            order_by=order_by,
+            size=size,
+            after=after,
+            load=load,
         )
         if self._info.aggregate:
             tracker.see_all(found.items)  # type: ignore[arg-type]

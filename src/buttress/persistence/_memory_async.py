@@ -103,18 +103,18 @@ class AsyncInMemoryRepository(Generic[T, ID]):
             tracker.see_all(items)  # type: ignore[arg-type]
         return items
 
-    async def get(self, key: ID) -> T:
+    async def get(self, key: ID, *, load: str | Sequence[str] = ()) -> T:
         """See `AsyncSqlAlchemyRepository.get`."""
-        entity = await self.get_or_none(key)
+        entity = await self.get_or_none(key, load=load)
         if entity is None:
             raise NotFoundError(entity=self._info.name, key=key)
         return entity
 
-    async def get_or_none(self, key: ID) -> T | None:
+    async def get_or_none(self, key: ID, *, load: str | Sequence[str] = ()) -> T | None:
         """See `AsyncSqlAlchemyRepository.get_or_none`."""
         tracker = self._transaction.tracker
         tracker.check()
-        entity: T | None = self._transaction.get(self._info, key)
+        entity: T | None = self._transaction.get(self._info, key, load=load)
         if entity is not None and self._info.aggregate:
             tracker.see(entity)  # type: ignore[arg-type]
         return entity
@@ -126,6 +126,7 @@ class AsyncInMemoryRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> list[T]:
         """See `AsyncSqlAlchemyRepository.find`."""
         tracker = self._transaction.tracker
@@ -137,16 +138,21 @@ class AsyncInMemoryRepository(Generic[T, ID]):
             order_by=order_by,
             limit=limit,
             offset=offset,
+            load=load,
         )
         if self._info.aggregate:
             tracker.see_all(items)  # type: ignore[arg-type]
         return items
 
     async def first(
-        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        load: str | Sequence[str] = (),
     ) -> T | None:
         """See `AsyncSqlAlchemyRepository.first`."""
-        found = await self.find(spec, order_by=order_by, limit=1)
+        found = await self.find(spec, order_by=order_by, limit=1, load=load)
         return found[0] if found else None
 
     async def count(self, spec: Specification | None = None) -> int:
@@ -159,9 +165,9 @@ class AsyncInMemoryRepository(Generic[T, ID]):
         """See `AsyncSqlAlchemyRepository.exists`."""
         return await self.count(spec) > 0
 
-    async def get_by(self, spec: Specification) -> T:
+    async def get_by(self, spec: Specification, *, load: str | Sequence[str] = ()) -> T:
         """See `AsyncSqlAlchemyRepository.get_by`."""
-        found: T = the_one(await self.find(spec, limit=2), self._info.name, spec)
+        found: T = the_one(await self.find(spec, limit=2, load=load), self._info.name, spec)
         return found
 
     async def find_and_count(
@@ -171,9 +177,10 @@ class AsyncInMemoryRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> tuple[list[T], int]:
         """See `AsyncSqlAlchemyRepository.find_and_count`."""
-        found = await self.find(spec, order_by=order_by, limit=limit, offset=offset)
+        found = await self.find(spec, order_by=order_by, limit=limit, offset=offset, load=load)
         return found, await self.count(spec)
 
     async def remove_many(self, spec: Specification) -> int:
@@ -196,12 +203,19 @@ class AsyncInMemoryRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         size: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
+        load: str | Sequence[str] = (),
     ) -> Page[T]:
         """See `AsyncSqlAlchemyRepository.page`."""
         tracker = self._transaction.tracker
         tracker.check()
         found: Page[T] = page_of(
-            self._transaction, info=self._info, spec=spec, order_by=order_by, size=size, after=after
+            self._transaction,
+            info=self._info,
+            spec=spec,
+            order_by=order_by,
+            size=size,
+            after=after,
+            load=load,
         )
         if self._info.aggregate:
             tracker.see_all(found.items)  # type: ignore[arg-type]

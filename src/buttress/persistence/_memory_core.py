@@ -20,6 +20,7 @@ import copy
 import datetime as dt
 import decimal
 import enum
+import functools
 import threading
 import uuid
 import weakref
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.orm import attributes
+from sqlalchemy.orm import exc as orm_exc
+from sqlalchemy.orm.base import LoaderCallableStatus, PassiveFlag
 
 from buttress.errors import (
     ButtressError,
@@ -35,13 +38,15 @@ from buttress.errors import (
     ConflictError,
     QueryError,
 )
+from buttress.persistence._aggregate import guarded
 from buttress.persistence._cursor import decode_cursor, encode_cursor
+from buttress.persistence._links import Link, check_load, link_of, links_of, owners_of
 from buttress.persistence._model import ModelInfo, Tracker, check_size, check_window, model_info
 from buttress.persistence._protocols import Page
 from buttress.persistence._query import after_in_python, sort_in_python, where
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from buttress.domain import Specification
 
@@ -77,7 +82,9 @@ class _Table:
         "assigned_version",
         "autoincrement",
         "defaults",
+        "guarded",
         "info",
+        "links",
         "mapper",
         "on_update",
         "references",
@@ -89,12 +96,8 @@ class _Table:
     def __init__(self, model: type[Any]) -> None:
         info = model_info(model)
         mapper = sa.inspect(model)
-        if mapper.relationships:
-            raise ConfigurationError(
-                f"the in-memory repositories store column attributes only, and {info.name} maps "
-                f"relationships ({', '.join(mapper.relationships.keys())}); test it against "
-                "SQLite instead (SqlAlchemyUnitOfWork on sqlite:///:memory:)"
-            )
+        self.links = links_of(model)  # refuses what the twin cannot carry out, named
+        self.guarded = guarded(model)
         self.info = info
         self.mapper = mapper
         self.version: str | None = info.version
@@ -156,8 +159,10 @@ class _Table:
                 "which are SQL the in-memory repositories cannot evaluate; test it against "
                 "SQLite instead (SqlAlchemyUnitOfWork on sqlite:///:memory:)"
             )
+        by_column = {prop.columns[0]: prop.key for prop in mapper.column_attrs}
         self.references = [
-            _Reference(info.name, mapper, fk) for fk in table.foreign_key_constraints
+            _Reference(info.name, by_column, fk, mapper.registry)
+            for fk in table.foreign_key_constraints
         ]
 
     def fill(self, entity: Any, store: InMemoryStore) -> dict[str, Any]:
@@ -191,7 +196,13 @@ class _Reference:
 
     __slots__ = ("fields", "target", "target_fields", "text")
 
-    def __init__(self, name: str, mapper: Any, constraint: sa.ForeignKeyConstraint) -> None:
+    def __init__(
+        self,
+        name: str,
+        by_column: dict[Any, str],
+        constraint: sa.ForeignKeyConstraint,
+        registry: Any,
+    ) -> None:
         for action in (constraint.ondelete, constraint.onupdate):
             if action is not None and action.upper() not in {"NO ACTION", "RESTRICT"}:
                 raise ConfigurationError(
@@ -199,10 +210,9 @@ class _Reference:
                     "in-memory repositories cannot carry out; test it against SQLite with "
                     "PRAGMA foreign_keys=ON instead"
                 )
-        by_column = {prop.columns[0]: prop.key for prop in mapper.column_attrs}
         self.fields = tuple(by_column[element.parent] for element in constraint.elements)
         target_table = constraint.referred_table
-        targets = [m for m in mapper.registry.mappers if m.local_table is target_table]
+        targets = [m for m in registry.mappers if m.local_table is target_table]
         if not targets:
             raise ConfigurationError(
                 f"{name} refers to the table {target_table.name}, which no class in its "
@@ -222,6 +232,43 @@ class _Reference:
         return None if None in values else values
 
 
+class _Named:
+    """What checks read of a model: its name, and the key it is stored under."""
+
+    __slots__ = ("model", "name")
+
+    def __init__(self, model: Any, name: str) -> None:
+        self.model = model
+        self.name = name
+
+
+class _Secondary:
+    """How the store keeps the pairs of a many-to-many relationship's secondary table.
+
+    Rows are keyed by the table's primary key (every column when it has none);
+    they hold column values by column name, and their foreign keys are checked
+    as a mapped model's are.
+    """
+
+    __slots__ = ("columns", "info", "key_columns", "references", "uniques", "version")
+
+    def __init__(self, table: sa.Table, registry: Any) -> None:
+        self.info = _Named(table, table.name)
+        self.version: str | None = None
+        self.uniques: list[tuple[str, ...]] = []
+        self.columns = tuple(column.name for column in table.columns)
+        primary = tuple(column.name for column in table.primary_key.columns)
+        self.key_columns = primary or self.columns
+        by_column = {column: column.name for column in table.columns}
+        self.references = [
+            _Reference(table.name, by_column, fk, registry) for fk in table.foreign_key_constraints
+        ]
+
+    def key(self, row: Row) -> tuple[Any, ...]:
+        """The key a pair's row is stored under."""
+        return tuple(row[name] for name in self.key_columns)
+
+
 class InMemoryStore:
     """The data several in-memory units of work share, as a database would hold it.
 
@@ -233,7 +280,9 @@ class InMemoryStore:
         self._lock = threading.Lock()
         self._rows: dict[type[Any], dict[Any, Row]] = {}
         self._tables: dict[type[Any], _Table] = {}
+        self._secondaries: dict[sa.Table, _Secondary] = {}
         self._sequences: dict[type[Any], int] = {}
+        self.linked = False  # some model has relationships: flushes walk them
         # every entity handed out, by id; weak, so entities die when users drop them
         self._issued: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
@@ -241,8 +290,29 @@ class InMemoryStore:
         """What the store enforces for ``model``, read from its metadata once."""
         table = self._tables.get(model)
         if table is None:
-            table = self._tables[model] = _Table(model)
+            table = _Table(model)
+            for link in table.links:
+                if link.secondary is not None and link.secondary not in self._secondaries:
+                    self._secondaries[link.secondary] = _Secondary(
+                        link.secondary, table.mapper.registry
+                    )
+            self._tables[model] = table
+            self.linked = self.linked or bool(table.links)
         return table
+
+    def secondary(self, table: sa.Table) -> _Secondary:
+        """How the store keeps the pairs of ``table`` (registered with its models)."""
+        return self._secondaries[table]
+
+    def kept(self, model: Any) -> _Table | _Secondary:
+        """How the store keeps the rows of ``model``: a mapped class or a secondary table."""
+        if isinstance(model, sa.Table):
+            return self._secondaries[model]
+        return self.table(model)
+
+    def holders(self) -> list[_Table | _Secondary]:
+        """Everything the store keeps rows of: what foreign keys may refer from."""
+        return [*self._tables.values(), *self._secondaries.values()]
 
     def issue(self, entity: Any) -> None:
         """Remember that ``entity`` came from this store (loaded or added)."""
@@ -295,6 +365,13 @@ class Transaction:
         self.removed: dict[int, tuple[tuple[type[Any], Any], Any]] = {}
         self.deleted: dict[int, Any] = {}  # ... and those whose removal was committed
         self.savepoints: list[tuple[Any, ...]] = []
+        self.pending: list[Any] = []  # added, inserted by the next flush
+        self.doomed: dict[int, Any] = {}  # removed, deleted by the next flush
+        # the related objects of each loaded relationship as last loaded or flushed
+        self.links: dict[tuple[int, str], tuple[Any, ...]] = {}
+        self.counted: dict[int, int] = {}  # events of an aggregate its version covers
+        self.flushing = False
+        self.loaders: dict[type[Any], dict[str, Callable[..., Any]]] = {}
 
     # -- reading -----------------------------------------------------------------------
 
@@ -316,22 +393,40 @@ class Transaction:
         found = self.objects.get((info.model, key))
         if found is not None:
             return found
-        entity = self.store.table(info.model).mapper.class_manager.new_instance()
+        table = self.store.table(info.model)
+        entity = table.mapper.class_manager.new_instance()
         _load(entity, row)
         self.store.issue(entity)
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
+        if table.links:
+            self._expect_loads(entity, table)
         return entity
 
-    def get(self, info: ModelInfo, key: Any) -> Any:
-        """The entity with ``key``, from the identity map first."""
+    def get(self, info: ModelInfo, key: Any, *, load: object = ()) -> Any:
+        """The entity with ``key``, from the identity map first, with ``load`` loaded."""
         key = info.check_key(key)
+        paths = check_load(info.model, load)
         found = self.objects.get((info.model, key))
-        if found is not None:
-            return found
-        self.flush()
-        row = self.current(info.model).get(key)
-        return None if row is None else self._object(info, key, row)
+        if found is None:
+            self.flush()
+            row = self.current(info.model).get(key)
+            found = None if row is None else self._object(info, key, row)
+        if found is not None and paths:
+            self.load([found], paths)
+        return found
+
+    def load(self, entities: Iterable[Any], paths: tuple[str, ...]) -> None:
+        """Load the relationships along ``paths`` of ``entities``, as eager loading does."""
+        for path in paths:
+            level = list(entities)
+            for step in path.split("."):
+                following: list[Any] = []
+                for entity in level:
+                    value = getattr(entity, step)
+                    if value is not None:
+                        following.extend(value if isinstance(value, (list, set)) else [value])
+                level = following
 
     def select(
         self,
@@ -343,7 +438,7 @@ class Transaction:
     ) -> list[Any]:
         """The entities satisfying ``spec``, sorted by ``pairs``, after ``after``, in ``window``."""
         self.flush()
-        views = [_View(key, row) for key, row in self.current(info.model).items()]
+        views = [_View(self, info.model, key, row) for key, row in self.current(info.model).items()]
         if spec is not None:
             views = [view for view in views if spec.is_satisfied_by(view)]
         if after is not None:
@@ -357,12 +452,307 @@ class Transaction:
         rows = self.current(info.model).items()
         if spec is None:
             return len(rows)
-        return sum(1 for key, row in rows if spec.is_satisfied_by(_View(key, row)))
+        model = info.model
+        return sum(1 for key, row in rows if spec.is_satisfied_by(_View(self, model, key, row)))
 
     def check_spec(self, info: ModelInfo, spec: Specification | None) -> None:
         """Make the checks the SQL repositories make when they compile ``spec``."""
         if spec is not None:
             where(spec, info.model)  # the same field and value checks as SQL, clause discarded
+
+    # -- relationships -----------------------------------------------------------------
+
+    def _expect_loads(self, entity: Any, table: _Table) -> None:
+        """Have ``entity``'s unloaded relationships load from this transaction on access."""
+        loaders = self.loaders.get(table.info.model)
+        if loaders is None:
+            loaders = self.loaders[table.info.model] = {
+                link.key: functools.partial(self._load_link, link) for link in table.links
+            }
+        state = attributes.instance_state(entity)
+        present = state.dict
+        state.callables = {key: load for key, load in loaders.items() if key not in present}
+
+    def _load_link(self, link: Link, state: Any, passive: Any) -> Any:
+        """Load one relationship of ``state``'s object, as a lazy load does."""
+        if not passive & PassiveFlag.SQL_OK:
+            return LoaderCallableStatus.PASSIVE_NO_RESULT
+        entity = state.obj()
+        if id(entity) not in self.flushed:
+            raise orm_exc.DetachedInstanceError(
+                f"{link.name} of {entity!r} was not loaded while its unit of work was open: "
+                "read it inside the unit, or name it in load= when you get the entity"
+            )
+        if not passive & PassiveFlag.NO_AUTOFLUSH:
+            self.flush()  # as SQL's lazy load autoflushes (not when a set reads the old value)
+        related = self._related(entity, link)
+        self.links[id(entity), link.key] = tuple(related)
+        if link.uselist:
+            return related
+        return related[0] if related else None
+
+    def _related(self, entity: Any, link: Link) -> list[Any]:
+        """The objects ``link`` relates ``entity`` to, as stored now (ordered)."""
+        target = model_info(link.target)
+        related = [
+            self._object(target, key, row)
+            for key, row in self.related_rows(self.flushed[id(entity)], link)
+        ]
+        link.sort(related)
+        return related
+
+    def related_rows(self, row: Row, link: Link) -> list[tuple[Any, Row]]:
+        """The stored rows ``link`` relates ``row`` to, as this transaction sees them."""
+        target = model_info(link.target)
+        if link.many_to_one:
+            values = tuple(row[dest] for _, dest in link.pairs)
+            wanted = [source for source, _ in link.pairs]
+        else:
+            values = tuple(row[source] for source, _ in link.pairs)
+            wanted = [dest for _, dest in link.pairs]
+        if None in values:
+            return []
+        if link.secondary is None:
+            return self._rows_where(target, wanted, values)
+        columns = [column for _, column in link.pairs]
+        pairs = [
+            tuple(pair[column] for _, column in link.target_pairs)
+            for pair in self.current(link.secondary).values()  # type: ignore[arg-type]
+            if tuple(pair[column] for column in columns) == values
+        ]
+        wanted = [source for source, _ in link.target_pairs]
+        return [hit for found in pairs for hit in self._rows_where(target, wanted, found)]
+
+    def _rows_where(
+        self, info: ModelInfo, fields: list[str], values: tuple[Any, ...]
+    ) -> list[tuple[Any, Row]]:
+        rows = self.current(info.model)
+        if tuple(fields) == info.key_names:
+            key = values[0] if len(values) == 1 else values
+            row = rows.get(key)
+            return [] if row is None else [(key, row)]
+        return [
+            (key, row) for key, row in rows.items() if tuple(row[name] for name in fields) == values
+        ]
+
+    def _members(self, entity: Any, link: Link, *, load: bool = False) -> tuple[Any, ...] | None:
+        """The objects ``entity`` holds through ``link`` now; None when never loaded."""
+        state = attributes.instance_state(entity)
+        value = state.dict.get(link.key, _UNSET)
+        if value is _UNSET:
+            if not load or id(entity) not in self.flushed:
+                return None
+            value = getattr(entity, link.key)
+        if link.uselist:
+            return tuple(value)
+        return () if value is None else (value,)
+
+    def _gone(self, entity: Any) -> bool:
+        eid = id(entity)
+        return eid in self.doomed or eid in self.removed or eid in self.deleted
+
+    def _cascade_new(self, pending: list[Any]) -> list[Any]:
+        """``pending`` and every new object reachable from the unit through save-update.
+
+        Raises:
+            QueryError: A reachable object came from another unit of work.
+        """
+        found = list(pending)
+        seen = {id(entity) for entity in pending}
+        queue = [*self.objects.values(), *pending]
+        while queue:
+            entity = queue.pop()
+            for link in self.store.table(type(entity)).links:
+                if not link.save_update:
+                    continue
+                for other in self._members(entity, link) or ():
+                    if id(other) in seen or id(other) in self.flushed or self._gone(other):
+                        continue
+                    info = model_info(type(other))
+                    if self.store.issued(other):
+                        info.refuse_not_new(other)
+                    seen.add(id(other))
+                    self.store.table(info.model).fill(other, self.store)
+                    found.append(other)
+                    queue.append(other)
+        return found
+
+    def _cascade_removal(self, doomed: dict[int, Any]) -> dict[int, Any]:
+        """``doomed`` with what it takes along: delete cascades and delete-orphans."""
+        result = dict(doomed)
+        queue = list(doomed.values())
+        for entity in list(self.objects.values()):  # orphans: removed from their parent
+            if id(entity) in result:
+                continue
+            for link in self.store.table(type(entity)).links:
+                if link.delete_orphan and link.one_to_many:
+                    for orphan in self._dropped(entity, link):
+                        if id(orphan) in self.flushed and not self._held(orphan, link):
+                            result[id(orphan)] = orphan
+                            queue.append(orphan)
+        while queue:
+            entity = queue.pop()
+            for link in self.store.table(type(entity)).links:
+                if not link.delete:
+                    continue
+                for other in self._members(entity, link, load=True) or ():
+                    if id(other) in self.flushed and id(other) not in result:
+                        result[id(other)] = other
+                        queue.append(other)
+        return result
+
+    def _before(self, entity: Any, link: Link) -> tuple[Any, ...]:
+        """What ``entity`` held through ``link`` when last loaded or flushed.
+
+        A relationship set without being loaded (a many-to-one assigned, say)
+        was holding what is stored: it is read now, as SQL reads it at flush.
+        """
+        key = (id(entity), link.key)
+        found = self.links.get(key)
+        if found is None:
+            if id(entity) not in self.flushed:
+                return ()
+            found = self.links[key] = tuple(self._related(entity, link))
+        return found
+
+    def _dropped(self, entity: Any, link: Link) -> list[Any]:
+        """What ``entity`` held through ``link`` when last flushed and holds no more."""
+        now = self._members(entity, link)
+        before = None if now is None else self._before(entity, link)
+        if not before or now is None:
+            return []
+        kept = {id(other) for other in now}
+        return [other for other in before if id(other) not in kept]
+
+    def _held(self, entity: Any, link: Link) -> bool:
+        """Whether some object of the unit now holds ``entity`` through ``link``."""
+        for owner in self.objects.values():
+            if isinstance(owner, link.model):
+                members = self._members(owner, link)
+                if members and any(member is entity for member in members):
+                    return True
+        return any(
+            isinstance(owner, link.model) and entity in (self._members(owner, link) or ())
+            for owner in self.pending
+        )
+
+    def _sync_keys(self, new: list[Any], doomed: dict[int, Any]) -> None:
+        """Set foreign keys from relationships, as a flush does before its statements.
+
+        First what lets go (taken out of a collection, or a removed parent's
+        children), then what holds (added to a collection, or assigned), so a
+        part moved between parents ends with its new parent's key.
+        """
+        owners = [e for e in self.objects.values() if id(e) not in doomed]
+        for entity in [*owners, *new]:
+            for link in self.store.table(type(entity)).links:
+                if link.one_to_many and not link.viewonly and not link.delete_orphan:
+                    for other in self._dropped(entity, link):
+                        if not self._gone(other) and id(other) not in doomed:
+                            _set_key(other, link, None)
+        self._release_children(doomed)
+        new_ids = {id(entity) for entity in new}
+        for entity in [*owners, *new]:
+            for link in self.store.table(type(entity)).links:
+                if not (link.viewonly or link.many_to_many):
+                    self._hold(entity, link, doomed, fresh=id(entity) in new_ids)
+
+    def _release_children(self, doomed: dict[int, Any]) -> None:
+        """The parts of removed objects, not removed along, let go of them (as SQL does)."""
+        for entity in doomed.values():
+            for link in self.store.table(type(entity)).links:
+                if link.one_to_many and not (link.viewonly or link.delete or link.passive_deletes):
+                    values = [getattr(entity, source) for source, _ in link.pairs]
+                    for other in self._members(entity, link, load=True) or ():
+                        held = [getattr(other, dest) for _, dest in link.pairs]
+                        if id(other) not in doomed and held == values:
+                            _set_key(other, link, None)
+
+    def _hold(self, entity: Any, link: Link, doomed: dict[int, Any], *, fresh: bool) -> None:
+        """Give the keys of what ``entity`` holds through ``link`` now, where it changed."""
+        now = self._members(entity, link)
+        if now is None:
+            return
+        before = () if fresh else self._before(entity, link)
+        if link.one_to_many:
+            held = _ids(before)
+            for other in now:
+                if id(other) not in held and id(other) not in doomed:
+                    _set_key(other, link, entity)
+        elif fresh or _ids(now) != _ids(before):
+            parent = now[0] if now else None
+            for source, dest in link.pairs:
+                setattr(entity, dest, None if parent is None else getattr(parent, source))
+
+    def _pairs(self, new: list[Any], doomed: dict[int, Any]) -> dict[Any, dict[Any, Row | None]]:
+        """The rows of secondary tables to write: added pairs, and removed ones (None)."""
+        writes: dict[Any, dict[Any, Row | None]] = {}
+        new_ids = {id(entity) for entity in new}
+        for entity in [*self.objects.values(), *new, *doomed.values()]:
+            for link in self.store.table(type(entity)).links:
+                if not link.many_to_many or link.viewonly:
+                    continue
+                gone = id(entity) in doomed
+                now = self._members(entity, link, load=gone)
+                if now is None:
+                    continue
+                if gone:
+                    now = ()
+                before = () if id(entity) in new_ids else self._before(entity, link)
+                held = {id(other) for other in now}
+                had = {id(other) for other in before}
+                secondary = self.store.secondary(link.secondary)  # type: ignore[arg-type]
+                table_writes = writes.setdefault(link.secondary, {})
+                for other in before:
+                    if id(other) not in held:
+                        row = _pair_row(link, entity, other)
+                        table_writes.setdefault(secondary.key(row), None)
+                for other in now:
+                    if id(other) not in had:
+                        row = _pair_row(link, entity, other)
+                        table_writes[secondary.key(row)] = row
+        return writes
+
+    def _parents(self, entity: Any, rows: tuple[Row | None, Row | None]) -> Iterator[Any]:
+        """The objects that hold ``entity`` as a part, before and after this flush."""
+        for link in owners_of(type(entity)):
+            owner = model_info(link.model)
+            for row in rows:
+                if row is None:
+                    continue
+                values = tuple(row[dest] for _, dest in link.pairs)
+                if None in values:
+                    continue
+                wanted = [source for source, _ in link.pairs]
+                for key, found in self._rows_where(owner, wanted, values):
+                    yield self._object(owner, key, found)
+            for reverse in self.store.table(type(entity)).links:
+                if (
+                    reverse.many_to_one
+                    and reverse.target is link.model
+                    and reverse.pairs == link.pairs
+                ):
+                    yield from self._members(entity, reverse) or ()
+
+    def _roots(self, seeds: list[tuple[Any, Row | None, Row | None]]) -> set[int]:
+        """The guarded aggregate roots whose parts ``seeds`` (object, before, after) are."""
+        roots: set[int] = set()
+        seen: set[int] = set()
+        queue: list[Any] = []
+        for entity, before, after in seeds:  # a seed's parents: by its rows before and after
+            seen.add(id(entity))
+            if self.store.table(type(entity)).guarded:
+                roots.add(id(entity))
+            queue.extend(self._parents(entity, (before, after)))
+        while queue:  # their parents: by the rows stored
+            entity = queue.pop()
+            if id(entity) in seen:
+                continue
+            seen.add(id(entity))
+            if self.store.table(type(entity)).guarded:
+                roots.add(id(entity))
+            queue.extend(self._parents(entity, (self.flushed.get(id(entity)), None)))
+        return roots
 
     # -- writing -----------------------------------------------------------------------
 
@@ -381,19 +771,22 @@ class Transaction:
         table = self.store.table(info.model)
         filled: list[tuple[Any, dict[str, Any]]] = []
         try:
+            queued = {id(entity) for entity in self.pending}
             for entity in items:
-                if id(entity) in self.flushed:
+                if id(entity) in self.flushed or id(entity) in queued:
                     continue  # added or loaded already: a no-op, as session.add is
+                queued.add(id(entity))
                 filled.append((entity, table.fill(entity, self.store)))
-                self._insert(table, entity)
+                self.pending.append(entity)
             self.flush()
         except ButtressError:
+            self.pending.clear()
             for entity, before in filled:
                 for name, value in before.items():
                     setattr(entity, name, value)
             raise
 
-    def _insert(self, table: _Table, entity: Any) -> None:
+    def _insert(self, table: _Table, entity: Any) -> Row:
         info = table.info
         key = info.key_of(entity)
         self.store.note_key(info.model, key)
@@ -402,66 +795,202 @@ class Transaction:
         if key in self.current(info.model) or (info.model, key) in self.objects:
             raise self.tracker.fail(ConflictError(entity=info.name, key=key))
         self._check_unique(table, key, row)
-        self._check_references(table, row)
         self._write(info.model, key, row, None)
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
         self.new.add(id(entity))
         self.store.issue(entity)
+        if table.links:
+            self._expect_loads(entity, table)
+        return row
 
     def remove(self, info: ModelInfo, entity: Any) -> None:
-        """Delete an entity of this transaction's identity map."""
+        """Delete an entity of this transaction's identity map (and what it cascades to)."""
         info.check_entity(entity, "remove")
         if id(entity) not in self.flushed:
             raise QueryError(
                 f"cannot remove {entity!r}: it was not loaded or added through this unit of "
                 "work; load it with get() first"
             )
+        self.doomed[id(entity)] = entity
         self.flush()
-        table = self.store.table(info.model)
-        key = info.key_of(entity)
-        if table.version is not None or key in self.current(info.model):
-            # an unversioned row someone else removed: DELETE matches nothing, as in SQL
-            self._check_version(table, key, self.flushed[id(entity)])
-        self._check_referrers(table, self.flushed[id(entity)])
-        self._write(info.model, key, _DELETED, None)
-        del self.objects[info.model, key]
-        del self.flushed[id(entity)]
-        self.new.discard(id(entity))
-        self.removed[id(entity)] = ((info.model, key), entity)
 
-    def flush(self) -> None:
-        """Write every changed object's row, checking versions and unique values."""
+    def flush(self, *, committing: bool = False) -> None:
+        """Write every change: new objects, changed rows, removals, secondary pairs.
+
+        Foreign keys are checked once all rows are written, as they hold at the
+        end of SQL's ordered statements.
+        """
+        if self.flushing:
+            return
+        self.flushing = True
+        try:
+            self._flush(committing=committing)
+        finally:
+            self.flushing = False
+
+    def _flush(self, *, committing: bool) -> None:
+        pending, self.pending = self.pending, []
+        doomed, self.doomed = self.doomed, {}
+        linked = self.store.linked
+        if linked:
+            new = self._cascade_new(pending)
+            doomed = self._cascade_removal(doomed)
+            self._sync_keys(new, doomed)
+            pairs = self._pairs(new, doomed)
+        else:
+            new, pairs = pending, {}
+        updates, seeds = self._changed(doomed, linked=linked)
+        if committing or new or doomed or pairs or updates:
+            seeds += self._recorded()
+        roots: set[int] = set()
+        if seeds or new or doomed:
+            roots = self._bumped(seeds, new, doomed, updates)
+        written: list[tuple[Any, Row]] = []
+        removed: list[tuple[Any, Row]] = []
+        for entity in new:
+            table = self.store.table(type(entity))
+            written.append((table, self._insert(table, entity)))
+        for key, entity, table, last in updates:
+            bump = id(entity) in roots
+            if bump or _row_of(table, entity) != last:
+                written.append((table, self._update(table, key, entity, last, bump=bump)))
+        removed += [self._delete(entity) for entity in doomed.values()]
+        self._write_pairs(pairs, written, removed)
+        for table, row in written:
+            self._check_references(table, row)
+        for table, row in removed:
+            self._check_referrers(table, row)
+        if linked:
+            self._remember_links()
+
+    def _changed(
+        self, doomed: dict[int, Any], *, linked: bool
+    ) -> tuple[list[tuple[Any, Any, _Table, Row]], list[tuple[Any, Row | None, Row | None]]]:
+        """The loaded objects whose row or relationships changed, as updates and as seeds."""
+        updates = []
+        seeds: list[tuple[Any, Row | None, Row | None]] = []
         for (model, key), entity in list(self.objects.items()):
-            last = self.flushed[id(entity)]
-            table = self.store.table(model)
-            row = _row_of(table, entity)
-            if row == last:
+            if id(entity) in doomed:
                 continue
-            info = table.info
-            if info.key_of(entity) != key:
-                raise ConfigurationError(
-                    f"the key of {entity!r} was changed; the in-memory repositories cannot "
-                    "move an entity to another key: remove it and add a new one"
-                )
-            self._check_version(table, key, last)
+            table = self.store.table(model)
+            last = self.flushed[id(entity)]
+            row = _row_of(table, entity)
+            moved = linked and any(
+                self._members(entity, link) is not None
+                and _ids(self._members(entity, link)) != _ids(self._before(entity, link))
+                for link in table.links
+                if not link.viewonly
+            )
+            if row != last or moved:
+                updates.append((key, entity, table, last))
+                seeds.append((entity, last, row))
+        return updates, seeds
+
+    def _recorded(self) -> list[tuple[Any, Row | None, Row | None]]:
+        """The aggregates that recorded events since the last flush that wrote."""
+        seeds: list[tuple[Any, Row | None, Row | None]] = []
+        counted = self.counted
+        for aggregate in self.tracker.seen.values():
+            events = len(aggregate.pending_events)
+            if events > counted.get(id(aggregate), 0):
+                seeds.append((aggregate, None, None))
+                counted[id(aggregate)] = events
+        return seeds
+
+    def _bumped(
+        self,
+        seeds: list[tuple[Any, Row | None, Row | None]],
+        new: list[Any],
+        doomed: dict[int, Any],
+        updates: list[tuple[Any, Any, _Table, Row]],
+    ) -> set[int]:
+        """The guarded roots this flush bumps; those unchanged join ``updates``."""
+        seeds += [(entity, None, _row_of(self.store.table(type(entity)), entity)) for entity in new]
+        seeds += [(entity, self.flushed[id(entity)], None) for entity in doomed.values()]
+        roots = self._roots(seeds) - {id(entity) for entity in new} - set(doomed)
+        known = {id(update[1]) for update in updates}
+        for (model, key), entity in list(self.objects.items()):
+            if id(entity) in roots and id(entity) not in known:
+                updates.append((key, entity, self.store.table(model), self.flushed[id(entity)]))
+        return roots
+
+    def _write_pairs(
+        self,
+        pairs: dict[Any, dict[Any, Row | None]],
+        written: list[tuple[Any, Row]],
+        removed: list[tuple[Any, Row]],
+    ) -> None:
+        """Write the pairs of secondary tables: new ones inserted, dropped ones deleted."""
+        for secondary, rows in pairs.items():
+            table = self.store.secondary(secondary)
+            current = self.current(secondary)
+            for key, row in rows.items():
+                if row is None:
+                    if key in current:
+                        removed.append((table, current[key]))
+                        self._write(secondary, key, _DELETED, None)
+                elif key not in current:
+                    self._write(secondary, key, row, None)
+                    written.append((table, row))
+
+    def _update(self, table: _Table, key: Any, entity: Any, last: Row, *, bump: bool) -> Row:
+        """Write ``entity``'s changed row, with its next version (``bump``: even unchanged)."""
+        row = _row_of(table, entity)
+        info = table.info
+        if info.key_of(entity) != key:
+            raise ConfigurationError(
+                f"the key of {entity!r} was changed; the in-memory repositories cannot "
+                "move an entity to another key: remove it and add a new one"
+            )
+        self._check_version(table, key, last)
+        if row != last:
             for name, default in table.on_update.items():
                 if row[name] == last[name]:  # not set by the caller: the UPDATE sets it
                     value = default.arg(None) if default.is_callable else default.arg
                     setattr(entity, name, value)
                     row[name] = _own(value)
-            version = table.version
-            # A version the application set is written as it is, as SQL writes it.
-            if version is not None and row[version] == last[version] and not table.assigned_version:
+        version = table.version
+        # A version the application set is written as it is, as SQL writes it.
+        if version is not None and row[version] == last[version]:
+            if not table.assigned_version:
                 new_version = table.mapper.version_id_generator(last[version])
-                setattr(entity, version, new_version)
-                row[version] = new_version
-            changed = {name for name, value in row.items() if last.get(name, _UNSET) != value}
-            self._check_required(table, row)
-            self._check_unique(table, key, row, changed=changed)
-            self._check_references(table, row)
-            self._write(model, key, row, last)
-            self.flushed[id(entity)] = row
+            elif bump and type(last[version]) is int:
+                new_version = last[version] + 1
+            else:
+                new_version = last[version]
+            setattr(entity, version, new_version)
+            row[version] = new_version
+        changed = {name for name, value in row.items() if last.get(name, _UNSET) != value}
+        self._check_required(table, row)
+        self._check_unique(table, key, row, changed=changed)
+        self._write(info.model, key, row, last)
+        self.flushed[id(entity)] = row
+        return row
+
+    def _delete(self, entity: Any) -> tuple[_Table, Row]:
+        table = self.store.table(type(entity))
+        info = table.info
+        key = info.key_of(entity)
+        last = self.flushed[id(entity)]
+        if table.version is not None or key in self.current(info.model):
+            # an unversioned row someone else removed: DELETE matches nothing, as in SQL
+            self._check_version(table, key, last)
+        self._write(info.model, key, _DELETED, None)
+        del self.objects[info.model, key]
+        del self.flushed[id(entity)]
+        self.new.discard(id(entity))
+        self.removed[id(entity)] = ((info.model, key), entity)
+        return table, last
+
+    def _remember_links(self) -> None:
+        """Note every loaded relationship's objects: the next flush compares with them."""
+        links = self.links
+        for entity in self.objects.values():
+            for link in self.store.table(type(entity)).links:
+                now = self._members(entity, link)
+                if now is not None:
+                    links[id(entity), link.key] = now
 
     def _write(self, model: type[Any], key: Any, row: Row | None, previous: Row | None) -> None:
         """Record ``row`` (None: deleted) for ``key``; ``previous`` is the row it replaces.
@@ -491,7 +1020,10 @@ class Transaction:
             raise self.tracker.fail(_stale(table.info, key))
 
     def _check_references(
-        self, table: _Table, row: Row, rows: Callable[[type[Any]], dict[Any, Row]] | None = None
+        self,
+        table: _Table | _Secondary,
+        row: Row,
+        rows: Callable[[type[Any]], dict[Any, Row]] | None = None,
     ) -> None:
         """Refuse a row whose foreign key names a row that does not exist.
 
@@ -510,11 +1042,14 @@ class Transaction:
                 raise self.tracker.fail(_dangling(table, reference, values))
 
     def _check_referrers(
-        self, table: _Table, row: Row, rows: Callable[[type[Any]], dict[Any, Row]] | None = None
+        self,
+        table: _Table | _Secondary,
+        row: Row,
+        rows: Callable[[type[Any]], dict[Any, Row]] | None = None,
     ) -> None:
         """Refuse to remove a row that rows of another model still refer to."""
         rows = rows or self.current
-        for other in list(self.store._tables.values()):  # noqa: SLF001 - one unit with the store
+        for other in self.store.holders():
             for reference in other.references:
                 if reference.target is not table.info.model:
                     continue
@@ -535,7 +1070,7 @@ class Transaction:
 
     def _check_unique(
         self,
-        table: _Table,
+        table: _Table | _Secondary,
         key: Any,
         row: Row,
         rows: dict[Any, Row] | None = None,
@@ -571,11 +1106,12 @@ class Transaction:
             ConflictError: Another unit committed a row with the same key or unique value.
             ConcurrencyError: Another unit changed or removed a row this one changed.
         """
-        self.flush()
+        self.flush(committing=True)
+        self.counted.clear()  # the events move on with the commit
         store = self.store
         with store._lock:  # noqa: SLF001 - the store and its transactions are one unit
             tables = {
-                model: self._merged(store.table(model), dict(store.rows(model)), changes)
+                model: self._merged(store.kept(model), dict(store.rows(model)), changes)
                 for model, changes in self.changes.items()
             }
             self._check_links(tables)
@@ -586,7 +1122,7 @@ class Transaction:
         self.removed.clear()
 
     def _merged(
-        self, table: _Table, rows: dict[Any, Row], changes: dict[Any, _Change]
+        self, table: _Table | _Secondary, rows: dict[Any, Row], changes: dict[Any, _Change]
     ) -> dict[Any, Row]:
         """``rows`` with ``changes`` applied, checked against what others committed."""
         for key, change in changes.items():
@@ -620,7 +1156,7 @@ class Transaction:
             return self.store.rows(model) if found is None else found
 
         for model, changes in self.changes.items():
-            table = self.store.table(model)
+            table = self.store.kept(model)
             for key, change in changes.items():
                 if change.row is not None:
                     self._check_references(table, rows(model)[key], rows)
@@ -630,9 +1166,13 @@ class Transaction:
     def rollback(self) -> None:
         """Forget this transaction's changes; loaded objects get their stored values back."""
         self.changes.clear()
+        self.pending.clear()
+        self.doomed.clear()
+        self.counted.clear()
         for key in [key for key, entity in self.objects.items() if id(entity) in self.new]:
             entity = self.objects.pop(key)
             del self.flushed[id(entity)]
+            _forget_loads(entity)
         self.new.clear()
         for identity, entity in self.removed.values():  # a removal undone: loaded again
             self.objects[identity] = entity
@@ -650,6 +1190,15 @@ class Transaction:
                 continue
             _load(entity, row)
             self.flushed[id(entity)] = row
+            table = self.store.table(model)
+            if table.links:  # relationships load again, as after SQL's expire
+                state = attributes.instance_state(entity)
+                for link in table.links:
+                    state.dict.pop(link.key, None)
+                    state.committed_state.pop(link.key, None)
+                    state._pending_mutations.pop(link.key, None)  # noqa: SLF001
+                self._expect_loads(entity, table)
+        self.links.clear()
 
     def begin_savepoint(self) -> None:
         """Remember the state a savepoint rolls back to."""
@@ -686,6 +1235,9 @@ class Transaction:
             if identity not in kept and id(entity) not in added_inside:
                 kept[identity] = entity
         self.changes = changes
+        for entity in self.objects.values():
+            if id(entity) in added_inside:
+                _forget_loads(entity)
         self.objects = kept
         self.flushed = {id(entity): flushed.get(id(entity), {}) for entity in kept.values()}
         self.new = new
@@ -719,22 +1271,69 @@ class Transaction:
         self.new.clear()
         self.removed.clear()
         self.savepoints.clear()
+        self.pending.clear()
+        self.doomed.clear()
+        self.links.clear()
+        self.counted.clear()
+
+
+def _ids(objects: Iterable[Any] | None) -> frozenset[int]:
+    """The identities of ``objects``: what a relationship holds, whatever the order."""
+    return frozenset(id(item) for item in objects or ())
+
+
+def _set_key(part: Any, link: Link, owner: Any) -> None:
+    """Point ``part``'s foreign key of one-to-many ``link`` at ``owner`` (None: nothing)."""
+    for source, dest in link.pairs:
+        setattr(part, dest, None if owner is None else getattr(owner, source))
+
+
+def _forget_loads(entity: Any) -> None:
+    """Drop the loaders of an object whose insert was undone: it is new again."""
+    state = attributes.instance_state(entity)
+    if state.callables:
+        state.callables = {}
+
+
+def _pair_row(link: Link, entity: Any, other: Any) -> Row:
+    """The secondary table's row pairing ``entity`` with ``other`` through ``link``."""
+    row = {column: getattr(entity, source) for source, column in link.pairs}
+    row.update({column: getattr(other, source) for source, column in link.target_pairs})
+    return row
 
 
 _UNSET: Final = object()
 
 
 class _View:
-    """A stored row read through attributes, as specifications and sorting read entities."""
+    """A stored row read through attributes, as specifications and sorting read entities.
 
-    __slots__ = ("key_", "row_")
+    A relationship's name reads the related rows (views too), as stored now.
+    """
 
-    def __init__(self, key: Any, row: Row) -> None:
+    __slots__ = ("key_", "model_", "row_", "unit_")
+
+    def __init__(self, unit: Transaction, model: type[Any], key: Any, row: Row) -> None:
+        self.unit_ = unit
+        self.model_ = model
         self.key_ = key
         self.row_ = row
 
     def __getattr__(self, name: str) -> Any:
-        return self.row_[name]
+        row = self.row_
+        if name in row:
+            return row[name]
+        try:
+            link = link_of(self.model_, name)
+        except KeyError:
+            raise AttributeError(name) from None
+        views = [
+            _View(self.unit_, link.target, key, found)
+            for key, found in self.unit_.related_rows(row, link)
+        ]
+        if link.uselist:
+            return views
+        return views[0] if views else None
 
 
 _IMMUTABLE: Final = (
@@ -773,7 +1372,9 @@ def _load(entity: Any, row: Row) -> None:
         attributes.set_committed_value(entity, name, _own(value))
 
 
-def _dangling(table: _Table, reference: _Reference, values: tuple[Any, ...]) -> ConflictError:
+def _dangling(
+    table: _Table | _Secondary, reference: _Reference, values: tuple[Any, ...]
+) -> ConflictError:
     return ConflictError(
         f"writing {table.info.name} violates a constraint of the stored data: its foreign "
         f"key {reference.text} names {values!r}, which is not stored; store that first",
@@ -781,7 +1382,7 @@ def _dangling(table: _Table, reference: _Reference, values: tuple[Any, ...]) -> 
     )
 
 
-def _referred(table: _Table, reference: _Reference) -> ConflictError:
+def _referred(table: _Table | _Secondary, reference: _Reference) -> ConflictError:
     return ConflictError(
         f"removing {table.info.name} violates a constraint of the stored data: "
         f"{reference.text} still refers to it; remove those first",
@@ -789,7 +1390,7 @@ def _referred(table: _Table, reference: _Reference) -> ConflictError:
     )
 
 
-def _stale(info: ModelInfo, key: Any) -> ConcurrencyError:
+def _stale(info: ModelInfo | _Named, key: Any) -> ConcurrencyError:
     return ConcurrencyError(entity=info.name, key=key)
 
 
@@ -801,14 +1402,18 @@ def page_of(
     order_by: str | Sequence[str],
     size: int,
     after: str | None,
+    load: object = (),
 ) -> Page[Any]:
     """One keyset page, as the SQL repositories compute it."""
     check_size(size)
+    paths = check_load(info.model, load)
     pairs = info.order(order_by)
     transaction.check_spec(info, spec)
     secret = transaction.tracker.secret
     values = None if after is None else decode_cursor(info.model, pairs, after, secret=secret)
     items = transaction.select(info, spec, pairs, values, slice(size + 1))
+    if paths:
+        transaction.load(items[:size], paths)
     if len(items) <= size:
         return Page(items, None)
     del items[size:]
@@ -825,10 +1430,15 @@ def find_in(
     order_by: str | Sequence[str],
     limit: int | None,
     offset: int,
+    load: object = (),
 ) -> list[Any]:
     """The entities ``find`` returns, as the SQL repositories compute them."""
     check_window(limit, offset)
+    paths = check_load(info.model, load)
     pairs = info.order(order_by)
     transaction.check_spec(info, spec)
     end = None if limit is None else offset + limit
-    return transaction.select(info, spec, pairs, window=slice(offset, end))
+    found = transaction.select(info, spec, pairs, window=slice(offset, end))
+    if paths:
+        transaction.load(found, paths)
+    return found

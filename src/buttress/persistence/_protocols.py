@@ -59,7 +59,7 @@ class Repository(Protocol[T, ID_contra]):
         """Store several new entities, as `add` stores one."""
         ...
 
-    def get(self, key: ID_contra) -> T:
+    def get(self, key: ID_contra, *, load: str | Sequence[str] = ()) -> T:
         """The entity with primary key ``key``.
 
         Raises:
@@ -68,7 +68,7 @@ class Repository(Protocol[T, ID_contra]):
         """
         ...
 
-    def get_or_none(self, key: ID_contra) -> T | None:
+    def get_or_none(self, key: ID_contra, *, load: str | Sequence[str] = ()) -> T | None:
         """The entity with primary key ``key``, or ``None``."""
         ...
 
@@ -79,6 +79,7 @@ class Repository(Protocol[T, ID_contra]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> list[T]:
         """The entities satisfying ``spec`` (all without one), in order.
 
@@ -88,7 +89,11 @@ class Repository(Protocol[T, ID_contra]):
         ...
 
     def first(
-        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        load: str | Sequence[str] = (),
     ) -> T | None:
         """The first entity satisfying ``spec`` in order, or ``None``."""
         ...
@@ -101,7 +106,7 @@ class Repository(Protocol[T, ID_contra]):
         """Whether any entity satisfies ``spec``."""
         ...
 
-    def get_by(self, spec: Specification) -> T:
+    def get_by(self, spec: Specification, *, load: str | Sequence[str] = ()) -> T:
         """The one entity satisfying ``spec``.
 
         Raises:
@@ -117,6 +122,7 @@ class Repository(Protocol[T, ID_contra]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> tuple[list[T], int]:
         """The entities `find` returns, and how many satisfy ``spec`` in all."""
         ...
@@ -141,6 +147,7 @@ class Repository(Protocol[T, ID_contra]):
         order_by: str | Sequence[str] = (),
         size: int = 50,
         after: str | None = None,
+        load: str | Sequence[str] = (),
     ) -> Page[T]:
         """One page of the entities satisfying ``spec``, after the cursor ``after``.
 
@@ -162,11 +169,11 @@ class AsyncRepository(Protocol[T, ID_contra]):
         """See `Repository.add_many`."""
         ...
 
-    async def get(self, key: ID_contra) -> T:
+    async def get(self, key: ID_contra, *, load: str | Sequence[str] = ()) -> T:
         """See `Repository.get`."""
         ...
 
-    async def get_or_none(self, key: ID_contra) -> T | None:
+    async def get_or_none(self, key: ID_contra, *, load: str | Sequence[str] = ()) -> T | None:
         """See `Repository.get_or_none`."""
         ...
 
@@ -177,12 +184,17 @@ class AsyncRepository(Protocol[T, ID_contra]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> list[T]:
         """See `Repository.find`."""
         ...
 
     async def first(
-        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        load: str | Sequence[str] = (),
     ) -> T | None:
         """See `Repository.first`."""
         ...
@@ -195,7 +207,7 @@ class AsyncRepository(Protocol[T, ID_contra]):
         """See `Repository.exists`."""
         ...
 
-    async def get_by(self, spec: Specification) -> T:
+    async def get_by(self, spec: Specification, *, load: str | Sequence[str] = ()) -> T:
         """See `Repository.get_by`."""
         ...
 
@@ -206,6 +218,7 @@ class AsyncRepository(Protocol[T, ID_contra]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> tuple[list[T], int]:
         """See `Repository.find_and_count`."""
         ...
@@ -225,6 +238,7 @@ class AsyncRepository(Protocol[T, ID_contra]):
         order_by: str | Sequence[str] = (),
         size: int = 50,
         after: str | None = None,
+        load: str | Sequence[str] = (),
     ) -> Page[T]:
         """See `Repository.page`."""
         ...

@@ -41,6 +41,7 @@ from buttress.domain._spec import (
     unknown_fields,
 )
 from buttress.errors import QueryError
+from buttress.persistence._links import parts_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -287,11 +288,21 @@ def where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:
         raise QueryError(
             f"a filter must be a Specification, such as F('total') > 100; got {spec!r}"
         )
-    spec.check_fields(_fields_of(model).keys(), model=model.__name__)
+    valid = _fields_of(model).keys()
+    unknown = sorted(name for name in spec.fields() if "." not in name and name not in valid)
+    if unknown:
+        raise QueryError(unknown_fields(unknown, valid, model.__name__))
     return _where(spec, model)
 
 
-def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noqa: PLR0911 - one branch per node
+def _where(spec: Specification, model: type[Any]) -> ColumnElement[bool]:  # noqa: PLR0911, PLR0912 - one branch per node
+    field = getattr(spec, "field", None)
+    if field is not None and "." in field:  # some related object matches: EXISTS
+        head, rest = field.split(".", 1)
+        prop = parts_path(model, head)[0]
+        inner = _where(dataclasses.replace(spec, field=rest), prop.mapper.class_)  # type: ignore[type-var]
+        attribute = prop.class_attribute
+        return attribute.any(inner) if prop.uselist else attribute.has(inner)  # type: ignore[no-any-return]
     match spec:
         case Compare(field=field, op=op, value=value):
             column = _column(model, field)

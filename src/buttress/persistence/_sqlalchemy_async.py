@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 import sqlalchemy as sa
 
 from buttress.errors import ConfigurationError, NotFoundError, QueryError
+from buttress.persistence._aggregate import AggregateGuard
 from buttress.persistence._cursor import decode_cursor, encode_cursor
+from buttress.persistence._links import check_load, load_options, loaded
 from buttress.persistence._model import (
     CLOSED,
     DEFAULT_PAGE_SIZE,
@@ -134,29 +136,49 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             self._tracker.see_all(items)  # type: ignore[arg-type]
         return items
 
-    async def get(self, key: ID) -> T:
+    async def get(self, key: ID, *, load: str | Sequence[str] = ()) -> T:
         """The entity with primary key ``key``, from the identity map if loaded.
+
+        Args:
+            key: The primary key (a tuple or a mapping for a composite one).
+            load: Relationship paths to load with it (``"batches"``,
+                ``"batches.allocations"``), in one statement per relationship.
 
         Raises:
             NotFoundError: No entity has that key.
             QueryError: ``key`` is not of the primary key's type.
         """
-        entity = await self.get_or_none(key)
+        entity = await self.get_or_none(key, load=load)
         if entity is None:
             raise NotFoundError(entity=self._info.name, key=key)
         return entity
 
-    async def get_or_none(self, key: ID) -> T | None:
+    async def get_or_none(self, key: ID, *, load: str | Sequence[str] = ()) -> T | None:
         """The entity with primary key ``key``, or ``None``.
 
+        Args:
+            key: The primary key (a tuple or a mapping for a composite one).
+            load: Relationship paths to load with it, as `get` takes them.
+
         Raises:
-            QueryError: ``key`` is not of the primary key's type.
+            QueryError: ``key`` is not of the primary key's type, or ``load``
+                names no relationship.
         """
         self._tracker.check()
         info = self._info
         key = info.check_key(key)
+        paths = check_load(info.model, load)
+        session = self._session
         try:
-            entity: T | None = await self._session.get(info.model, key)
+            entity: T | None = session.sync_session.identity_map.get(
+                session.sync_session.identity_key(info.model, key)
+            )
+            if entity is None:
+                entity = await session.get(info.model, key, options=load_options(info.model, paths))
+            elif paths and not loaded(entity, paths):
+                # in the identity map already: load what is missing, keep its changes
+                statement = sa.select(info.model).where(_key_clause(info, key))
+                await session.scalars(statement.options(*load_options(info.model, paths)))
         except DRIVER_ERRORS as error:
             raise self._tracker.fail(info.translate(error, self._session.sync_session)) from error
         if entity is not None and info.aggregate:
@@ -170,22 +192,28 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> list[T]:
         """The entities satisfying ``spec`` (all of them without one), in order.
 
         Args:
-            spec: A filter such as ``F("total") > 100``.
+            spec: A filter such as ``F("total") > 100``, or on a relationship's
+                field, ``F("batches.reference") == "b1"`` (some batch matches).
             order_by: Field names, ``-`` in front for descending; the primary key
                 breaks ties.
             limit: At most this many entities.
             offset: Skip this many first.
+            load: Relationship paths to load with them, one statement per
+                relationship whatever the number of entities.
 
         Raises:
-            QueryError: An unknown field, or a bad ``limit`` or ``offset``.
+            QueryError: An unknown field or relationship, or a bad ``limit`` or
+                ``offset``.
         """
         self._tracker.check()
         check_window(limit, offset)
-        statement = self._select(spec, self._info.order(order_by))
+        paths = check_load(self._info.model, load)
+        statement = self._select(spec, self._info.order(order_by), paths)
         if limit is not None:
             statement = statement.limit(limit)
         if offset:
@@ -193,14 +221,18 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         return await self._all(statement)
 
     async def first(
-        self, spec: Specification | None = None, *, order_by: str | Sequence[str] = ()
+        self,
+        spec: Specification | None = None,
+        *,
+        order_by: str | Sequence[str] = (),
+        load: str | Sequence[str] = (),
     ) -> T | None:
         """The first entity satisfying ``spec`` in order, or ``None``.
 
         Raises:
-            QueryError: An unknown field.
+            QueryError: An unknown field or relationship.
         """
-        found = await self.find(spec, order_by=order_by, limit=1)
+        found = await self.find(spec, order_by=order_by, limit=1, load=load)
         return found[0] if found else None
 
     async def count(self, spec: Specification | None = None) -> int:
@@ -229,7 +261,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         found: bool = await self._scalar(sa.select(inner.exists()))
         return found
 
-    async def get_by(self, spec: Specification) -> T:
+    async def get_by(self, spec: Specification, *, load: str | Sequence[str] = ()) -> T:
         """The one entity satisfying ``spec`` (a lookup by a unique field, say).
 
         Raises:
@@ -237,7 +269,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             QueryError: Several do (the message says how to narrow it), or an
                 unknown field.
         """
-        found: T = the_one(await self.find(spec, limit=2), self._info.name, spec)
+        found: T = the_one(await self.find(spec, limit=2, load=load), self._info.name, spec)
         return found
 
     async def find_and_count(
@@ -247,13 +279,14 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        load: str | Sequence[str] = (),
     ) -> tuple[list[T], int]:
         """The entities `find` returns, and how many satisfy ``spec`` in all (for a pager).
 
         Raises:
             QueryError: An unknown field, or a bad ``limit`` or ``offset``.
         """
-        found = await self.find(spec, order_by=order_by, limit=limit, offset=offset)
+        found = await self.find(spec, order_by=order_by, limit=limit, offset=offset, load=load)
         return found, await self.count(spec)
 
     async def remove_many(self, spec: Specification) -> int:
@@ -302,6 +335,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         order_by: str | Sequence[str] = (),
         size: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
+        load: str | Sequence[str] = (),
     ) -> Page[T]:
         """One page of the entities satisfying ``spec``, in order, after ``after``.
 
@@ -315,6 +349,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             order_by: Field names, ``-`` in front for descending.
             size: At most this many entities (1 to 10,000).
             after: ``next_cursor`` of the previous page; ``None`` for the first page.
+            load: Relationship paths to load with the page's entities.
 
         Returns:
             The page; its ``next_cursor`` is ``None`` when no entity follows.
@@ -328,7 +363,7 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         check_size(size)
         info = self._info
         pairs = info.order(order_by)
-        statement = self._select(spec, pairs)
+        statement = self._select(spec, pairs, check_load(info.model, load))
         parameters = None
         if after is not None:
             values = decode_cursor(info.model, pairs, after, secret=self._tracker.secret)
@@ -354,9 +389,14 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
     def _where(self, spec: Specification) -> Any:
         return where(spec, self._info.model)  # checks the fields and values first
 
-    def _select(self, spec: Specification | None, pairs: Sequence[tuple[str, bool]]) -> Any:
+    def _select(
+        self,
+        spec: Specification | None,
+        pairs: Sequence[tuple[str, bool]],
+        paths: tuple[str, ...] = (),
+    ) -> Any:
         model = self._info.model
-        statement = sa.select(model)
+        statement = sa.select(model).options(*load_options(model, paths))
         if spec is not None:
             statement = statement.where(self._where(spec))
         return statement.order_by(*order_by_clauses(pairs, model))
@@ -388,6 +428,17 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             raise self._tracker.fail(
                 self._info.translate(error, self._session.sync_session)
             ) from error
+
+
+def _key_clause(info: ModelInfo, key: Any) -> Any:
+    """``primary key = key`` for ``info``'s model (a tuple for a composite key)."""
+    parts = key if len(info.key_names) > 1 else (key,)
+    return sa.and_(
+        *(
+            getattr(info.model, name) == part
+            for name, part in zip(info.key_names, parts, strict=True)
+        )
+    )
 
 
 class AsyncSqlAlchemyUnitOfWork:
@@ -470,6 +521,7 @@ class AsyncSqlAlchemyUnitOfWork:
         self._session = session
         self._repositories = {}
         self._flushed = FlushedWrites(sync) if logger.isEnabledFor(logging.DEBUG) else None
+        AggregateGuard(sync, self._tracker)
         if self._isolation_level is not None:
             try:
                 await self._begin_isolated(session)

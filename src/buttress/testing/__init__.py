@@ -28,9 +28,15 @@ from buttress.testing._contract import UnitOfWorkContract
 from buttress.testing._contract_async import AsyncUnitOfWorkContract
 from buttress.testing._fixtures import fresh_breakers, provider_overrides
 from buttress.testing._models import (
+    Allocated,
+    ContractAllocation,
+    ContractBatch,
+    ContractDetail,
+    ContractLabel,
     ContractLine,
     ContractNote,
     ContractOrder,
+    ContractProduct,
     ContractTag,
     NoteEdited,
     OrderPaid,
@@ -38,10 +44,16 @@ from buttress.testing._models import (
 )
 
 __all__ = [
+    "Allocated",
     "AsyncUnitOfWorkContract",
+    "ContractAllocation",
+    "ContractBatch",
+    "ContractDetail",
+    "ContractLabel",
     "ContractLine",
     "ContractNote",
     "ContractOrder",
+    "ContractProduct",
     "ContractTag",
     "NoteEdited",
     "OrderPaid",

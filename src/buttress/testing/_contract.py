@@ -27,9 +27,15 @@ from buttress.errors import (
     QueryError,
 )
 from buttress.testing._models import (
+    Allocated,
+    ContractAllocation,
+    ContractBatch,
+    ContractDetail,
+    ContractLabel,
     ContractLine,
     ContractNote,
     ContractOrder,
+    ContractProduct,
     ContractTag,
     OrderPaid,
 )
@@ -64,6 +70,31 @@ def _refs(make_uow: MakeUow, **find: Any) -> list[str]:
     uow = make_uow()
     with uow:
         return [order.ref for order in uow.repository(ContractOrder).find(**find)]
+
+
+_EVERYTHING = ("batches.allocations", "detail", "labels")
+"""Every relationship path of `ContractProduct`: async units must load what they read."""
+
+
+def _stock(make_uow: MakeUow) -> None:
+    """Store product S1: batches b1 (10, with an allocation of 2 to o1) and b2 (5)."""
+    with make_uow() as uow:
+        uow.repository(ContractProduct).add(
+            ContractProduct(
+                sku="S1",
+                batches=[
+                    ContractBatch(reference="b2", qty=5),
+                    ContractBatch(
+                        reference="b1",
+                        qty=10,
+                        allocations=[ContractAllocation(orderid="o1", qty=2)],
+                    ),
+                ],
+                detail=ContractDetail(text="red chair"),
+                labels={ContractLabel(name="red"), ContractLabel(name="blue")},
+            )
+        )
+        uow.commit()
 
 
 class UnitOfWorkContract:
@@ -785,3 +816,248 @@ class UnitOfWorkContract:
                     raise RuntimeError
             uow.commit()
         assert len(list(uow.collect_events())) == 1
+
+    # -- aggregates with parts ----------------------------------------------------------
+
+    def test_an_aggregate_is_saved_and_loaded_with_its_parts(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert product.version == 1
+            assert [b.reference for b in product.batches] == ["b1", "b2"]  # order_by reference
+            assert [b.product_sku for b in product.batches] == ["S1", "S1"]
+            assert [(a.orderid, a.qty) for a in product.batches[0].allocations] == [("o1", 2)]
+            assert product.batches[1].allocations == []
+            assert product.detail is not None
+            assert product.detail.text == "red chair"
+            assert sorted(label.name for label in product.labels) == ["blue", "red"]
+            assert uow.repository(ContractAllocation).count() == 1
+            assert uow.repository(ContractLabel).count() == 2
+
+    def test_loaded_parts_stay_readable_after_the_unit(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            [product] = uow.repository(ContractProduct).find(load=("batches.allocations",))
+        assert [len(batch.allocations) for batch in product.batches] == [1, 0]
+
+    def test_parts_added_to_a_loaded_aggregate_are_saved(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        uow = make_uow()
+        with uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert product.allocate("o2", 5) == "b1"
+            product.batches.append(ContractBatch(reference="b0", qty=1))
+            uow.commit()
+            assert product.version == 2  # one flush, one bump
+        events = list(uow.collect_events())
+        assert [(e.orderid, e.reference) for e in events] == [("o2", "b1")]  # type: ignore[attr-defined]
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [b.reference for b in product.batches] == ["b0", "b1", "b2"]
+            assert [a.orderid for a in product.batches[1].allocations] == ["o1", "o2"]
+            assert product.batches[0].product_sku == "S1"
+
+    def test_parts_removed_from_their_parent_are_deleted(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            product.batches.remove(product.batches[0])  # with its allocation: delete-orphan
+            product.detail = None
+            product.labels = {label for label in product.labels if label.name == "red"}
+            uow.commit()
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [b.reference for b in product.batches] == ["b2"]
+            assert product.detail is None
+            assert [label.name for label in product.labels] == ["red"]
+            assert product.version == 2
+            assert uow.repository(ContractAllocation).count() == 0
+            assert uow.repository(ContractDetail).count() == 0
+            assert uow.repository(ContractLabel).count() == 2  # shared: kept
+
+    def test_removing_the_root_removes_its_parts_not_what_it_shares(
+        self, make_uow: MakeUow
+    ) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            products = uow.repository(ContractProduct)
+            products.remove(products.get("S1", load=_EVERYTHING))
+            uow.commit()
+        with make_uow() as uow:
+            assert uow.repository(ContractBatch).count() == 0
+            assert uow.repository(ContractAllocation).count() == 0
+            assert uow.repository(ContractDetail).count() == 0
+            labels = uow.repository(ContractLabel)
+            assert labels.count() == 2
+            labels.remove(labels.get("red"))  # no pair refers to it any more
+            uow.commit()
+
+    def test_a_shared_entity_still_paired_cannot_be_removed(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            labels = uow.repository(ContractLabel)
+            with pytest.raises(ConflictError):
+                labels.remove(labels.get("red"))
+                uow.commit()
+
+    def test_a_change_to_a_part_bumps_the_root_once_per_flush(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        uow = make_uow()
+        with uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            product.batches[0].allocations[0].qty = 3
+            product.batches[1].qty = 50
+            assert product.detail is not None
+            product.detail.text = "blue chair"
+            uow.commit()
+            assert product.version == 2
+        with uow:  # nothing changed: no bump
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            uow.commit()
+            assert product.version == 2
+        with uow:  # a change to the root itself: SQL's own bump, once
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            product.batches[1].qty = 60
+            product.labels.add(ContractLabel(name="green"))
+            uow.commit()
+            assert product.version == 3
+        with uow:
+            stored = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert (stored.version, stored.batches[1].qty) == (3, 60)
+            assert sorted(label.name for label in stored.labels) == ["blue", "green", "red"]
+
+    def test_an_event_alone_bumps_the_version(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        uow = make_uow()
+        with uow:
+            product = uow.repository(ContractProduct).get("S1")
+            product.record_event(Allocated(sku="S1", orderid="o9", reference="b1"))
+            uow.commit()
+            assert product.version == 2
+        assert [e.orderid for e in uow.collect_events()] == ["o9"]  # type: ignore[attr-defined]
+
+    def test_units_changing_different_parts_of_one_aggregate_conflict(
+        self, make_uow: MakeUow
+    ) -> None:
+        _stock(make_uow)
+        first, second = make_uow(), make_uow()
+        with first, second:
+            mine = first.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            theirs = second.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            mine.batches[0].qty = 11
+            first.commit()
+            theirs.batches[1].qty = 6
+            with pytest.raises(ConcurrencyError) as caught:
+                second.commit()
+            assert caught.value.entity == "ContractProduct"
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [b.qty for b in product.batches] == [11, 5]
+            assert product.version == 2
+
+    def test_units_adding_parts_to_one_aggregate_conflict(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        first, second = make_uow(), make_uow()
+        with first, second:
+            mine = first.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            theirs = second.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            # a part of a part, and no event recorded: the boundary still holds
+            mine.batches[0].allocations.append(ContractAllocation(orderid="o2", qty=5))
+            first.commit()
+            theirs.batches[1].allocations.append(ContractAllocation(orderid="o3", qty=5))
+            with pytest.raises(ConcurrencyError):
+                second.commit()
+        with make_uow() as uow:
+            orders = [a.orderid for a in uow.repository(ContractAllocation).find()]
+            assert sorted(orders) == ["o1", "o2"]
+
+    def test_a_part_moved_to_another_aggregate_bumps_both(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            uow.repository(ContractProduct).add(ContractProduct(sku="S2"))
+            uow.commit()
+        with make_uow() as uow:
+            products = uow.repository(ContractProduct)
+            one = products.get("S1", load=_EVERYTHING)
+            two = products.get("S2", load=_EVERYTHING)
+            batch = one.batches[1]
+            two.batches.append(batch)  # the backref takes it out of one.batches
+            assert batch.product is two
+            uow.commit()
+            assert (one.version, two.version) == (2, 2)
+        with make_uow() as uow:
+            moved = uow.repository(ContractBatch).get_by(F("reference") == "b2")
+            assert moved.product_sku == "S2"
+
+    def test_rollback_restores_the_aggregate(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        uow = make_uow()
+        with uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            product.batches.remove(product.batches[0])
+            product.batches.append(ContractBatch(reference="b9", qty=1))
+            uow.repository(ContractBatch).count()  # flushed
+            uow.rollback()
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [b.reference for b in product.batches] == ["b1", "b2"]
+            assert [len(b.allocations) for b in product.batches] == [1, 0]
+            assert product.version == 1
+
+    def test_a_savepoint_restores_the_aggregate(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        uow = make_uow()
+        with uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            product.allocate("o2", 1)
+            with pytest.raises(RuntimeError):
+                with uow.savepoint():
+                    product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+                    product.batches.remove(product.batches[1])
+                    uow.repository(ContractBatch).count()
+                    raise RuntimeError
+            uow.commit()
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [b.reference for b in product.batches] == ["b1", "b2"]
+            assert [a.orderid for a in product.batches[0].allocations] == ["o1", "o2"]
+
+    def test_a_path_filters_by_some_part(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:
+            uow.repository(ContractProduct).add(ContractProduct(sku="S2"))
+            products = uow.repository(ContractProduct)
+
+            def skus(spec: Any) -> list[str]:
+                return [p.sku for p in products.find(spec, order_by="sku")]
+
+            assert skus(F("batches.reference") == "b2") == ["S1"]
+            assert skus(F("batches.allocations.orderid") == "o1") == ["S1"]
+            assert skus(~(F("batches.reference") == "b2")) == ["S2"]
+            assert skus(F("batches.qty") > 100) == []
+            assert skus(F("labels.name").in_(["red", "green"])) == ["S1"]
+            assert skus(F("detail.text").startswith("red")) == ["S1"]
+            assert products.count(F("batches.allocations.qty") >= 2) == 1
+            batches = uow.repository(ContractBatch)
+            found = batches.find(F("product.sku") == "S1", order_by="reference")
+            assert [b.reference for b in found] == ["b1", "b2"]
+
+    @pytest.mark.parametrize(
+        ("call", "message"),
+        [
+            ({"load": "nope"}, "ContractProduct has no relationship 'nope'"),
+            ({"load": ("batches.nope",)}, "ContractBatch has no relationship 'nope'"),
+            ({"load": 3}, "load= takes relationship paths"),
+            ({"spec": F("nope.reference") == "x"}, "ContractProduct has no relationship 'nope'"),
+            ({"spec": F("batches.nope") == "x"}, "ContractBatch has no field 'nope'"),
+            ({"spec": F("batches.qty") == "x"}, "qty"),
+        ],
+    )
+    def test_an_unknown_relationship_path_is_refused(
+        self, make_uow: MakeUow, call: dict[str, Any], message: str
+    ) -> None:
+        with make_uow() as uow:
+            with pytest.raises(QueryError, match=message):
+                uow.repository(ContractProduct).find(**call)
+            if "load" in call:
+                with pytest.raises(QueryError, match=message):
+                    uow.repository(ContractProduct).get("S1", load=call["load"])

@@ -11,14 +11,20 @@ from __future__ import annotations
 import dataclasses
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
 
 from buttress.domain import AggregateRoot, DomainEvent
 
 __all__ = [
+    "Allocated",
+    "ContractAllocation",
+    "ContractBatch",
+    "ContractDetail",
+    "ContractLabel",
     "ContractLine",
     "ContractNote",
     "ContractOrder",
+    "ContractProduct",
     "ContractTag",
     "NoteEdited",
     "OrderPaid",
@@ -31,7 +37,7 @@ class _Base(DeclarativeBase):
 
 
 contract_metadata = _Base.metadata
-"""The tables of `ContractOrder`, `ContractTag` and `ContractNote`."""
+"""The tables of every contract model."""
 
 
 class OrderPaid(DomainEvent, name="buttress.contract.order-paid"):
@@ -109,3 +115,100 @@ _notes = sa.Table(
     sa.Column("text", sa.String(200), nullable=False),
 )
 registry(metadata=contract_metadata).map_imperatively(ContractNote, _notes)
+
+
+class Allocated(DomainEvent, name="buttress.contract.allocated"):
+    """`ContractProduct.allocate` records it."""
+
+    sku: str
+    orderid: str
+    reference: str
+
+
+_product_labels = sa.Table(
+    "buttress_contract_product_label",
+    contract_metadata,
+    sa.Column("product_sku", sa.ForeignKey("buttress_contract_product.sku"), primary_key=True),
+    sa.Column("label_name", sa.ForeignKey("buttress_contract_label.name"), primary_key=True),
+)
+
+
+class ContractLabel(_Base):
+    """An entity products share through a many-to-many relationship."""
+
+    __tablename__ = "buttress_contract_label"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+
+
+class ContractProduct(AggregateRoot, _Base):
+    """An aggregate root holding batches that hold allocations (two levels of parts).
+
+    It also has a one-to-one detail (a part) and many-to-many labels (shared
+    entities); its version guards the whole aggregate.
+    """
+
+    __tablename__ = "buttress_contract_product"
+
+    sku: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(nullable=False)
+    batches: Mapped[list[ContractBatch]] = relationship(
+        back_populates="product",
+        cascade="all, delete-orphan",
+        order_by="ContractBatch.reference",
+    )
+    detail: Mapped[ContractDetail | None] = relationship(cascade="all, delete-orphan")
+    labels: Mapped[set[ContractLabel]] = relationship(secondary=_product_labels)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
+
+    def allocate(self, orderid: str, qty: int) -> str:
+        """Allocate ``qty`` to the first batch (by reference) that has it; its reference."""
+        for batch in self.batches:
+            if batch.available >= qty:
+                batch.allocations.append(ContractAllocation(orderid=orderid, qty=qty))
+                self.record_event(
+                    Allocated(sku=self.sku, orderid=orderid, reference=batch.reference)
+                )
+                return batch.reference
+        raise ValueError(f"no batch of {self.sku} has {qty} left")
+
+
+class ContractBatch(_Base):
+    """A part of `ContractProduct`, holding allocations."""
+
+    __tablename__ = "buttress_contract_batch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    product_sku: Mapped[str] = mapped_column(sa.ForeignKey(ContractProduct.sku))
+    qty: Mapped[int]
+    product: Mapped[ContractProduct] = relationship(back_populates="batches")
+    allocations: Mapped[list[ContractAllocation]] = relationship(
+        cascade="all, delete-orphan", order_by="ContractAllocation.id"
+    )
+
+    @property
+    def available(self) -> int:
+        """What is left to allocate."""
+        return self.qty - sum(allocation.qty for allocation in self.allocations)
+
+
+class ContractAllocation(_Base):
+    """A part of a `ContractBatch`: the second level of a product's parts."""
+
+    __tablename__ = "buttress_contract_allocation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey(ContractBatch.id))
+    orderid: Mapped[str] = mapped_column(sa.String(40))
+    qty: Mapped[int]
+
+
+class ContractDetail(_Base):
+    """A one-to-one part of `ContractProduct`, keyed by the product's key."""
+
+    __tablename__ = "buttress_contract_detail"
+
+    product_sku: Mapped[str] = mapped_column(sa.ForeignKey(ContractProduct.sku), primary_key=True)
+    text: Mapped[str] = mapped_column(sa.String(200))

@@ -1,0 +1,181 @@
+"""The aggregate as the consistency boundary, for SQLAlchemy sessions.
+
+An `AggregateRoot` with a version column guards its whole aggregate: at a flush
+that adds, changes or removes anything it holds through cascading one-to-many
+(or one-to-one) relationships, changes its many-to-many collections, or follows
+events it recorded, its version is bumped, so two units of work that change
+different parts of one aggregate conflict as if both had changed the root. One
+flush bumps once; when the root's own row changes anyway, SQLAlchemy's own
+version bump is the only one (no extra statement). A class sets
+``consistency_boundary = False`` to guard its own row only.
+
+The in-memory twin carries out the same rule on its rows (`_memory_core`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from buttress.domain import AggregateRoot
+from buttress.persistence._links import links_of, owners_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.orm import Session
+
+    from buttress.persistence._model import Tracker
+
+__all__ = ["AggregateGuard", "guarded"]
+
+_GUARDED: dict[type[Any], bool] = {}
+
+
+def guarded(model: type[Any]) -> bool:
+    """Whether ``model``'s version guards its whole aggregate."""
+    found = _GUARDED.get(model)
+    if found is None:
+        mapper = sa.inspect(model, raiseerr=False)
+        found = _GUARDED[model] = bool(
+            mapper is not None
+            and issubclass(model, AggregateRoot)
+            and mapper.version_id_col is not None
+            and getattr(model, "consistency_boundary", True) is not False
+        )
+    return found
+
+
+class AggregateGuard:
+    """Bumps the versions of the aggregate roots a session's flush touches.
+
+    Args:
+        session: The (sync) session of one transaction of a unit of work.
+        tracker: The unit's tracker: the aggregates whose events count.
+    """
+
+    __slots__ = ("counted", "tracker")
+
+    def __init__(self, session: Session, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.counted: dict[int, int] = {}
+        sa.event.listen(session, "before_flush", self._before_flush)
+        sa.event.listen(session, "before_commit", self._before_commit)
+        sa.event.listen(session, "after_commit", self._forget)
+        sa.event.listen(session, "after_soft_rollback", self._forget_soft)
+
+    def _before_flush(self, session: Session, _context: Any, _instances: Any) -> None:
+        self.guard(session, committing=False)
+
+    def _before_commit(self, session: Session) -> None:
+        self.guard(session, committing=True)
+
+    def _forget(self, _session: Session) -> None:
+        self.counted.clear()
+
+    def _forget_soft(self, _session: Session, _previous: Any) -> None:
+        self.counted.clear()
+
+    def guard(self, session: Session, *, committing: bool) -> None:
+        """Bump every guarded root whose aggregate this flush (or commit) writes."""
+        changed = [entity for entity in session.dirty if session.is_modified(entity)]
+        seeds = [*session.new, *session.deleted, *changed]
+        if seeds or committing:
+            counted = self.counted
+            for aggregate in self.tracker.seen.values():
+                events = len(aggregate.pending_events)
+                if events > counted.get(id(aggregate), 0):
+                    seeds.append(aggregate)
+                    counted[id(aggregate)] = events
+        if not seeds:
+            return
+        with session.no_autoflush:
+            for root in _roots(session, seeds):
+                if root in session.new or root in session.deleted:
+                    continue
+                if _row_changed(root):
+                    continue  # its own UPDATE bumps the version already
+                _bump(root)
+
+
+def _roots(session: Session, seeds: list[Any]) -> list[Any]:
+    roots: list[Any] = []
+    seen: set[int] = set()
+    queue = list(seeds)
+    while queue:
+        entity = queue.pop()
+        if id(entity) in seen:
+            continue
+        seen.add(id(entity))
+        if guarded(type(entity)):
+            roots.append(entity)
+        queue.extend(_parents(session, entity))
+    return roots
+
+
+def _parents(session: Session, entity: Any) -> Iterator[Any]:
+    """The objects holding ``entity`` as a part: by its foreign key, before and now."""
+    owners = owners_of(type(entity))
+    if not owners:
+        return
+    state = sa.inspect(entity)
+    for link in owners:
+        for values in _fk_values(state, [dest for _, dest in link.pairs]):
+            owner = _get(session, link.model, [source for source, _ in link.pairs], values)
+            if owner is not None:
+                yield owner
+        for reverse in links_of(type(entity)):
+            if reverse.many_to_one and reverse.target is link.model and reverse.pairs == link.pairs:
+                history = state.attrs[reverse.key].load_history()
+                yield from (
+                    item
+                    for item in (*history.added, *history.unchanged, *history.deleted)
+                    if item is not None
+                )
+
+
+def _fk_values(state: Any, fields: list[str]) -> list[tuple[Any, ...]]:
+    """The values of ``fields`` as last flushed and as now (either may be missing)."""
+    before = []
+    now = []
+    for name in fields:
+        history = state.attrs[name].history
+        committed = history.deleted or history.unchanged
+        before.append(committed[0] if committed else None)
+        now.append(state.dict.get(name))
+    return [values for values in {tuple(before), tuple(now)} if values and None not in values]
+
+
+def _get(session: Session, model: type[Any], fields: list[str], values: tuple[Any, ...]) -> Any:
+    mapper = sa.inspect(model)
+    keys = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
+    if keys == fields:
+        return session.get(model, values[0] if len(values) == 1 else values)
+    clause = sa.and_(
+        *(getattr(model, name) == value for name, value in zip(fields, values, strict=True))
+    )
+    return session.scalars(sa.select(model).where(clause)).first()
+
+
+def _row_changed(entity: Any) -> bool:
+    """Whether a column of ``entity`` changed: its flush issues an UPDATE of its row."""
+    state = sa.inspect(entity)
+    return any(
+        state.attrs[prop.key].history.has_changes()
+        for prop in state.mapper.column_attrs
+        if prop.key in state.dict or prop.key in state.committed_state
+    )
+
+
+def _bump(root: Any) -> None:
+    mapper = sa.inspect(type(root))
+    name = mapper.get_property_by_column(mapper.version_id_col).key
+    state = sa.inspect(root)
+    history = state.attrs[name].history
+    committed = (history.deleted or history.unchanged or [getattr(root, name)])[0]
+    generate = mapper.version_id_generator
+    if generate is not False:
+        setattr(root, name, generate(committed))
+    elif type(committed) is int:
+        setattr(root, name, committed + 1)
