@@ -275,3 +275,23 @@ def discard_events_after(aggregate: AggregateRoot, count: int) -> None:
     events = aggregate._recorded()  # noqa: SLF001 - the unit of work owns this bookkeeping
     if events is not None:
         del events[count:]
+
+
+def move_events(source: AggregateRoot, target: AggregateRoot) -> None:
+    """Give ``target`` the events ``source`` recorded and has not handed out.
+
+    A repository calls it when it returns another object than the one it was
+    given for the same aggregate (``upsert``): the events go with the object the
+    unit of work tracks, keep their recording numbers (so they are collected in
+    the order they happened) and leave ``source``, so each is handed out once.
+    """
+    events = source._recorded()  # noqa: SLF001 - the unit of work owns this bookkeeping
+    if not events or source is target:
+        return
+    recorded = target._recorded()  # noqa: SLF001
+    if recorded is None:
+        recorded = []
+        target.__dict__[_EVENTS_ATTR] = (id(target), recorded)
+    recorded += events
+    recorded.sort()  # numbers are unique, so events themselves are never compared
+    events.clear()

@@ -20,12 +20,14 @@ from buttress.persistence._model import (
     already_in_transaction,
     check_isolation_level,
     check_removal,
+    check_upsert,
     logger,
     model_info,
     not_in_transaction,
     report_discarded,
     secret_bytes,
     the_one,
+    upserted,
 )
 
 if TYPE_CHECKING:
@@ -189,6 +191,15 @@ class InMemoryRepository(Generic[T, ID]):
         for entity in found:
             self.remove(entity)
         return len(found)
+
+    def upsert(self, entity: T) -> T:
+        """See `SqlAlchemyRepository.upsert`."""
+        transaction = self._transaction
+        transaction.tracker.check()
+        key = check_upsert(self._info, entity)
+        managed = transaction.upsert(self._info, entity, key)
+        found: T = upserted(entity, managed, self._info, transaction.tracker)
+        return found
 
     def remove(self, entity: T) -> None:
         """See `SqlAlchemyRepository.remove`."""

@@ -20,12 +20,14 @@ from buttress.persistence._model import (
     already_in_transaction,
     check_isolation_level,
     check_removal,
+    check_upsert,
     logger,
     model_info,
     not_in_transaction,
     report_discarded,
     secret_bytes,
     the_one,
+    upserted,
     use_async_with,  # unasync: drop
 )
 
@@ -190,6 +192,15 @@ class AsyncInMemoryRepository(Generic[T, ID]):
         for entity in found:
             await self.remove(entity)
         return len(found)
+
+    async def upsert(self, entity: T) -> T:
+        """See `AsyncSqlAlchemyRepository.upsert`."""
+        transaction = self._transaction
+        transaction.tracker.check()
+        key = check_upsert(self._info, entity)
+        managed = transaction.upsert(self._info, entity, key)
+        found: T = upserted(entity, managed, self._info, transaction.tracker)
+        return found
 
     async def remove(self, entity: T) -> None:
         """See `AsyncSqlAlchemyRepository.remove`."""

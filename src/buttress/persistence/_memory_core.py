@@ -804,6 +804,50 @@ class Transaction:
             self._expect_loads(entity, table)
         return row
 
+    def upsert(self, info: ModelInfo, entity: Any, key: Any) -> Any:
+        """Write ``entity``'s row under ``key``, as ``INSERT ... ON CONFLICT DO UPDATE`` does.
+
+        Without a row of that key the row is inserted; with one, every non-key field
+        is written over it. A field left None takes its default (as on insert), and
+        on update its Python-side onupdate instead. ``entity`` itself is not changed.
+
+        Returns:
+            The object of the identity map with that key, holding the written row:
+            the one loaded (refreshed), or a new one.
+        """
+        self.flush()
+        model = info.model
+        table = self.store.table(model)
+        stored = self.current(model).get(key)
+        row = _row_of(table, entity)
+        for name, default in table.defaults.items():
+            if row[name] is not None:
+                continue
+            if default is None or not (default.is_scalar or default.is_callable):
+                raise ConfigurationError(
+                    f"{info.name}.{name} is missing and its default is computed by the "
+                    "database, which the in-memory repositories cannot do: set it before upsert()"
+                )
+            row[name] = _own(default.arg(None) if default.is_callable else default.arg)
+        if stored is not None:  # the UPDATE of ON CONFLICT: onupdate for fields left None
+            for name, update in table.on_update.items():
+                if getattr(entity, name) is None:
+                    row[name] = _own(update.arg(None) if update.is_callable else update.arg)
+        self._check_required(table, row)
+        self._check_unique(table, key, row)
+        self._check_references(table, row)
+        self.store.note_key(model, key)
+        self._write(model, key, row, None)  # SET names every non-key column
+        found = self.objects.get((model, key))
+        if found is None:
+            found = self._object(info, key, row)
+            if stored is None:
+                self.new.add(id(found))  # inserted here: gone again on rollback
+        else:
+            _load(found, row)
+            self.flushed[id(found)] = row
+        return found
+
     def remove(self, info: ModelInfo, entity: Any) -> None:
         """Delete an entity of this transaction's identity map (and what it cascades to)."""
         info.check_entity(entity, "remove")

@@ -25,7 +25,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
 from buttress._text import a
-from buttress.domain._entity import AggregateRoot, discard_events_after, pull_numbered_events
+from buttress.domain._entity import (
+    AggregateRoot,
+    discard_events_after,
+    move_events,
+    pull_numbered_events,
+)
 from buttress.domain._spec import Specification
 from buttress.errors import (
     ButtressError,
@@ -51,10 +56,13 @@ __all__ = [
     "Tracker",
     "check_isolation_level",
     "check_removal",
+    "check_upsert",
     "model_info",
     "report_discarded",
     "the_one",
     "translate",
+    "upsert_statement",
+    "upserted",
 ]
 
 logger = logging.getLogger("buttress.persistence")
@@ -434,6 +442,114 @@ def check_removal(spec: object) -> None:
             f"remove_many takes a Specification, such as F('total') == 0; got {spec!r}; "
             "to remove everything, say so: remove_many(F('<key>').is_not_none())"
         )
+
+
+def check_upsert(info: ModelInfo, entity: object) -> Any:
+    """Refuse an entity `upsert` cannot write; return its key as the store wants it.
+
+    Raises:
+        QueryError: ``entity`` is not of the model, the model has a version column,
+            or the entity's key is missing.
+    """
+    info.check_entity(entity, "upsert")
+    if info.version is not None:
+        raise QueryError(
+            f"cannot upsert {info.name}: it has a version column ({info.version}), and upsert "
+            "writes over whatever is stored, which defeats the version check; load it with "
+            "get_or_none(), then add() a new one or change the one loaded"
+        )
+    key = info.key_of(entity)
+    if any(part is None for part in (key if len(info.key_names) > 1 else (key,))):
+        raise QueryError(
+            f"cannot upsert {entity!r}: its key ({', '.join(info.key_names)}) is missing; "
+            "upsert matches the stored row by key, so give the key, or use add() to have "
+            "one generated"
+        )
+    return info.check_key(key)
+
+
+def _python_default(default: Any) -> Any:
+    """The value a Python-side column default (or onupdate) gives: a constant, or a call."""
+    return default.arg(None) if default.is_callable else default.arg
+
+
+_EXCLUDED: Final = object()
+"""In an upsert's SET clause: the value the INSERT proposed (``EXCLUDED.column``)."""
+
+
+def upsert_statement(info: ModelInfo, entity: object, dialect: Any) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET`` every non-key column, for ``entity``.
+
+    A field left None is left out of the INSERT when its column has a default,
+    so the default applies (the UPDATE writes the same value); on UPDATE, a
+    field left None whose column has an ``onupdate`` gets that value instead,
+    since the database applies no ``onupdate`` to ``ON CONFLICT``. Where the
+    database has ``RETURNING`` (PostgreSQL, SQLite 3.35+), the statement returns
+    the stored row as an entity of the model.
+
+    Raises:
+        ConfigurationError: ``dialect`` has no ``ON CONFLICT`` (only PostgreSQL's
+            and SQLite's are used), or the model spans several tables.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite  # noqa: PLC0415 - only upsert needs them
+
+    inserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    insert = inserts.get(dialect.name)
+    if insert is None:
+        raise ConfigurationError(
+            f"upsert needs INSERT ... ON CONFLICT, which Buttress uses on PostgreSQL and "
+            f"SQLite only, and this session's database is {dialect.name}; load the entity with "
+            "get_or_none(), then add() a new one or change the one loaded"
+        )
+    mapper = sa.inspect(info.model)
+    table = mapper.local_table
+    if mapper.inherits is not None or mapper.polymorphic_on is not None:
+        raise ConfigurationError(
+            f"upsert writes one table, and {info.name} is mapped with inheritance; load the "
+            "entity with get_or_none(), then add() a new one or change the one loaded"
+        )
+    keys = set(mapper.primary_key)
+    values: dict[Any, Any] = {}
+    written: list[tuple[Any, Any]] = []  # (non-key column, its onupdate value or _EXCLUDED)
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if not isinstance(column, sa.Column) or column.table is not table or column.computed:
+            continue  # an expression, or a value the database computes
+        value = getattr(entity, prop.key)
+        if value is not None or (column.default is None and column.server_default is None):
+            values[column] = value
+        if column in keys:
+            continue
+        onupdate: Any = column.onupdate
+        if value is None and onupdate is not None:
+            update = onupdate.arg if onupdate.is_clause_element else _python_default(onupdate)
+            written.append((column, update))
+        else:
+            written.append((column, _EXCLUDED))
+    statement = insert(info.model).values(values)
+    set_ = {
+        column: statement.excluded[column.key] if update is _EXCLUDED else update
+        for column, update in written
+    }
+    key_columns = list(mapper.primary_key)
+    if set_:
+        statement = statement.on_conflict_do_update(index_elements=key_columns, set_=set_)
+    else:  # a table of keys only: nothing to write over, and no row returned
+        statement = statement.on_conflict_do_nothing(index_elements=key_columns)
+    return statement.returning(info.model) if dialect.insert_returning else statement
+
+
+def upserted(entity: Any, managed: Any, info: ModelInfo, tracker: Tracker) -> Any:
+    """``managed``, the unit's object for the key `upsert` wrote, with ``entity``'s events.
+
+    When the unit tracks another object than the one passed, the events the
+    passed aggregate recorded move to the tracked one, so `collect_events`
+    yields them once, after commit.
+    """
+    if info.aggregate:
+        move_events(entity, managed)
+        tracker.see(managed)
+    return managed
 
 
 def not_in_transaction() -> ConfigurationError:

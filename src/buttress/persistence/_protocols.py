@@ -131,6 +131,19 @@ class Repository(Protocol[T, ID_contra]):
         """Remove every entity satisfying ``spec`` as `remove` would; return how many."""
         ...
 
+    def upsert(self, entity: T) -> T:
+        """Store ``entity``, or write its non-key values over the stored one with its key.
+
+        Returns:
+            The entity the unit of work tracks for that key, with the stored values
+            (not necessarily the object passed); it carries the passed one's events.
+
+        Raises:
+            ConflictError: A unique value is taken, or a reference names a missing row.
+            QueryError: ``entity`` has no key, or its model has a version column.
+        """
+        ...
+
     def remove(self, entity: T) -> None:
         """Delete an entity this unit of work loaded or added.
 
@@ -225,6 +238,10 @@ class AsyncRepository(Protocol[T, ID_contra]):
 
     async def remove_many(self, spec: Specification) -> int:
         """See `Repository.remove_many`."""
+        ...
+
+    async def upsert(self, entity: T) -> T:
+        """See `Repository.upsert`."""
         ...
 
     async def remove(self, entity: T) -> None:

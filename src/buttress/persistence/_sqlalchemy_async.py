@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, overload
 
 import sqlalchemy as sa
 
@@ -25,6 +25,7 @@ from buttress.persistence._model import (
     check_isolation_level,
     check_removal,
     check_size,
+    check_upsert,
     check_window,
     logger,
     model_info,
@@ -32,6 +33,8 @@ from buttress.persistence._model import (
     secret_bytes,
     the_one,
     translate,
+    upsert_statement,
+    upserted,
     use_async_with,  # unasync: drop
 )
 from buttress.persistence._protocols import Page
@@ -49,6 +52,9 @@ __all__ = ["AsyncSqlAlchemyRepository", "AsyncSqlAlchemyUnitOfWork"]
 
 T = TypeVar("T")
 ID = TypeVar("ID")
+
+_REFRESH: Final = {"populate_existing": True}
+"""Rows a statement returns overwrite the identity map's entities (as upsert needs)."""
 
 
 class AsyncSqlAlchemyRepository(Generic[T, ID]):
@@ -307,6 +313,49 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         for entity in found:
             await self.remove(entity)
         return len(found)
+
+    async def upsert(self, entity: T) -> T:
+        """Store ``entity``, or write its values over the stored entity with its key.
+
+        One statement, ``INSERT ... ON CONFLICT (key) DO UPDATE``: when no row has
+        the entity's key it is inserted, and otherwise every non-key field of that
+        row is set to the entity's value. A field left ``None`` takes its column's
+        default, as on insert; on update, a Python-side ``onupdate`` instead. The
+        unit's pending changes are flushed first.
+
+        Returns:
+            The entity the unit of work tracks for that key, holding the stored
+            values: the one already loaded (refreshed), or a newly loaded one. It
+            is not the object passed unless that object was the loaded one; use
+            the returned entity from here on. The events the passed aggregate
+            recorded go with it, and are collected once after commit.
+
+        Raises:
+            ConflictError: A unique value is taken, or a foreign key names a missing
+                row (the driver error chained).
+            ConfigurationError: The database is neither PostgreSQL nor SQLite.
+            QueryError: ``entity`` is not of the model, has no key, or the model has
+                a version column (upsert would write over changes unseen).
+        """
+        self._tracker.check()
+        info = self._info
+        key = check_upsert(info, entity)
+        session = self._session
+        await self._flush()
+        state = sa.inspect(entity)
+        if state.expired_attributes and entity in session:  # read the flushed values
+            await session.refresh(entity, list(state.expired_attributes))
+        dialect = session.get_bind(mapper=info.model).dialect
+        statement = upsert_statement(info, entity, dialect)
+        try:
+            result = await session.execute(statement, execution_options=_REFRESH)
+            managed = result.scalar_one_or_none() if dialect.insert_returning else None
+            if managed is None:  # no RETURNING, or nothing written (a table of keys only)
+                managed = await session.get_one(info.model, key, populate_existing=True)
+        except DRIVER_ERRORS as error:
+            raise self._tracker.fail(info.translate(error, session.sync_session)) from error
+        found: T = upserted(entity, managed, info, self._tracker)
+        return found
 
     async def remove(self, entity: T) -> None:
         """Delete an entity this unit of work loaded or added, now.
