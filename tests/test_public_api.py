@@ -64,6 +64,7 @@ EXPORTS = {
         "ContractNote",
         "ContractOrder",
         "ContractProduct",
+        "ContractSetting",
         "ContractTag",
         "NoteEdited",
         "OrderPaid",

@@ -36,7 +36,9 @@ from buttress.testing._models import (
     ContractNote,
     ContractOrder,
     ContractProduct,
+    ContractSetting,
     ContractTag,
+    NoteEdited,
     OrderPaid,
 )
 
@@ -503,6 +505,188 @@ class UnitOfWorkContract:
         with make_uow() as uow:
             with pytest.raises(QueryError, match="remove_many takes a Specification"):
                 uow.repository(ContractOrder).remove_many(None)  # type: ignore[arg-type]
+
+    # -- upsert -------------------------------------------------------------------------
+
+    def test_upsert_inserts_when_the_key_is_not_stored(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting, str)
+            given = ContractSetting(name="theme", value="dark")
+            stored = settings.upsert(given)
+            assert (stored.name, stored.value, stored.priority, stored.changed) == (
+                "theme",
+                "dark",
+                5,
+                False,
+            )
+            assert settings.get("theme") is stored
+            assert settings.count() == 1
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).get("theme")
+            assert (found.value, found.priority, found.changed) == ("dark", 5, False)
+
+    def test_upsert_updates_the_stored_row_for_other_units(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            settings.add(ContractSetting(name="theme", value="dark", code="T", priority=1))
+            uow.commit()
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            stored = settings.upsert(ContractSetting(name="theme", value="light", code="T"))
+            # every non-key field is written: a field left None takes its default, and
+            # onupdate applies, as an UPDATE does
+            assert (stored.value, stored.code, stored.priority, stored.changed) == (
+                "light",
+                "T",
+                5,
+                True,
+            )
+            assert settings.count() == 1
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).get("theme")
+            assert (found.value, found.code, found.priority, found.changed) == (
+                "light",
+                "T",
+                5,
+                True,
+            )
+
+    def test_upsert_writes_none_over_a_field_without_a_default(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            settings.add(ContractSetting(name="a", value="v", code="A"))
+            stored = settings.upsert(ContractSetting(name="a", priority=9, changed=False))
+            assert (stored.value, stored.code, stored.priority, stored.changed) == (
+                None,
+                None,
+                9,
+                False,
+            )
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).get("a")
+            assert (found.value, found.code, found.priority, found.changed) == (
+                None,
+                None,
+                9,
+                False,
+            )
+
+    def test_upsert_refreshes_the_entity_the_unit_has_loaded(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            uow.repository(ContractSetting).add(ContractSetting(name="a", value="old"))
+            uow.commit()
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            loaded = settings.get("a")
+            given = ContractSetting(name="a", value="new")
+            assert settings.upsert(given) is loaded
+            assert (loaded.value, loaded.changed) == ("new", True)
+            assert vars(given).get("priority") is None  # the object passed is left as it was
+            assert (settings.find(F("value") == "new")) == [loaded]
+            loaded.code = "C"  # still tracked: a later change is written
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).get("a")
+            assert (found.value, found.code) == ("new", "C")
+
+    def test_upsert_writes_over_pending_changes_of_the_loaded_entity(
+        self, make_uow: MakeUow
+    ) -> None:
+        with make_uow() as uow:
+            uow.repository(ContractSetting).add(ContractSetting(name="a", value="old"))
+            uow.commit()
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            loaded = settings.get("a")
+            loaded.value, loaded.code = "pending", "P"
+            assert settings.upsert(loaded) is loaded  # flushed, then written again
+            assert (loaded.value, loaded.code, loaded.changed) == ("pending", "P", True)
+            uow.commit()
+        with make_uow() as uow:
+            assert (uow.repository(ContractSetting).get("a")).code == "P"
+
+    def test_upsert_carries_the_events_of_the_aggregate_passed(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            notes = uow.repository(ContractNote, int)
+            notes.add(ContractNote(text="draft", id=1))
+            uow.commit()
+            loaded = notes.get(1)
+            written = ContractNote(text="", id=1)
+            written.edit("first")
+            fresh = ContractNote(text="", id=2)
+            fresh.edit("second")
+            assert notes.upsert(written) is loaded
+            stored = notes.upsert(fresh)
+            assert stored is not fresh
+            assert stored.text == "second"
+            assert (written.pending_events, fresh.pending_events) == ((), ())
+            uow.commit()
+        events = list(uow.collect_events())
+        assert all(isinstance(event, NoteEdited) for event in events)
+        assert [(e.note_id, e.text) for e in events] == [(1, "first"), (2, "second")]  # type: ignore[attr-defined]
+        assert list(uow.collect_events()) == []
+
+    def test_upsert_refuses_a_versioned_model(self, make_uow: MakeUow) -> None:
+        [key] = _seed(make_uow, 1)
+        with make_uow() as uow:
+            orders = uow.repository(ContractOrder)
+            for order in (ContractOrder(id=key, ref="o0", total=9), _order("new")):
+                with pytest.raises(QueryError, match=r"version column.*get_or_none"):
+                    orders.upsert(order)
+            uow.commit()
+        assert _refs(make_uow, spec=F("total") == 1) == ["o0"]
+
+    def test_upsert_refuses_an_entity_without_its_key(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            with pytest.raises(QueryError, match=r"key \(id\) is missing.*add\(\)"):
+                uow.repository(ContractNote).upsert(ContractNote(text="keyless"))
+            with pytest.raises(QueryError, match=r"key \(name\) is missing"):
+                uow.repository(ContractSetting).upsert(ContractSetting(value="v"))
+            with pytest.raises(QueryError, match="ContractTag"):
+                uow.repository(ContractSetting).upsert(ContractTag(name="t"))  # type: ignore[arg-type]
+            assert uow.repository(ContractSetting).count() == 0  # the unit goes on
+
+    def test_upsert_of_a_taken_unique_value_conflicts(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            settings.add_many(
+                [ContractSetting(name="a", code="A"), ContractSetting(name="b", code="B")]
+            )
+            uow.commit()
+            for taken in (ContractSetting(name="c", code="A"), ContractSetting(name="b", code="A")):
+                with pytest.raises(ConflictError):
+                    settings.upsert(taken)
+                with pytest.raises(ConflictError, match="roll it back"):
+                    settings.count()
+                uow.rollback()
+            assert (settings.upsert(ContractSetting(name="c", code="C"))).code == "C"
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).find()
+            assert [(s.name, s.code) for s in found] == [("a", "A"), ("b", "B"), ("c", "C")]
+
+    def test_upsert_of_a_reference_to_a_missing_row_conflicts(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            with pytest.raises(ConflictError):
+                uow.repository(ContractLine).upsert(ContractLine(id=1, order_id=404, sku="x"))
+
+    def test_an_upsert_rolled_back_is_undone(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            settings.add(ContractSetting(name="kept", value="old"))
+            uow.commit()
+            settings.upsert(ContractSetting(name="kept", value="new"))
+            settings.upsert(ContractSetting(name="undone"))
+            uow.rollback()
+            assert settings.get_or_none("undone") is None
+            assert (settings.get("kept")).value == "old"
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).find()
+            assert [(s.name, s.value) for s in found] == [("kept", "old")]
 
     def test_work_left_without_commit_is_reported_at_debug(
         self, make_uow: MakeUow, caplog: pytest.LogCaptureFixture

@@ -25,6 +25,7 @@ __all__ = [
     "ContractNote",
     "ContractOrder",
     "ContractProduct",
+    "ContractSetting",
     "ContractTag",
     "NoteEdited",
     "OrderPaid",
@@ -83,6 +84,21 @@ class ContractTag(_Base):
     name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     label: Mapped[str | None] = mapped_column(sa.String(80))
     color: Mapped[str | None] = mapped_column(sa.String(20))
+
+
+class ContractSetting(_Base):
+    """An unversioned entity with a key the caller chooses, for `upsert`.
+
+    It has a unique value, a Python-side default and a Python-side onupdate.
+    """
+
+    __tablename__ = "buttress_contract_setting"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    value: Mapped[str | None] = mapped_column(sa.String(80))
+    code: Mapped[str | None] = mapped_column(sa.String(20), unique=True)
+    priority: Mapped[int] = mapped_column(default=5)
+    changed: Mapped[bool] = mapped_column(default=False, onupdate=True)
 
 
 class NoteEdited(DomainEvent, name="buttress.contract.note-edited"):
