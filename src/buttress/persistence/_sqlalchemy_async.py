@@ -339,12 +339,14 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         """
         self._tracker.check()
         info = self._info
-        key = check_upsert(info, entity)
         session = self._session
+        if isinstance(entity, info.model) and entity in session:
+            expired = sa.inspect(entity).expired_attributes  # by a commit, or a flush
+            if expired:  # read them now: an asyncio session cannot load them on access
+                await self._flush()
+                await session.refresh(entity, list(expired))
+        key = check_upsert(info, entity)
         await self._flush()
-        state = sa.inspect(entity)
-        if state.expired_attributes and entity in session:  # read the flushed values
-            await session.refresh(entity, list(state.expired_attributes))
         dialect = session.get_bind(mapper=info.model).dialect
         statement = upsert_statement(info, entity, dialect)
         try:

@@ -1,0 +1,189 @@
+"""What upsert sends to the database, and the cases the contract suite does not reach.
+
+The contract suite proves the semantics on every backend; here: one statement
+per upsert, the read-back where the database has no ``RETURNING``, databases
+without ``ON CONFLICT``, tables of keys only, and entities expired by a commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from buttress.errors import ConfigurationError, ConflictError
+from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.testing import ContractSetting, contract_metadata
+from conftest import BACKENDS, own_units
+
+
+class _Base(DeclarativeBase):
+    metadata = sa.MetaData()
+
+
+class Pair(_Base):
+    """A row that is all key: an upsert has nothing to write over."""
+
+    __tablename__ = "upsert_pair"
+
+    left: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    right: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+
+
+class Shape(_Base):
+    __tablename__ = "upsert_shape"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "shape"}  # noqa: RUF012
+
+
+class Circle(Shape):
+    __mapper_args__ = {"polymorphic_identity": "circle"}  # noqa: RUF012
+
+
+@pytest.fixture
+def database(engine: sa.Engine) -> Iterator[sa.Engine]:
+    contract_metadata.drop_all(engine)
+    contract_metadata.create_all(engine)
+    yield engine
+    contract_metadata.drop_all(engine)
+
+
+@pytest.fixture
+def statements(database: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements the engine executes from now on (first word, upper case)."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        seen.append(statement.split()[0].upper())
+
+    sa.event.listen(database, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(database, "before_cursor_execute", record)
+
+
+def test_an_upsert_is_one_statement_that_returns_the_row(database, statements):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        settings = uow.repository(ContractSetting)
+        inserted = settings.upsert(ContractSetting(name="a", value="x"))
+        assert statements == ["INSERT"]
+        assert settings.upsert(ContractSetting(name="a", value="y")) is inserted
+        assert statements == ["INSERT", "INSERT"]
+        assert (inserted.value, inserted.priority, inserted.changed) == ("y", 5, True)
+        assert settings.get("a") is inserted
+        assert statements == ["INSERT", "INSERT"]
+        uow.commit()
+
+
+def test_without_returning_the_row_is_read_back(database, statements, monkeypatch):
+    monkeypatch.setattr(database.dialect, "insert_returning", False)  # SQLite before 3.35
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        settings = uow.repository(ContractSetting)
+        loaded = settings.add(ContractSetting(name="a", value="x"))
+        statements.clear()
+        assert settings.upsert(ContractSetting(name="a", value="y")) is loaded
+        assert statements == ["INSERT", "SELECT"]
+        assert (loaded.value, loaded.changed) == ("y", True)
+
+
+def test_a_conflict_chains_the_integrity_error(database):
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        settings = uow.repository(ContractSetting)
+        settings.add(ContractSetting(name="a", code="A"))
+        with pytest.raises(ConflictError) as raised:
+            settings.upsert(ContractSetting(name="b", code="A"))
+    assert isinstance(raised.value.__cause__, sa.exc.IntegrityError)
+    assert raised.value.entity == "ContractSetting"
+
+
+def test_a_database_without_on_conflict_is_refused(tmp_path, monkeypatch):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    contract_metadata.create_all(engine)
+    monkeypatch.setattr(engine.dialect, "name", "mssql")
+    uow = SqlAlchemyUnitOfWork(sessionmaker(engine))
+    with uow, pytest.raises(ConfigurationError, match=r"ON CONFLICT.*mssql.*get_or_none"):
+        uow.repository(ContractSetting).upsert(ContractSetting(name="a"))
+    engine.dispose()
+
+
+def test_a_model_mapped_with_inheritance_is_refused(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'shapes.db'}")
+    _Base.metadata.create_all(engine)
+    with SqlAlchemyUnitOfWork(sessionmaker(engine)) as uow:
+        for model, entity in ((Circle, Circle(id=1)), (Shape, Shape(id=1))):
+            with pytest.raises(ConfigurationError, match="inheritance"):
+                uow.repository(model).upsert(entity)
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def pairs(request, tmp_path) -> Iterator[Any]:
+    metadata = sa.MetaData()
+    Pair.__table__.to_metadata(metadata)
+    for units, _engine in own_units(request, tmp_path, metadata):
+        yield units
+
+
+def test_a_row_of_keys_only_is_inserted_once(pairs):
+    with pairs() as uow:
+        repository = uow.repository(Pair)
+        first = repository.upsert(Pair(left="a", right="b"))
+        again = repository.upsert(Pair(left="a", right="b"))
+        assert again is first
+        assert repository.get({"left": "a", "right": "b"}) is first
+        assert repository.count() == 1
+        uow.commit()
+    with pairs() as uow:
+        assert [(p.left, p.right) for p in uow.repository(Pair).find()] == [("a", "b")]
+
+
+@pytest.fixture(params=BACKENDS)
+def settings_units(request, tmp_path) -> Iterator[Any]:
+    for units, _engine in own_units(request, tmp_path, contract_metadata):
+        yield units
+
+
+def test_an_upsert_over_a_removal_rolled_back_restores_the_removed_entity(settings_units):
+    with settings_units() as uow:
+        settings = uow.repository(ContractSetting)
+        settings.add(ContractSetting(name="a", value="old"))
+        uow.commit()
+        loaded = settings.get("a")
+        settings.remove(loaded)
+        again = settings.upsert(ContractSetting(name="a", value="new"))
+        assert again is not loaded
+        assert (again.value, again.changed) == ("new", False)  # inserted: no onupdate
+        uow.rollback()
+        assert settings.get("a") is loaded
+        assert loaded.value == "old"
+        uow.commit()
+    with settings_units() as uow:
+        assert uow.repository(ContractSetting).get("a").value == "old"
+
+
+@pytest.mark.asyncio
+async def test_an_entity_expired_by_a_commit_is_read_before_its_upsert(tmp_path):
+    path = tmp_path / "expired.db"
+    contract_metadata.create_all(sync := sa.create_engine(f"sqlite:///{path}"))
+    sync.dispose()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    uow = AsyncSqlAlchemyUnitOfWork(async_sessionmaker(engine), expire_on_commit=True)
+    try:
+        async with uow:
+            settings = uow.repository(ContractSetting)
+            loaded = await settings.add(ContractSetting(name="a", value="old", code="A"))
+            await uow.commit()  # every attribute of loaded is expired
+            assert await settings.upsert(loaded) is loaded
+            # its values, read again, are written back: changed=False is a value given
+            assert (loaded.value, loaded.code, loaded.changed) == ("old", "A", False)
+            await uow.commit()
+    finally:
+        await engine.dispose()
