@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from buttress.errors import ConfigurationError, ConflictError
+from buttress.errors import ConfigurationError, ConflictError, QueryError
 from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.testing import ContractSetting, contract_metadata
 from conftest import BACKENDS, own_units
@@ -44,6 +44,22 @@ class Shape(_Base):
 
 class Circle(Shape):
     __mapper_args__ = {"polymorphic_identity": "circle"}  # noqa: RUF012
+
+
+class Basket(_Base):
+    __tablename__ = "upsert_basket"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str | None] = mapped_column(sa.String(10))
+    items: Mapped[list[Item]] = relationship(back_populates="basket")
+
+
+class Item(_Base):
+    __tablename__ = "upsert_item"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    basket_id: Mapped[int | None] = mapped_column(sa.ForeignKey(Basket.id))
+    basket: Mapped[Basket | None] = relationship(back_populates="items")
 
 
 @pytest.fixture
@@ -121,6 +137,28 @@ def test_a_model_mapped_with_inheritance_is_refused(tmp_path):
         for model, entity in ((Circle, Circle(id=1)), (Shape, Shape(id=1))):
             with pytest.raises(ConfigurationError, match="inheritance"):
                 uow.repository(model).upsert(entity)
+    engine.dispose()
+
+
+def test_related_entities_an_upsert_would_leave_out_are_refused(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'baskets.db'}")
+    _Base.metadata.create_all(engine)
+    uow = SqlAlchemyUnitOfWork(sessionmaker(engine))
+    with uow:
+        baskets, items = uow.repository(Basket), uow.repository(Item)
+        with pytest.raises(QueryError, match=r"items would be left out"):
+            baskets.upsert(Basket(id=1, items=[Item(id=1)]))
+        with pytest.raises(QueryError, match=r"basket would be left out"):
+            items.upsert(Item(id=1, basket=Basket(id=1)))
+        assert baskets.count() == 0  # refused before any write: the unit goes on
+        stored = baskets.upsert(Basket(id=1, label="empty", items=[]))
+        loaded = items.upsert(Item(id=1, basket_id=1))
+        assert loaded.basket is stored
+        stored.label = "full"
+        assert baskets.upsert(stored) is stored  # loaded: its items are the unit's to flush
+        uow.commit()
+    with uow:
+        assert [item.id for item in uow.repository(Basket).get(1).items] == [1]
     engine.dispose()
 
 

@@ -489,7 +489,9 @@ def upsert_statement(info: ModelInfo, entity: object, dialect: Any) -> Any:
 
     Raises:
         ConfigurationError: ``dialect`` has no ``ON CONFLICT`` (only PostgreSQL's
-            and SQLite's are used), or the model spans several tables.
+            and SQLite's are used), or the model is mapped with inheritance.
+        QueryError: ``entity`` is not loaded in the unit and holds related
+            entities, which one row cannot store.
     """
     from sqlalchemy.dialects import postgresql, sqlite  # noqa: PLC0415 - only upsert needs them
 
@@ -507,6 +509,16 @@ def upsert_statement(info: ModelInfo, entity: object, dialect: Any) -> Any:
         raise ConfigurationError(
             f"upsert writes one table, and {info.name} is mapped with inheritance; load the "
             "entity with get_or_none(), then add() a new one or change the one loaded"
+        )
+    state = sa.inspect(entity)
+    linked = (
+        [] if state.persistent else [r.key for r in mapper.relationships if state.dict.get(r.key)]
+    )
+    if linked:
+        raise QueryError(
+            f"cannot upsert {entity!r}: upsert writes the row of {info.name} alone, and its "
+            f"{', '.join(linked)} would be left out; store related entities through their own "
+            "repositories and set the foreign keys, or load it with get_or_none() and change it"
         )
     keys = set(mapper.primary_key)
     values: dict[Any, Any] = {}

@@ -338,10 +338,12 @@ class SqlAlchemyRepository(Generic[T, ID]):
         info = self._info
         session = self._session
         if isinstance(entity, info.model) and entity in session:
-            expired = sa.inspect(entity).expired_attributes  # by a commit, or a flush
-            if expired:  # read them now: an session cannot load them on access
+            state = sa.inspect(entity)
+            unloaded = state.unloaded  # expired by a commit, or deferred
+            unread = [prop.key for prop in state.mapper.column_attrs if prop.key in unloaded]
+            if unread:  # its values are written: read them now, once
                 self._flush()
-                session.refresh(entity, list(expired))
+                session.refresh(entity, unread)
         key = check_upsert(info, entity)
         self._flush()
         dialect = session.get_bind(mapper=info.model).dialect

@@ -341,10 +341,13 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
         info = self._info
         session = self._session
         if isinstance(entity, info.model) and entity in session:
-            expired = sa.inspect(entity).expired_attributes  # by a commit, or a flush
-            if expired:  # read them now: an asyncio session cannot load them on access
+            state = sa.inspect(entity)
+            unloaded = state.unloaded  # expired by a commit, or deferred
+            unread = [prop.key for prop in state.mapper.column_attrs if prop.key in unloaded]
+            if unread:  # its values are written: read them now, once
+                # An asyncio session cannot load them on access.  # unasync: drop
                 await self._flush()
-                await session.refresh(entity, list(expired))
+                await session.refresh(entity, unread)
         key = check_upsert(info, entity)
         await self._flush()
         dialect = session.get_bind(mapper=info.model).dialect
