@@ -21,7 +21,7 @@ from buttress.persistence import (
     SqlAlchemyUnitOfWork,
     UnitOfWork,
 )
-from buttress.testing import ContractOrder
+from buttress.testing import ContractOrder, ContractTag
 
 
 def orders_of(uow: UnitOfWork) -> Repository[ContractOrder, int]:
@@ -40,6 +40,9 @@ def check(session: Session) -> None:
             assert_type(orders.count(), int)
             orders.get("1")  # type: ignore[arg-type]
             orders.add("order")  # type: ignore[arg-type]
+            tags = uow.repository(ContractTag, str)
+            assert_type(tags.upsert(ContractTag(name="t")), ContractTag)
+            tags.upsert(ContractOrder(ref="a"))  # type: ignore[arg-type]
             uow.commit()
     sql = SqlAlchemyRepository[ContractOrder, int](session, ContractOrder)
     assert_type(sql.get(1), ContractOrder)
@@ -57,6 +60,8 @@ async def acheck(session: AsyncSession) -> None:
             orders: AsyncRepository[ContractOrder, int] = uow.repository(ContractOrder, int)
             assert_type(await orders.get(1), ContractOrder)
             assert_type(await orders.find(), list[ContractOrder])
+            tags = uow.repository(ContractTag, str)
+            assert_type(await tags.upsert(ContractTag(name="t")), ContractTag)
             await orders.get("1")  # type: ignore[arg-type]
             async with uow.savepoint():
                 await orders.add(ContractOrder(ref="a"))

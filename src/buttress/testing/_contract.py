@@ -668,6 +668,27 @@ class UnitOfWorkContract:
             found = uow.repository(ContractSetting).find()
             assert [(s.name, s.code) for s in found] == [("a", "A"), ("b", "B"), ("c", "C")]
 
+    def test_a_conflicting_upsert_in_a_savepoint_undoes_only_the_block(
+        self, make_uow: MakeUow
+    ) -> None:
+        with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            settings.add(ContractSetting(name="a", code="A", value="before"))
+            with pytest.raises(ConflictError):
+                with uow.savepoint():
+                    settings.upsert(ContractSetting(name="a", code="A", value="inside"))
+                    settings.upsert(ContractSetting(name="b", code="B"))
+                    settings.upsert(ContractSetting(name="c", code="A"))
+            assert (settings.get("a")).value == "before"
+            settings.upsert(ContractSetting(name="d", code="B"))
+            uow.commit()
+        with make_uow() as uow:
+            found = uow.repository(ContractSetting).find()
+            assert [(s.name, s.value, s.changed) for s in found] == [
+                ("a", "before", False),
+                ("d", None, False),
+            ]
+
     def test_upsert_of_a_reference_to_a_missing_row_conflicts(self, make_uow: MakeUow) -> None:
         with make_uow() as uow:
             with pytest.raises(ConflictError):

@@ -686,6 +686,27 @@ class AsyncUnitOfWorkContract:
             found = await uow.repository(ContractSetting).find()
             assert [(s.name, s.code) for s in found] == [("a", "A"), ("b", "B"), ("c", "C")]
 
+    async def test_a_conflicting_upsert_in_a_savepoint_undoes_only_the_block(
+        self, make_uow: MakeUow
+    ) -> None:
+        async with make_uow() as uow:
+            settings = uow.repository(ContractSetting)
+            await settings.add(ContractSetting(name="a", code="A", value="before"))
+            with pytest.raises(ConflictError):
+                async with uow.savepoint():
+                    await settings.upsert(ContractSetting(name="a", code="A", value="inside"))
+                    await settings.upsert(ContractSetting(name="b", code="B"))
+                    await settings.upsert(ContractSetting(name="c", code="A"))
+            assert (await settings.get("a")).value == "before"
+            await settings.upsert(ContractSetting(name="d", code="B"))
+            await uow.commit()
+        async with make_uow() as uow:
+            found = await uow.repository(ContractSetting).find()
+            assert [(s.name, s.value, s.changed) for s in found] == [
+                ("a", "before", False),
+                ("d", None, False),
+            ]
+
     async def test_upsert_of_a_reference_to_a_missing_row_conflicts(
         self, make_uow: MakeUow
     ) -> None:
