@@ -647,6 +647,8 @@ class UnitOfWorkContract:
                 uow.repository(ContractSetting).upsert(ContractSetting(value="v"))
             with pytest.raises(QueryError, match="ContractTag"):
                 uow.repository(ContractSetting).upsert(ContractTag(name="t"))  # type: ignore[arg-type]
+            with pytest.raises(QueryError, match="str"):
+                uow.repository(ContractSetting).upsert(ContractSetting(name=5))
             assert uow.repository(ContractSetting).count() == 0  # the unit goes on
 
     def test_upsert_of_a_taken_unique_value_conflicts(self, make_uow: MakeUow) -> None:
@@ -688,6 +690,17 @@ class UnitOfWorkContract:
                 ("a", "before", False),
                 ("d", None, False),
             ]
+
+    def test_upsert_of_a_missing_required_value_conflicts(self, make_uow: MakeUow) -> None:
+        with make_uow() as uow:
+            notes = uow.repository(ContractNote)
+            notes.add(ContractNote(text="kept", id=1))
+            uow.commit()
+            for note in (ContractNote(text=None, id=1), ContractNote(text=None, id=2)):  # type: ignore[arg-type]
+                with pytest.raises(ConflictError):
+                    notes.upsert(note)
+                uow.rollback()
+            assert [(n.id, n.text) for n in notes.find()] == [(1, "kept")]
 
     def test_upsert_of_a_reference_to_a_missing_row_conflicts(self, make_uow: MakeUow) -> None:
         with make_uow() as uow:

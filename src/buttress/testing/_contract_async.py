@@ -665,6 +665,8 @@ class AsyncUnitOfWorkContract:
                 await uow.repository(ContractSetting).upsert(ContractSetting(value="v"))
             with pytest.raises(QueryError, match="ContractTag"):
                 await uow.repository(ContractSetting).upsert(ContractTag(name="t"))  # type: ignore[arg-type]
+            with pytest.raises(QueryError, match="str"):
+                await uow.repository(ContractSetting).upsert(ContractSetting(name=5))
             assert await uow.repository(ContractSetting).count() == 0  # the unit goes on
 
     async def test_upsert_of_a_taken_unique_value_conflicts(self, make_uow: MakeUow) -> None:
@@ -706,6 +708,17 @@ class AsyncUnitOfWorkContract:
                 ("a", "before", False),
                 ("d", None, False),
             ]
+
+    async def test_upsert_of_a_missing_required_value_conflicts(self, make_uow: MakeUow) -> None:
+        async with make_uow() as uow:
+            notes = uow.repository(ContractNote)
+            await notes.add(ContractNote(text="kept", id=1))
+            await uow.commit()
+            for note in (ContractNote(text=None, id=1), ContractNote(text=None, id=2)):  # type: ignore[arg-type]
+                with pytest.raises(ConflictError):
+                    await notes.upsert(note)
+                await uow.rollback()
+            assert [(n.id, n.text) for n in await notes.find()] == [(1, "kept")]
 
     async def test_upsert_of_a_reference_to_a_missing_row_conflicts(
         self, make_uow: MakeUow
