@@ -7,16 +7,24 @@ without ``ON CONFLICT``, tables of keys only, and entities expired by a commit.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from buttress.errors import ConfigurationError, ConflictError, QueryError
-from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.errors import ButtressError, ConfigurationError, ConflictError, QueryError
+from buttress.persistence import (
+    AsyncSqlAlchemyUnitOfWork,
+    InMemoryUnitOfWork,
+    SqlAlchemyUnitOfWork,
+)
 from buttress.testing import ContractSetting, contract_metadata
 from conftest import BACKENDS, own_units
 
@@ -225,3 +233,122 @@ async def test_an_entity_expired_by_a_commit_is_read_before_its_upsert(tmp_path)
             await uow.commit()
     finally:
         await engine.dispose()
+
+
+NAMES = st.sampled_from(["a", "b", "c"])
+VALUES = st.sampled_from([None, "x", "y"])
+CODES = st.sampled_from([None, "A", "B"])
+PRIORITIES = st.sampled_from([None, 1, 9])
+FLAGS = st.sampled_from([None, False, True])
+
+
+def outcome(call: Any) -> Any:
+    """What a call returned, or the class of the Buttress error it raised."""
+    try:
+        return ("ok", call())
+    except ButtressError as error:
+        return ("error", type(error).__name__)
+
+
+def _fields(setting: ContractSetting) -> tuple[Any, ...]:
+    return (setting.name, setting.value, setting.code, setting.priority, setting.changed)
+
+
+class UpsertFakeEqualsReal(RuleBasedStateMachine):
+    """Upserts mixed with adds, changes, removals, commits and rollbacks, in memory and
+    on SQLite: every outcome (values, identity, errors) must match."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.TemporaryDirectory()
+        self.engine = sa.create_engine(f"sqlite:///{self.directory.name}/machine.db")
+        contract_metadata.create_all(self.engine)
+        self.units = [InMemoryUnitOfWork(), SqlAlchemyUnitOfWork(sessionmaker(self.engine))]
+        for unit in self.units:
+            unit.__enter__()
+
+    def both(self, step: Any) -> None:
+        memory, sql = (outcome(lambda unit=unit: step(unit)) for unit in self.units)
+        assert memory == sql
+
+    @rule(name=NAMES, value=VALUES, code=CODES, priority=PRIORITIES, changed=FLAGS)
+    def upsert(self, name: str, value: Any, code: Any, priority: Any, changed: Any) -> None:
+        def step(unit: Any) -> Any:
+            settings = unit.repository(ContractSetting)
+            given = ContractSetting(
+                name=name, value=value, code=code, priority=priority, changed=changed
+            )
+            stored = settings.upsert(given)
+            return _fields(stored), stored is settings.get(name), stored is given
+
+        self.both(step)
+
+    @rule(name=NAMES, value=VALUES, code=CODES)
+    def add(self, name: str, value: Any, code: Any) -> None:
+        self.both(
+            lambda unit: _fields(
+                unit.repository(ContractSetting).add(
+                    ContractSetting(name=name, value=value, code=code)
+                )
+            )
+        )
+
+    @rule(name=NAMES, value=VALUES, code=CODES)
+    def change(self, name: str, value: Any, code: Any) -> None:
+        def step(unit: Any) -> bool:
+            setting = unit.repository(ContractSetting).get_or_none(name)
+            if setting is not None:
+                setting.value, setting.code = value, code
+            return setting is not None
+
+        self.both(step)
+
+    @rule(name=NAMES)
+    def upsert_the_loaded_one(self, name: str) -> None:
+        def step(unit: Any) -> Any:
+            settings = unit.repository(ContractSetting)
+            setting = settings.get_or_none(name)
+            return None if setting is None else settings.upsert(setting) is setting
+
+        self.both(step)
+
+    @rule(name=NAMES)
+    def remove(self, name: str) -> None:
+        def step(unit: Any) -> bool:
+            settings = unit.repository(ContractSetting)
+            setting = settings.get_or_none(name)
+            if setting is not None:
+                settings.remove(setting)
+            return setting is not None
+
+        self.both(step)
+
+    @rule()
+    def commit(self) -> None:
+        self.both(lambda unit: unit.commit())
+
+    @rule()
+    def rollback(self) -> None:
+        self.both(lambda unit: unit.rollback())
+
+    @rule()
+    def start_again(self) -> None:
+        for unit in self.units:
+            unit.__exit__(None, None, None)
+            unit.__enter__()
+
+    @invariant()
+    def same_rows(self) -> None:
+        self.both(lambda unit: [_fields(s) for s in unit.repository(ContractSetting).find()])
+
+    def teardown(self) -> None:
+        for unit in self.units:
+            unit.__exit__(None, None, None)
+        self.engine.dispose()
+        self.directory.cleanup()
+
+
+UpsertFakeEqualsReal.TestCase.settings = settings(
+    max_examples=80, stateful_step_count=30, deadline=None
+)
+test_upserts_in_memory_equal_upserts_on_sqlite = UpsertFakeEqualsReal.TestCase
