@@ -23,7 +23,16 @@ from test_query import ORDERS, ROWS, SPECS, Base, Plain, Row
 from buttress.domain import F, Specification
 from buttress.errors import ButtressError
 from buttress.persistence import InMemoryUnitOfWork, SqlAlchemyUnitOfWork
-from buttress.testing import ContractOrder, contract_metadata
+from buttress.testing import (
+    Allocated,
+    ContractAllocation,
+    ContractBatch,
+    ContractLabel,
+    ContractOrder,
+    ContractProduct,
+    contract_metadata,
+)
+from conftest import foreign_keys_on
 
 SLOW = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -89,6 +98,8 @@ def test_in_memory_reads_equal_sql_reads(
 # -- writes, commits and rollbacks, driven at random ---------------------------------------
 
 REFS = st.sampled_from(["a", "b", "c", "d"])
+SKUS = st.sampled_from(["P1", "P2"])
+BATCHES = st.sampled_from(["b1", "b2", "b3"])
 
 
 def outcome(call: Any) -> Any:
@@ -106,6 +117,7 @@ class FakeEqualsReal(RuleBasedStateMachine):
         super().__init__()
         self.directory = tempfile.TemporaryDirectory()
         self.engine = sa.create_engine(f"sqlite:///{self.directory.name}/machine.db")
+        foreign_keys_on(self.engine)
         contract_metadata.create_all(self.engine)
         self.units = [InMemoryUnitOfWork(), SqlAlchemyUnitOfWork(sessionmaker(self.engine))]
         for unit in self.units:
@@ -178,9 +190,137 @@ class FakeEqualsReal(RuleBasedStateMachine):
             ]
         )
 
+    # -- aggregates with parts -----------------------------------------------------------
+
+    @staticmethod
+    def product(unit: Any, sku: str) -> ContractProduct | None:
+        return unit.repository(ContractProduct).get_or_none(sku)
+
+    @rule(sku=SKUS, refs=st.lists(BATCHES, max_size=2, unique=True))
+    def add_product(self, sku: str, refs: list[str]) -> None:
+        def step(unit: Any) -> str:
+            batches = [ContractBatch(reference=ref, qty=5) for ref in refs]
+            return (
+                unit.repository(ContractProduct).add(ContractProduct(sku=sku, batches=batches)).sku
+            )
+
+        self.both(step)
+
+    @rule(sku=SKUS, ref=BATCHES, qty=st.integers(0, 6))
+    def add_batch(self, sku: str, ref: str, qty: int) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is not None:
+                product.batches.append(ContractBatch(reference=ref, qty=qty))
+            return product is not None
+
+        self.both(step)
+
+    @rule(sku=SKUS, qty=st.integers(0, 6), index=st.integers(0, 2))
+    def change_batch(self, sku: str, qty: int, index: int) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is None or len(product.batches) <= index:
+                return False
+            product.batches[index].qty = qty
+            return True
+
+        self.both(step)
+
+    @rule(sku=SKUS, index=st.integers(0, 2))
+    def drop_batch(self, sku: str, index: int) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is None or len(product.batches) <= index:
+                return False
+            del product.batches[index]  # an orphan: deleted with its allocations
+            return True
+
+        self.both(step)
+
+    @rule(sku=SKUS, other=SKUS, index=st.integers(0, 2))
+    def move_batch(self, sku: str, other: str, index: int) -> None:
+        def step(unit: Any) -> bool:
+            source, target = self.product(unit, sku), self.product(unit, other)
+            if source is None or target is None or len(source.batches) <= index:
+                return False
+            target.batches.append(source.batches[index])
+            return True
+
+        self.both(step)
+
+    @rule(sku=SKUS, orderid=st.sampled_from(["o1", "o2"]), index=st.integers(0, 2))
+    def allocate(self, sku: str, orderid: str, index: int) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is None or len(product.batches) <= index:
+                return False
+            product.batches[index].allocations.append(ContractAllocation(orderid=orderid, qty=1))
+            return True
+
+        self.both(step)
+
+    @rule(sku=SKUS, name=st.sampled_from(["red", "blue"]), add=st.booleans())
+    def label(self, sku: str, name: str, add: bool) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is None:
+                return False
+            found = unit.repository(ContractLabel).get_or_none(name)
+            if add:
+                product.labels.add(found or ContractLabel(name=name))
+            elif found is not None:
+                product.labels.discard(found)
+            return True
+
+        self.both(step)
+
+    @rule(sku=SKUS)
+    def remove_product(self, sku: str) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is not None:
+                unit.repository(ContractProduct).remove(product)
+            return product is not None
+
+        self.both(step)
+
+    @rule(sku=SKUS, event=st.booleans())
+    def record(self, sku: str, event: bool) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is not None and event:
+                product.record_event(Allocated(sku=sku, orderid="e", reference="-"))
+            return product is not None
+
+        self.both(step)
+
+    @rule()
+    def read_products(self) -> None:
+        self.both(
+            lambda unit: [
+                (
+                    p.sku,
+                    p.version,
+                    sorted(
+                        (b.reference, b.qty, sorted((a.orderid, a.qty) for a in b.allocations))
+                        for b in p.batches
+                    ),
+                    sorted(label.name for label in p.labels),
+                )
+                for p in unit.repository(ContractProduct).find(order_by="sku")
+            ]
+        )
+
     @invariant()
     def same_count(self) -> None:
         self.both(lambda unit: unit.repository(ContractOrder).count())
+        self.both(
+            lambda unit: [
+                unit.repository(model).count()
+                for model in (ContractProduct, ContractBatch, ContractAllocation, ContractLabel)
+            ]
+        )
 
     def teardown(self) -> None:
         for unit in self.units:
@@ -189,5 +329,5 @@ class FakeEqualsReal(RuleBasedStateMachine):
         self.directory.cleanup()
 
 
-FakeEqualsReal.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+FakeEqualsReal.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
 test_in_memory_writes_equal_sqlite_writes = FakeEqualsReal.TestCase

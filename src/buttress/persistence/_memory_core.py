@@ -711,7 +711,7 @@ class Transaction:
                     if id(other) not in had:
                         row = _pair_row(link, entity, other)
                         table_writes[secondary.key(row)] = row
-        return writes
+        return {table: rows for table, rows in writes.items() if rows}
 
     def _parents(self, entity: Any, rows: tuple[Row | None, Row | None]) -> Iterator[Any]:
         """The objects that hold ``entity`` as a part, before and after this flush."""

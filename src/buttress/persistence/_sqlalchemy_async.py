@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, overload
 
 import sqlalchemy as sa
 
-from buttress.errors import ConfigurationError, NotFoundError, QueryError
+from buttress.errors import ConfigurationError, ConflictError, NotFoundError, QueryError
 from buttress.persistence._aggregate import AggregateGuard
 from buttress.persistence._cursor import decode_cursor, encode_cursor
 from buttress.persistence._links import check_load, load_options, loaded
@@ -439,6 +439,15 @@ class AsyncSqlAlchemyRepository(Generic[T, ID]):
             self._info.refuse_removed(entity)
         if state.key is not None and entity not in self._session:
             self._info.refuse_not_new(entity)
+        if state.key is None:
+            info = self._info
+            key = info.key_of(entity)
+            parts = key if isinstance(key, tuple) else (key,)
+            if None not in parts:  # a key the caller chose: taken by an object loaded here?
+                session = self._session.sync_session
+                taken = session.identity_map.get(session.identity_key(info.model, key))
+                if taken is not None and taken is not entity:
+                    raise self._tracker.fail(ConflictError(entity=info.name, key=key))
 
     def _where(self, spec: Specification) -> Any:
         return where(spec, self._info.model)  # checks the fields and values first
