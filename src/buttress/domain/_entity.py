@@ -23,6 +23,22 @@ _EVENTS_ATTR = "_buttress_pending_events"
 # Every recorded event gets the next number, so events of several aggregates can be
 # put back in the order they happened (next() on a count is atomic under the GIL).
 _SEQUENCE = itertools.count()
+_LAST: list[int] = [-1]  # the number of the last event recorded anywhere
+
+
+def event_clock() -> int:
+    """The number of the last event recorded by any aggregate (-1 before the first).
+
+    A unit of work compares it with the value it saw last: while it has not
+    moved, no aggregate recorded anything and there is nothing to look for.
+    """
+    return _LAST[0]
+
+
+def event_count(aggregate: AggregateRoot) -> int:
+    """How many events ``aggregate`` holds, without copying them."""
+    events = aggregate._recorded()  # noqa: SLF001 - the domain module's own helper
+    return 0 if events is None else len(events)
 
 
 def _made_by_dataclass(cls: type, value: object) -> bool:
@@ -227,7 +243,9 @@ class AggregateRoot(Entity):
             events = []
             # Bypasses __setattr__ on purpose: ORMs and frozen classes must not see it.
             self.__dict__[_EVENTS_ATTR] = (id(self), events)
-        events.append((next(_SEQUENCE), event))
+        number = next(_SEQUENCE)
+        events.append((number, event))
+        _LAST[0] = number
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from buttress.domain import AggregateRoot
+from buttress.domain._entity import event_clock, event_count
 from buttress.persistence._links import links_of, owners_of
 
 if TYPE_CHECKING:
@@ -55,11 +56,12 @@ class AggregateGuard:
         tracker: The unit's tracker: the aggregates whose events count.
     """
 
-    __slots__ = ("counted", "tracker")
+    __slots__ = ("clock", "counted", "tracker")
 
     def __init__(self, session: Session, tracker: Tracker) -> None:
         self.tracker = tracker
         self.counted: dict[int, int] = {}
+        self.clock = -1  # the event clock when the aggregates' events were last counted
         sa.event.listen(session, "before_flush", self._before_flush)
         sa.event.listen(session, "before_commit", self._before_commit)
         sa.event.listen(session, "after_commit", self._forget)
@@ -81,10 +83,11 @@ class AggregateGuard:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
         changed = [entity for entity in session.dirty if session.is_modified(entity)]
         seeds = [*session.new, *session.deleted, *changed]
-        if seeds or committing:
+        if (seeds or committing) and event_clock() != self.clock:
+            self.clock = event_clock()
             counted = self.counted
             for aggregate in self.tracker.seen.values():
-                events = len(aggregate.pending_events)
+                events = event_count(aggregate)
                 if events > counted.get(id(aggregate), 0):
                     seeds.append(aggregate)
                     counted[id(aggregate)] = events
@@ -120,13 +123,25 @@ def _parents(session: Session, entity: Any) -> Iterator[Any]:
     if not owners:
         return
     state = sa.inspect(entity)
+    new = state.key is None
     for link in owners:
-        for values in _fk_values(state, [dest for _, dest in link.pairs]):
+        fields = [dest for _, dest in link.pairs]
+        if new:  # only what it holds now: its keys are not synced yet
+            found = [tuple(state.dict.get(name) for name in fields)]
+            found = [values for values in found if None not in values]
+        else:
+            found = _fk_values(state, fields)
+        for values in found:
             owner = _get(session, link.model, [source for source, _ in link.pairs], values)
             if owner is not None:
                 yield owner
         for reverse in links_of(type(entity)):
             if reverse.many_to_one and reverse.target is link.model and reverse.pairs == link.pairs:
+                if new:
+                    held = state.dict.get(reverse.key)
+                    if held is not None:
+                        yield held
+                    continue
                 history = state.attrs[reverse.key].load_history()
                 yield from (
                     item

@@ -23,7 +23,6 @@ import enum
 import functools
 import threading
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -31,6 +30,7 @@ from sqlalchemy.orm import attributes
 from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm.base import LoaderCallableStatus, PassiveFlag
 
+from buttress.domain._entity import event_clock, event_count
 from buttress.errors import (
     ButtressError,
     ConcurrencyError,
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryStore", "Transaction"]
 
 Row = dict[str, Any]
+_ISSUED: Final = "buttress.memory.store"  # the store an entity came from, on its state
 _DELETED: Final[Any] = None  # an overlay entry of None: the row was deleted
 
 
@@ -86,6 +87,7 @@ class _Table:
         "info",
         "links",
         "mapper",
+        "mutable",
         "on_update",
         "references",
         "required",
@@ -110,6 +112,12 @@ class _Table:
         self.autoincrement: str | None = None
         table = mapper.local_table
         auto = getattr(table, "autoincrement_column", None)
+        # the columns whose values can change in place: copied between rows and entities
+        self.mutable = tuple(
+            prop.key
+            for prop in mapper.column_attrs
+            if _python_type(prop.columns[0]) not in _IMMUTABLE
+        )
         for prop in mapper.column_attrs:
             column = prop.columns[0]
             if column is auto:
@@ -283,8 +291,7 @@ class InMemoryStore:
         self._secondaries: dict[sa.Table, _Secondary] = {}
         self._sequences: dict[type[Any], int] = {}
         self.linked = False  # some model has relationships: flushes walk them
-        # every entity handed out, by id; weak, so entities die when users drop them
-        self._issued: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._indexes: dict[tuple[Any, tuple[str, ...]], tuple[Any, dict[Any, list[Any]]]] = {}
 
     def table(self, model: type[Any]) -> _Table:
         """What the store enforces for ``model``, read from its metadata once."""
@@ -299,6 +306,22 @@ class InMemoryStore:
             self._tables[model] = table
             self.linked = self.linked or bool(table.links)
         return table
+
+    def index(self, model: Any, fields: tuple[str, ...]) -> dict[tuple[Any, ...], list[Any]]:
+        """The committed keys of ``model`` by their values of ``fields`` (built once per commit).
+
+        A committed table is never changed in place, so an index built from it
+        stays true until a commit replaces the table.
+        """
+        rows = self.rows(model)
+        cached = self._indexes.get((model, fields))
+        if cached is not None and cached[0] is rows:
+            return cached[1]
+        index: dict[tuple[Any, ...], list[Any]] = {}
+        for key, row in rows.items():
+            index.setdefault(tuple(row[name] for name in fields), []).append(key)
+        self._indexes[model, fields] = (rows, index)
+        return index
 
     def secondary(self, table: sa.Table) -> _Secondary:
         """How the store keeps the pairs of ``table`` (registered with its models)."""
@@ -315,12 +338,16 @@ class InMemoryStore:
         return [*self._tables.values(), *self._secondaries.values()]
 
     def issue(self, entity: Any) -> None:
-        """Remember that ``entity`` came from this store (loaded or added)."""
-        self._issued[id(entity)] = entity
+        """Remember that ``entity`` came from this store (loaded or added).
+
+        The mark lives on the entity's SQLAlchemy state: it goes when the entity
+        goes, and a copy of the entity does not carry it.
+        """
+        attributes.instance_state(entity).info[_ISSUED] = self
 
     def issued(self, entity: Any) -> bool:
         """Whether ``entity`` was loaded from or added to this store before."""
-        return self._issued.get(id(entity)) is entity
+        return attributes.instance_state(entity).info.get(_ISSUED) is self
 
     def rows(self, model: type[Any]) -> dict[Any, Row]:
         """The committed rows of ``model`` (a table never changed in place)."""
@@ -370,6 +397,7 @@ class Transaction:
         # the related objects of each loaded relationship as last loaded or flushed
         self.links: dict[tuple[int, str], tuple[Any, ...]] = {}
         self.counted: dict[int, int] = {}  # events of an aggregate its version covers
+        self.clock = -1  # the event clock when they were last counted
         self.flushing = False
         self.loaders: dict[type[Any], dict[str, Callable[..., Any]]] = {}
 
@@ -395,12 +423,16 @@ class Transaction:
             return found
         table = self.store.table(info.model)
         entity = table.mapper.class_manager.new_instance()
-        _load(entity, row)
+        # a new instance has no history to clear: its values go in as a load puts them
+        values = entity.__dict__
+        values.update(row)
+        for name in table.mutable:
+            values[name] = _own(values[name])
         self.store.issue(entity)
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
         if table.links:
-            self._expect_loads(entity, table)
+            attributes.instance_state(entity).callables = dict(self._loaders(table))
         return entity
 
     def get(self, info: ModelInfo, key: Any, *, load: object = ()) -> Any:
@@ -417,16 +449,25 @@ class Transaction:
         return found
 
     def load(self, entities: Iterable[Any], paths: tuple[str, ...]) -> None:
-        """Load the relationships along ``paths`` of ``entities``, as eager loading does."""
-        for path in paths:
-            level = list(entities)
-            for step in path.split("."):
-                following: list[Any] = []
-                for entity in level:
-                    value = getattr(entity, step)
-                    if value is not None:
-                        following.extend(value if isinstance(value, (list, set)) else [value])
-                level = following
+        """Load the relationships along ``paths`` of ``entities``, as eager loading does.
+
+        The unit flushed before the query that found ``entities``; like SQL's
+        eager loads, the loads that follow do not flush again.
+        """
+        entities = list(entities)
+        self.flushing = True  # the loaders' autoflush: done already
+        try:
+            for path in paths:
+                level = entities
+                for step in path.split("."):
+                    following: list[Any] = []
+                    for entity in level:
+                        value = getattr(entity, step)
+                        if value is not None:
+                            following.extend(value if isinstance(value, (list, set)) else [value])
+                    level = following
+        finally:
+            self.flushing = False
 
     def select(
         self,
@@ -464,14 +505,19 @@ class Transaction:
 
     def _expect_loads(self, entity: Any, table: _Table) -> None:
         """Have ``entity``'s unloaded relationships load from this transaction on access."""
+        state = attributes.instance_state(entity)
+        present = state.dict
+        state.callables = {
+            key: load for key, load in self._loaders(table).items() if key not in present
+        }
+
+    def _loaders(self, table: _Table) -> dict[str, Callable[..., Any]]:
         loaders = self.loaders.get(table.info.model)
         if loaders is None:
             loaders = self.loaders[table.info.model] = {
                 link.key: functools.partial(self._load_link, link) for link in table.links
             }
-        state = attributes.instance_state(entity)
-        present = state.dict
-        state.callables = {key: load for key, load in loaders.items() if key not in present}
+        return loaders
 
     def _load_link(self, link: Link, state: Any, passive: Any) -> Any:
         """Load one relationship of ``state``'s object, as a lazy load does."""
@@ -513,27 +559,41 @@ class Transaction:
         if None in values:
             return []
         if link.secondary is None:
-            return self._rows_where(target, wanted, values)
+            return self._rows_where(target.model, target.key_names, wanted, values)
         columns = [column for _, column in link.pairs]
         pairs = [
             tuple(pair[column] for _, column in link.target_pairs)
-            for pair in self.current(link.secondary).values()  # type: ignore[arg-type]
-            if tuple(pair[column] for column in columns) == values
+            for _, pair in self._rows_where(link.secondary, (), columns, values)
         ]
         wanted = [source for source, _ in link.target_pairs]
-        return [hit for found in pairs for hit in self._rows_where(target, wanted, found)]
+        return [
+            hit
+            for found in pairs
+            for hit in self._rows_where(target.model, target.key_names, wanted, found)
+        ]
 
     def _rows_where(
-        self, info: ModelInfo, fields: list[str], values: tuple[Any, ...]
+        self, model: Any, key_names: tuple[str, ...], fields: list[str], values: tuple[Any, ...]
     ) -> list[tuple[Any, Row]]:
-        rows = self.current(info.model)
-        if tuple(fields) == info.key_names:
+        """The rows of ``model`` (keyed by ``key_names``) whose ``fields`` hold ``values``."""
+        changes = self.changes.get(model)
+        if tuple(fields) == key_names:
             key = values[0] if len(values) == 1 else values
-            row = rows.get(key)
+            row = self.current(model).get(key)
             return [] if row is None else [(key, row)]
-        return [
-            (key, row) for key, row in rows.items() if tuple(row[name] for name in fields) == values
+        stored = self.store.rows(model)
+        found = [
+            (key, stored[key])
+            for key in self.store.index(model, tuple(fields)).get(values, ())
+            if not changes or key not in changes
         ]
+        if changes:
+            found += [
+                (key, change.row)
+                for key, change in changes.items()
+                if change.row is not None and tuple(change.row[name] for name in fields) == values
+            ]
+        return found
 
     def _members(self, entity: Any, link: Link, *, load: bool = False) -> tuple[Any, ...] | None:
         """The objects ``entity`` holds through ``link`` now; None when never loaded."""
@@ -724,7 +784,7 @@ class Transaction:
                 if None in values:
                     continue
                 wanted = [source for source, _ in link.pairs]
-                for key, found in self._rows_where(owner, wanted, values):
+                for key, found in self._rows_where(owner.model, owner.key_names, wanted, values):
                     yield self._object(owner, key, found)
             for reverse in self.store.table(type(entity)).links:
                 if (
@@ -865,8 +925,8 @@ class Transaction:
         Foreign keys are checked once all rows are written, as they hold at the
         end of SQL's ordered statements.
         """
-        if self.flushing:
-            return
+        if self.flushing or not (self.objects or self.pending or self.doomed or committing):
+            return  # nothing loaded or added: nothing to write
         self.flushing = True
         try:
             self._flush(committing=committing)
@@ -934,9 +994,12 @@ class Transaction:
     def _recorded(self) -> list[tuple[Any, Row | None, Row | None]]:
         """The aggregates that recorded events since the last flush that wrote."""
         seeds: list[tuple[Any, Row | None, Row | None]] = []
+        if event_clock() == self.clock:
+            return seeds  # no aggregate recorded anything since the last count
+        self.clock = event_clock()
         counted = self.counted
         for aggregate in self.tracker.seen.values():
-            events = len(aggregate.pending_events)
+            events = event_count(aggregate)
             if events > counted.get(id(aggregate), 0):
                 seeds.append((aggregate, None, None))
                 counted[id(aggregate)] = events
@@ -1394,6 +1457,15 @@ _IMMUTABLE: Final = (
     enum.Enum,
     type(None),
 )
+
+
+def _python_type(column: Any) -> type[Any] | None:
+    """The Python type of ``column``'s values, None when its type does not say."""
+    try:
+        found: type[Any] = column.type.python_type
+    except NotImplementedError:
+        return None
+    return found
 
 
 def _own(value: Any) -> Any:

@@ -1,0 +1,297 @@
+"""Aggregates with parts: loading and saving them costs what plain SQLAlchemy costs.
+
+The model is the contract suite's: a `ContractProduct` holding `ContractBatch`es
+holding `ContractAllocation`s (cascade ``all, delete-orphan``, a version on the
+product). Groups run on SQLite (a file) and PostgreSQL (psycopg, a schema of its
+own), as ``persistence.<hot-path>-<backend>``, set up as in ``test_persistence``.
+
+- ``persistence.load-aggregates-100``: `PRODUCTS` products with two batches of two
+  allocations each, identity map emptied before each round. Baseline:
+  ``select(ContractProduct).options(selectinload(batches).selectinload(allocations))``
+  ordered by key; ours: ``repo.find(order_by="sku", load=("batches",
+  "batches.allocations"))``; peer: advanced-alchemy's ``get_many`` with the same
+  loader options. Every row runs 3 SELECTs.
+- ``persistence.add-aggregate``: a new product with `BATCHES` batches, added and
+  committed. Baseline: ``session.add(product); session.commit()``; ours:
+  ``repo.add(product); uow.commit()``: one INSERT of the product, one of the
+  batches (executemany), no version bump (a new aggregate).
+- ``persistence.load-aggregate-memory``: one product with its batches and
+  allocations loaded by key from a fresh unit of work. Baseline: ours over SQLite
+  in a file; ours: the in-memory twin. The twin's ratio is how much faster tests
+  on it run than the same tests on SQLite.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from buttress.persistence import InMemoryStore, InMemoryUnitOfWork, SqlAlchemyUnitOfWork
+from buttress.testing import ContractAllocation, ContractBatch, ContractProduct, contract_metadata
+from test_persistence import (
+    WARMUP,
+    SQLAlchemySyncRepository,
+    no_sync_sqlite,
+    postgres_url,
+    recording,
+    summary,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+PRODUCTS = 100
+"""Products loaded per round of ``persistence.load-aggregates-100``."""
+
+BATCHES = 10
+"""Batches of the product added per round of ``persistence.add-aggregate``."""
+
+ROUNDS = {"load-aggregates-100": 200, "add-aggregate": 300, "load-aggregate-memory": 2000}
+
+PATHS = ("batches", "batches.allocations")
+LOADERS = (selectinload(ContractProduct.batches).selectinload(ContractBatch.allocations),)
+
+
+class ProductRepository(SQLAlchemySyncRepository[ContractProduct]):
+    """advanced-alchemy's repository of `ContractProduct`."""
+
+    model_type = ContractProduct
+    id_attribute = "sku"
+
+
+def product(sku: str, batches: int = 2, allocations: int = 2) -> ContractProduct:
+    return ContractProduct(
+        sku=sku,
+        batches=[
+            ContractBatch(
+                reference=f"{sku}-{b}",
+                qty=10,
+                allocations=[
+                    ContractAllocation(orderid=f"o{a}", qty=1) for a in range(allocations)
+                ],
+            )
+            for b in range(batches)
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def sessions(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Any]:
+    """A database of the backend the test is parametrised with, holding `PRODUCTS` products."""
+    schema: str | None = None
+    admin: sa.Engine | None = None
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("aggregates") / "bench.db"
+        engine = sa.create_engine(f"sqlite+pysqlite:///{path}")
+        sa.event.listen(engine, "connect", no_sync_sqlite)
+    else:
+        url = postgres_url()
+        schema = f"bench_aggregates_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(url)
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        options = f"-csearch_path={schema} -csynchronous_commit=off"
+        engine = sa.create_engine(url, connect_args={"options": options})
+    try:
+        contract_metadata.create_all(engine)
+        factory = sessionmaker(engine, expire_on_commit=False)
+        with factory.begin() as session:
+            session.add_all(product(f"P{n:03}") for n in range(PRODUCTS))
+        yield engine, factory
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+def backends(hot_path: str) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize(
+        "sessions",
+        [
+            pytest.param(
+                name, id=name, marks=pytest.mark.benchmark(group=f"persistence.{hot_path}-{name}")
+            )
+            for name in ("sqlite", "postgres")
+        ],
+        indirect=True,
+    )
+
+
+def measure(bench: Any, engine: sa.Engine | None, target: Any, setup: Any, rounds: int) -> Any:
+    """Run ``target`` once with its SQL recorded in ``extra_info["sql"]``, then time it."""
+    args, kwargs = setup()
+    if engine is not None:
+        with recording(engine) as statements:
+            target(*args, **kwargs)
+        bench.extra_info["sql"] = summary(statements)
+    return bench.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=WARMUP)
+
+
+def emptying(session: Session) -> Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]:
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        session.expunge_all()
+        return (), {}
+
+    return setup
+
+
+def check_loaded(products: Any) -> None:
+    assert len(products) == PRODUCTS
+    assert sum(len(b.allocations) for p in products for b in p.batches) == PRODUCTS * 4
+
+
+# persistence.load-aggregates-100 ----------------------------------------------------------------
+
+
+@backends("load-aggregates-100")
+class TestLoadAggregates:
+    def test_session_selectinload(self, baseline, sessions):
+        engine, factory = sessions
+        with factory() as session:
+
+            def load():
+                statement = sa.select(ContractProduct).options(*LOADERS)
+                return session.scalars(statement.order_by(ContractProduct.sku)).all()
+
+            found = measure(
+                baseline, engine, load, emptying(session), ROUNDS["load-aggregates-100"]
+            )
+        check_loaded(found)
+        assert baseline.extra_info["sql"] == "SELECT x3"
+
+    def test_repository_find_load(self, ours, sessions):
+        engine, factory = sessions
+        uow = SqlAlchemyUnitOfWork(factory)
+        with uow:
+            repo = uow.repository(ContractProduct, str)
+
+            def load():
+                return repo.find(order_by="sku", load=PATHS)
+
+            found = measure(
+                ours, engine, load, emptying(uow.session), ROUNDS["load-aggregates-100"]
+            )
+        check_loaded(found)
+        assert ours.extra_info["sql"] == "SELECT x3"
+
+    def test_advanced_alchemy_get_many_load(self, peer, sessions):
+        engine, factory = sessions
+        with factory() as session:
+            repo = ProductRepository(session=session)
+
+            def load():
+                return repo.get_many(load=list(LOADERS), order_by=[ContractProduct.sku])
+
+            found = measure(peer, engine, load, emptying(session), ROUNDS["load-aggregates-100"])
+        check_loaded(found)
+
+
+# persistence.add-aggregate ----------------------------------------------------------------------
+
+NUMBERS = itertools.count()
+
+
+def new_product() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (product(f"N{next(NUMBERS):07}", batches=BATCHES, allocations=0),), {}
+
+
+def forget_added(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        keep = ContractBatch.product_sku.like("P%")
+        connection.execute(sa.delete(ContractBatch).where(~keep))
+        connection.execute(sa.delete(ContractProduct).where(~ContractProduct.sku.like("P%")))
+
+
+@backends("add-aggregate")
+class TestAddAggregate:
+    def test_session_add_commit(self, baseline, sessions):
+        engine, factory = sessions
+        try:
+            with factory() as session:
+
+                def add_commit(item):
+                    session.add(item)
+                    session.commit()
+                    return item
+
+                added = measure(baseline, engine, add_commit, new_product, ROUNDS["add-aggregate"])
+        finally:
+            forget_added(engine)
+        assert len(added.batches) == BATCHES
+        assert added.version == 1
+
+    def test_repository_add_commit(self, ours, sessions):
+        engine, factory = sessions
+        uow = SqlAlchemyUnitOfWork(factory)
+        try:
+            with uow:
+                repo = uow.repository(ContractProduct, str)
+
+                def add_commit(item):
+                    repo.add(item)
+                    uow.commit()
+                    return item
+
+                added = measure(ours, engine, add_commit, new_product, ROUNDS["add-aggregate"])
+        finally:
+            forget_added(engine)
+        assert len(added.batches) == BATCHES
+        assert added.version == 1  # a new aggregate: no bump
+
+
+# persistence.load-aggregate-memory --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twin_and_file(tmp_path_factory: Any) -> Iterator[tuple[Any, Any]]:
+    """The same products in an in-memory store and in a SQLite file."""
+    path = tmp_path_factory.mktemp("aggregate-memory") / "bench.db"
+    engine = sa.create_engine(f"sqlite+pysqlite:///{path}")
+    sa.event.listen(engine, "connect", no_sync_sqlite)
+    contract_metadata.create_all(engine)
+    store = InMemoryStore()
+    units = [SqlAlchemyUnitOfWork(sessionmaker(engine)), InMemoryUnitOfWork(store=store)]
+    for uow in units:
+        with uow:
+            uow.repository(ContractProduct, str).add_many(
+                product(f"P{n:03}") for n in range(PRODUCTS)
+            )
+            uow.commit()
+    yield engine, store
+    engine.dispose()
+
+
+def load_one(make: Callable[[], Any]) -> Callable[[str], Any]:
+    def load(sku: str) -> Any:
+        with make() as uow:
+            return uow.repository(ContractProduct, str).get(sku, load=PATHS)
+
+    return load
+
+
+def keys() -> Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]:
+    skus = itertools.cycle([f"P{n:03}" for n in range(PRODUCTS)])
+    return lambda: ((next(skus),), {})
+
+
+@pytest.mark.benchmark(group="persistence.load-aggregate-memory")
+class TestLoadAggregateInMemory:
+    def test_sqlite_file(self, baseline, twin_and_file):
+        engine, _ = twin_and_file
+        factory = sessionmaker(engine)
+        load = load_one(lambda: SqlAlchemyUnitOfWork(factory))
+        found = measure(baseline, engine, load, keys(), ROUNDS["load-aggregate-memory"])
+        assert sum(len(b.allocations) for b in found.batches) == 4
+
+    def test_in_memory_twin(self, ours, twin_and_file):
+        _, store = twin_and_file
+        load = load_one(lambda: InMemoryUnitOfWork(store=store))
+        found = measure(ours, None, load, keys(), ROUNDS["load-aggregate-memory"])
+        assert sum(len(b.allocations) for b in found.batches) == 4
