@@ -327,3 +327,32 @@ def test_loading_100_aggregates_with_two_levels_takes_three_statements(sql_units
             sa.event.remove(engine, "before_cursor_execute", count)
     assert (len(found), total) == (100, 400)
     assert len(statements) == 3, statements  # products, their batches, their allocations
+
+
+def test_the_bump_costs_no_statement_when_the_root_row_is_written_anyway(sql_units: Any) -> None:
+    """The book's model bumps its own version: the boundary adds no UPDATE of its own."""
+    make, engine = sql_units
+    book.create_all(engine)
+    with make() as uow:
+        uow.repository(Product, str).add(
+            Product("LAMP", [Batch("b1", "LAMP", 10)], version_number=1)
+        )
+        uow.commit()
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2].split(None, 2)[:2])
+
+    with make() as uow:
+        product = uow.repository(Product, str).get("LAMP")
+        product.batches[0]._purchased_quantity = 20  # a part changes, and
+        product.version_number += 1  # the application bumps the root itself
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            uow.commit()
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
+    updates = sorted(" ".join(words) for words in statements if words[0] == "UPDATE")
+    assert updates == ["UPDATE batches", "UPDATE products"], statements
+    with make() as uow:
+        assert uow.repository(Product, str).get("LAMP").version_number == 2

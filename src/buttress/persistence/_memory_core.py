@@ -1332,6 +1332,7 @@ class Transaction:
         stored values), as SQLAlchemy keeps them in the session.
         """
         changes, objects, flushed, new, removed = self.savepoints.pop()
+        self.counted.clear()  # events are counted again, as after SQL's savepoint rollback
         added_inside = self.new - new
         kept = dict(objects)
         loaded_inside = [
