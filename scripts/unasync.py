@@ -25,6 +25,7 @@ PAIRS = {
 
 RULES: list[tuple[str, str]] = [
     (r"(?m)^.*# unasync: drop\n", ""),  # a line only the async source needs
+    (r"(?m)^(\s*).*# unasync: sync: (.*)\n", r"\1\2\n"),  # a line written otherwise in sync
     (r"\bAsync(?=[A-Z])", ""),  # AsyncSession -> Session, AsyncIterator -> Iterator
     (r"\basync_sessionmaker\b", "sessionmaker"),
     (r"\basynccontextmanager\b", "contextmanager"),

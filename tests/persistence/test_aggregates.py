@@ -356,3 +356,27 @@ def test_the_bump_costs_no_statement_when_the_root_row_is_written_anyway(sql_uni
     assert updates == ["UPDATE batches", "UPDATE products"], statements
     with make() as uow:
         assert uow.repository(Product, str).get("LAMP").version_number == 2
+
+
+@pytest.mark.asyncio
+# aiosqlite leaves its cursor coroutine unawaited when SQLAlchemy refuses the IO
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_an_async_unit_cannot_load_a_relationship_on_access_on_any_backend(
+    make_async_uow: Any,
+) -> None:
+    """As SQLAlchemy's asyncio session, the async twin refuses to load on attribute access."""
+    make = make_async_uow
+    async with make() as uow:
+        await uow.repository(ContractProduct).add(
+            ContractProduct(sku="S1", batches=[ContractBatch(reference="b1", qty=1)])
+        )
+        await uow.commit()
+    async with make() as uow:
+        product = await uow.repository(ContractProduct).get("S1")
+        with pytest.raises(sa.exc.SQLAlchemyError, match="MissingGreenlet|greenlet_spawn"):
+            _ = product.batches
+    async with make() as uow:
+        product = await uow.repository(ContractProduct).get("S1", load="batches")
+        assert [b.reference for b in product.batches] == ["b1"]
+        with pytest.raises(sa.exc.SQLAlchemyError, match="MissingGreenlet|greenlet_spawn"):
+            _ = product.batches[0].allocations  # a level further: not named

@@ -43,6 +43,10 @@ T = TypeVar("T")
 ID = TypeVar("ID")
 
 
+LAZY_LOADS = True
+"""Whether an unloaded relationship loads on access (as SQLAlchemy's session: not under asyncio)."""
+
+
 class InMemoryRepository(Generic[T, ID]):
     """A repository that keeps entities in memory and behaves as the SQLAlchemy one does.
 
@@ -76,7 +80,8 @@ class InMemoryRepository(Generic[T, ID]):
         self._info = model_info(model)
         if _transaction is None:
             store = InMemoryStore() if store is None else store
-            _transaction = Transaction(store, Tracker(secret_bytes(cursor_secret)))
+            tracker = Tracker(secret_bytes(cursor_secret))
+            _transaction = Transaction(store, tracker, lazy=LAZY_LOADS)
         _transaction.store.table(model)
         self._transaction = _transaction
 
@@ -281,7 +286,7 @@ class InMemoryUnitOfWork:
         """
         if self._transaction is not None:
             raise already_in_transaction()
-        self._transaction = Transaction(self._store, self._tracker)
+        self._transaction = Transaction(self._store, self._tracker, lazy=LAZY_LOADS)
         self._repositories = {}
         return self
 

@@ -44,6 +44,10 @@ T = TypeVar("T")
 ID = TypeVar("ID")
 
 
+LAZY_LOADS = False  # unasync: sync: LAZY_LOADS = True
+"""Whether an unloaded relationship loads on access (as SQLAlchemy's session: not under asyncio)."""
+
+
 class AsyncInMemoryRepository(Generic[T, ID]):
     """A repository that keeps entities in memory and behaves as the SQLAlchemy one does.
 
@@ -77,7 +81,8 @@ class AsyncInMemoryRepository(Generic[T, ID]):
         self._info = model_info(model)
         if _transaction is None:
             store = InMemoryStore() if store is None else store
-            _transaction = Transaction(store, Tracker(secret_bytes(cursor_secret)))
+            tracker = Tracker(secret_bytes(cursor_secret))
+            _transaction = Transaction(store, tracker, lazy=LAZY_LOADS)
         _transaction.store.table(model)
         self._transaction = _transaction
 
@@ -284,7 +289,7 @@ class AsyncInMemoryUnitOfWork:
         """
         if self._transaction is not None:
             raise already_in_transaction()
-        self._transaction = Transaction(self._store, self._tracker)
+        self._transaction = Transaction(self._store, self._tracker, lazy=LAZY_LOADS)
         self._repositories = {}
         return self
 

@@ -381,9 +381,12 @@ class _Change:
 class Transaction:
     """One transaction of an in-memory unit of work (see the module docstring)."""
 
-    def __init__(self, store: InMemoryStore, tracker: Tracker) -> None:
+    def __init__(self, store: InMemoryStore, tracker: Tracker, *, lazy: bool = True) -> None:
         self.store = store
         self.tracker = tracker
+        # False for asyncio units: an unloaded relationship read outside load= is an
+        # error, as SQLAlchemy's asyncio session cannot load it on access either
+        self.lazy = lazy
         self.changes: dict[type[Any], dict[Any, _Change]] = {}
         self.objects: dict[tuple[type[Any], Any], Any] = {}  # identity map
         self.flushed: dict[int, Row] = {}  # id(object) -> the row last written or read
@@ -528,6 +531,13 @@ class Transaction:
             raise orm_exc.DetachedInstanceError(
                 f"{link.name} of {entity!r} was not loaded while its unit of work was open: "
                 "read it inside the unit, or name it in load= when you get the entity"
+            )
+        if not (self.lazy or self.flushing):
+            raise sa.exc.MissingGreenlet(
+                f"{link.name} of {entity!r} was not loaded, and an asyncio unit of work "
+                "cannot load it on access (SQLAlchemy's asyncio session raises "
+                "MissingGreenlet here too): name it in load= when you get or find the "
+                f"entity, such as load={link.key!r}"
             )
         if not passive & PassiveFlag.NO_AUTOFLUSH:
             self.flush()  # as SQL's lazy load autoflushes (not when a set reads the old value)
