@@ -124,6 +124,7 @@ def own_units(
     schema = None
     if request.param == "sqlite":
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'own.db'}")
+        foreign_keys_on(engine)  # as PostgreSQL and the in-memory twin enforce them
     else:
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"own_{uuid.uuid4().hex[:10]}"

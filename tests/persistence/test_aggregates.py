@@ -380,3 +380,65 @@ async def test_an_async_unit_cannot_load_a_relationship_on_access_on_any_backend
         assert [b.reference for b in product.batches] == ["b1"]
         with pytest.raises(sa.exc.SQLAlchemyError, match="MissingGreenlet|greenlet_spawn"):
             _ = product.batches[0].allocations  # a level further: not named
+
+
+# -- relationships without the aggregate's cascades -------------------------------------
+
+loose = sa.MetaData()
+_loose = registry(metadata=loose)
+
+
+@_loose.mapped_as_dataclass(eq=False)
+class Team:
+    __tablename__ = "teams"
+
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True, init=False)
+    name: sa.orm.Mapped[str] = sa.orm.mapped_column(sa.String(20))
+
+
+@_loose.mapped_as_dataclass(eq=False)
+class Player:
+    __tablename__ = "players"
+
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True, init=False)
+    name: sa.orm.Mapped[str] = sa.orm.mapped_column(sa.String(20))
+    team_id: sa.orm.Mapped[int | None] = sa.orm.mapped_column(
+        sa.ForeignKey("teams.id"), default=None, init=False
+    )
+    team: sa.orm.Mapped[Team | None] = relationship(
+        backref=sa.orm.backref("players", collection_class=set), default=None
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def loose_units(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    yield from own_units(request, tmp_path, loose)
+
+
+def test_a_backref_without_cascades_behaves_as_sql(loose_units: Any) -> None:
+    """Default cascades: saved with the parent; let go of (never deleted) otherwise."""
+    make, _engine = loose_units
+    with make() as uow:
+        reds = Team(name="reds")
+        ada, bob = Player(name="ada", team=reds), Player(name="bob", team=reds)
+        uow.repository(Player).add_many([ada, bob])  # the team comes along (save-update)
+        uow.commit()
+        team_key = reds.id
+        assert {p.team_id for p in (ada, bob)} == {team_key}
+    with make() as uow:
+        team = uow.repository(Team).get(team_key)
+        assert sorted(p.name for p in team.players) == ["ada", "bob"]  # a set, via backref
+        leaving = next(p for p in team.players if p.name == "bob")
+        team.players.remove(leaving)  # no delete-orphan: bob stays, without a team
+        uow.commit()
+    with make() as uow:
+        players = {p.name: p.team_id for p in uow.repository(Player).find()}
+        assert players == {"ada": team_key, "bob": None}
+        uow.repository(Team).remove(uow.repository(Team).get(team_key))  # no delete
+        uow.commit()  # cascade: ada lets go of it, as SQLAlchemy sets her key to NULL
+    with make() as uow:
+        assert {p.name: p.team_id for p in uow.repository(Player).find()} == {
+            "ada": None,
+            "bob": None,
+        }
+        assert uow.repository(Team).count() == 0
