@@ -27,6 +27,7 @@ from buttress.testing import (
     Allocated,
     ContractAllocation,
     ContractBatch,
+    ContractDetail,
     ContractLabel,
     ContractOrder,
     ContractProduct,
@@ -275,6 +276,17 @@ class FakeEqualsReal(RuleBasedStateMachine):
 
         self.both(step)
 
+    @rule(sku=SKUS, text=st.sampled_from([None, "x", "y"]))
+    def set_detail(self, sku: str, text: str | None) -> None:
+        def step(unit: Any) -> bool:
+            product = self.product(unit, sku)
+            if product is None:
+                return False
+            product.detail = None if text is None else ContractDetail(text=text)
+            return True
+
+        self.both(step)
+
     @rule(sku=SKUS)
     def remove_product(self, sku: str) -> None:
         def step(unit: Any) -> bool:
@@ -307,6 +319,7 @@ class FakeEqualsReal(RuleBasedStateMachine):
                         for b in p.batches
                     ),
                     sorted(label.name for label in p.labels),
+                    None if p.detail is None else p.detail.text,
                 )
                 for p in unit.repository(ContractProduct).find(order_by="sku")
             ]
@@ -318,7 +331,13 @@ class FakeEqualsReal(RuleBasedStateMachine):
         self.both(
             lambda unit: [
                 unit.repository(model).count()
-                for model in (ContractProduct, ContractBatch, ContractAllocation, ContractLabel)
+                for model in (
+                    ContractProduct,
+                    ContractBatch,
+                    ContractAllocation,
+                    ContractLabel,
+                    ContractDetail,
+                )
             ]
         )
 

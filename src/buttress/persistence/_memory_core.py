@@ -962,9 +962,18 @@ class Transaction:
             roots = self._bumped(seeds, new, doomed, updates)
         written: list[tuple[Any, Row]] = []
         removed: list[tuple[Any, Row]] = []
+        replaced = {
+            (type(entity), self.store.table(type(entity)).info.key_of(entity)): entity
+            for entity in doomed.values()
+        }
         for entity in new:
             table = self.store.table(type(entity))
-            written.append((table, self._insert(table, entity)))
+            old = replaced.pop((type(entity), table.info.key_of(entity)), None) if doomed else None
+            if old is None:
+                written.append((table, self._insert(table, entity)))
+            else:  # removed and added under one key: SQL's "row switch", an UPDATE
+                del doomed[id(old)]
+                written.append((table, self._switch(table, entity, old)))
         for key, entity, table, last in updates:
             bump = id(entity) in roots
             if bump or _row_of(table, entity) != last:
@@ -1083,6 +1092,30 @@ class Transaction:
         self._check_unique(table, key, row, changed=changed)
         self._write(info.model, key, row, last)
         self.flushed[id(entity)] = row
+        return row
+
+    def _switch(self, table: _Table, entity: Any, old: Any) -> Row:
+        """Store new ``entity`` over the row of ``old``, removed in the same flush."""
+        info = table.info
+        key = info.key_of(entity)
+        last = self.flushed.pop(id(old))
+        self._check_version(table, key, last)
+        row = _row_of(table, entity)
+        version = table.version
+        if version is not None and not table.assigned_version:
+            setattr(entity, version, table.mapper.version_id_generator(last[version]))
+            row[version] = getattr(entity, version)
+        self._check_required(table, row)
+        self._check_unique(table, key, row)
+        self._write(info.model, key, row, last)
+        self.objects[info.model, key] = entity
+        self.flushed[id(entity)] = row
+        self.new.add(id(entity))
+        self.new.discard(id(old))
+        self.removed[id(old)] = ((info.model, key), old)
+        self.store.issue(entity)
+        if table.links:
+            self._expect_loads(entity, table)
         return row
 
     def _delete(self, entity: Any) -> tuple[_Table, Row]:

@@ -1279,3 +1279,26 @@ class UnitOfWorkContract:
             if "load" in call:
                 with pytest.raises(QueryError, match=message):
                     uow.repository(ContractProduct).get("S1", load=call["load"])
+
+    def test_a_part_replaced_under_its_key_is_written_over(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        uow = make_uow()
+        with uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            old = product.detail
+            product.detail = ContractDetail(text="green chair")  # the same key: S1
+            uow.commit()
+            assert product.version == 2
+        with uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert product.detail is not None
+            assert product.detail.text == "green chair"
+            assert uow.repository(ContractDetail).count() == 1
+            product.detail = ContractDetail(text="undone")
+            uow.repository(ContractProduct).count()  # flushed
+            uow.rollback()
+            again = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert again.detail is not None
+            assert again.detail.text == "green chair"
+        assert old is not None
+        assert old.text == "red chair"

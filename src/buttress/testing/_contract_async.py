@@ -1305,3 +1305,26 @@ class AsyncUnitOfWorkContract:
             if "load" in call:
                 with pytest.raises(QueryError, match=message):
                     await uow.repository(ContractProduct).get("S1", load=call["load"])
+
+    async def test_a_part_replaced_under_its_key_is_written_over(self, make_uow: MakeUow) -> None:
+        await _stock(make_uow)
+        uow = make_uow()
+        async with uow:
+            product = await uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            old = product.detail
+            product.detail = ContractDetail(text="green chair")  # the same key: S1
+            await uow.commit()
+            assert product.version == 2
+        async with uow:
+            product = await uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert product.detail is not None
+            assert product.detail.text == "green chair"
+            assert await uow.repository(ContractDetail).count() == 1
+            product.detail = ContractDetail(text="undone")
+            await uow.repository(ContractProduct).count()  # flushed
+            await uow.rollback()
+            again = await uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert again.detail is not None
+            assert again.detail.text == "green chair"
+        assert old is not None
+        assert old.text == "red chair"
