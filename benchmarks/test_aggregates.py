@@ -24,7 +24,6 @@ own), as ``persistence.<hot-path>-<backend>``, set up as in ``test_persistence``
 from __future__ import annotations
 
 import itertools
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -36,8 +35,8 @@ from buttress.testing import ContractAllocation, ContractBatch, ContractProduct,
 from test_persistence import (
     WARMUP,
     SQLAlchemySyncRepository,
+    database,
     no_sync_sqlite,
-    postgres_url,
     recording,
     summary,
 )
@@ -83,32 +82,12 @@ def product(sku: str, batches: int = 2, allocations: int = 2) -> ContractProduct
 @pytest.fixture(scope="module")
 def sessions(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Any]:
     """A database of the backend the test is parametrised with, holding `PRODUCTS` products."""
-    schema: str | None = None
-    admin: sa.Engine | None = None
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("aggregates") / "bench.db"
-        engine = sa.create_engine(f"sqlite+pysqlite:///{path}")
-        sa.event.listen(engine, "connect", no_sync_sqlite)
-    else:
-        url = postgres_url()
-        schema = f"bench_aggregates_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(url)
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        options = f"-csearch_path={schema} -csynchronous_commit=off"
-        engine = sa.create_engine(url, connect_args={"options": options})
-    try:
+    with database(request.param, tmp_path_factory, "aggregates") as engine:
         contract_metadata.create_all(engine)
         factory = sessionmaker(engine, expire_on_commit=False)
         with factory.begin() as session:
             session.add_all(product(f"P{n:03}") for n in range(PRODUCTS))
         yield engine, factory
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
 
 
 def backends(hot_path: str) -> pytest.MarkDecorator:
@@ -187,7 +166,7 @@ class TestLoadAggregates:
             repo = ProductRepository(session=session)
 
             def load():
-                return repo.get_many(load=list(LOADERS), order_by=[ContractProduct.sku])
+                return repo.get_many(load=list(LOADERS), order_by=[(ContractProduct.sku, False)])
 
             found = measure(peer, engine, load, emptying(session), ROUNDS["load-aggregates-100"])
         check_loaded(found)

@@ -256,24 +256,43 @@ def seed(engine: sa.Engine) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
-    """A seeded database of the backend the test is parametrised with, disposed of afterwards."""
+@contextlib.contextmanager
+def database(
+    name: str, tmp_path_factory: pytest.TempPathFactory, label: str
+) -> Iterator[sa.Engine]:
+    """An engine on an empty database of backend ``name``, disposed of (and dropped) after.
+
+    SQLite: a file in a temporary directory; PostgreSQL: a schema of its own named
+    after ``label``. Neither waits for the disk at commit.
+    """
     schema: str | None = None
     admin: sa.Engine | None = None
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("persistence") / "bench.db"
+    if name == "sqlite":
+        path = tmp_path_factory.mktemp(label) / "bench.db"
         engine = sa.create_engine(f"sqlite+pysqlite:///{path}")
         sa.event.listen(engine, "connect", no_sync_sqlite)
     else:
         url = postgres_url()
-        schema = f"bench_persistence_{uuid.uuid4().hex[:12]}"
+        schema = f"bench_{label}_{uuid.uuid4().hex[:12]}"
         admin = sa.create_engine(url)
         with admin.begin() as connection:
             connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         options = f"-csearch_path={schema} -csynchronous_commit=off"
         engine = sa.create_engine(url, connect_args={"options": options})
     try:
+        yield engine
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
+    """A seeded database of the backend the test is parametrised with, disposed of afterwards."""
+    with database(request.param, tmp_path_factory, "persistence") as engine:
         seed(engine)
         with engine.connect() as connection:
             keys = list(connection.scalars(sa.select(Item.id).order_by(Item.id)))
@@ -285,12 +304,6 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
             keys=keys,
             ordered=ordered,
         )
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
 
 
 @pytest.fixture
