@@ -857,7 +857,7 @@ def test_a_unit_left_without_commit_reports_what_it_discards(caplog):
     caplog.set_level(logging.DEBUG, logger="buttress.persistence")
     with InMemoryUnitOfWork(store=store) as uow:
         orders = uow.repository(ContractOrder)
-        orders.add_many([ContractOrder(ref="n1"), ContractOrder(ref="n2")])
+        orders.add_many([ContractOrder(ref=f"n{n}") for n in range(3)])
         orders.remove(orders.add(ContractOrder(ref="gone")))  # nothing lost
         first, second, third, fourth = (orders.get(key) for key in (1, 2, 3, 4))
         first.total = second.total = 1
@@ -865,4 +865,4 @@ def test_a_unit_left_without_commit_reports_what_it_discards(caplog):
             orders.remove(orders.get(key))  # writes the changes above
         first.total = 2  # written, then changed again: one changed entity
         third.total = fourth.total = 1  # changed in place only
-    assert "discarded 2 new, 4 changed and 2 removed entities" in caplog.text
+    assert "discarded 3 new, 4 changed and 2 removed entities" in caplog.text
