@@ -779,9 +779,11 @@ SQLITE_INSTEAD = "test it against SQLite instead (SqlAlchemyUnitOfWork on sqlite
     [
         (
             Owner,
-            "the in-memory repositories cannot reproduce the relationship Owner.pets: its "
-            "loader is lazy='write_only' (a query per access), which only the database can "
-            f"evaluate; {SQLITE_INSTEAD}",
+            (
+                "the in-memory repositories cannot reproduce the relationship Owner.pets: its "
+                "loader is lazy='write_only' (a query per access), which only the database can "
+                f"evaluate; {SQLITE_INSTEAD}"
+            ),
         ),
         (
             ServerVersioned,

@@ -465,12 +465,26 @@ class Transaction:
                 for step in path.split("."):
                     following: list[Any] = []
                     for entity in level:
-                        value = getattr(entity, step)
-                        if value is not None:
-                            following.extend(value if isinstance(value, (list, set)) else [value])
+                        following.extend(self._eager(entity, step))
                     level = following
         finally:
             self.flushing = False
+
+    def _eager(self, entity: Any, key: str) -> list[Any]:
+        """Load ``entity``'s relationship ``key`` unless loaded; the related objects."""
+        state = attributes.instance_state(entity)
+        value = state.dict.get(key, _UNSET)
+        if value is _UNSET:
+            link = link_of(type(entity), key)
+            related = self._related(entity, link)
+            self.links[id(entity), key] = tuple(related)
+            attributes.set_committed_value(
+                entity, key, related if link.uselist else (related[0] if related else None)
+            )
+            return related
+        if value is None:
+            return []
+        return list(value) if isinstance(value, (list, set)) else [value]
 
     def select(
         self,
