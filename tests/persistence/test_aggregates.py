@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import registry, relationship
 
 from buttress.domain import AggregateRoot, DomainEvent
-from buttress.errors import ConcurrencyError
+from buttress.errors import ConcurrencyError, ConfigurationError
+from buttress.persistence import InMemoryUnitOfWork
 from buttress.resilience import retry
 from buttress.testing import (
     ContractAllocation,
@@ -442,3 +443,50 @@ def test_a_backref_without_cascades_behaves_as_sql(loose_units: Any) -> None:
             "bob": None,
         }
         assert uow.repository(Team).count() == 0
+
+
+# -- what only SQL can do stays possible on SQL -----------------------------------------
+
+dynamic = sa.MetaData()
+_dynamic = registry(metadata=dynamic)
+
+
+@_dynamic.mapped_as_dataclass(eq=False)
+class Feed:
+    __tablename__ = "feeds"
+
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True)
+    entries: sa.orm.WriteOnlyMapped[Entry] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, default_factory=list
+    )
+
+
+@_dynamic.mapped_as_dataclass(eq=False)
+class Entry:
+    __tablename__ = "entries"
+
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True)
+    feed_id: sa.orm.Mapped[int] = sa.orm.mapped_column(sa.ForeignKey("feeds.id"))
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "memory"])
+def dynamic_units(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    yield from own_units(request, tmp_path, dynamic)
+
+
+def test_a_relationship_the_twin_refuses_still_works_on_sql(dynamic_units: Any) -> None:
+    """The aggregate guard reads owners without judging them: SQL flushes proceed."""
+    make, _engine = dynamic_units
+    with make() as uow:
+        uow.repository(Feed).add(Feed(id=1))
+        uow.repository(Entry).add(Entry(id=1, feed_id=1))
+        uow.commit()
+    with make() as uow:
+        uow.repository(Feed).add(Feed(id=2))
+        uow.repository(Entry).get(1).feed_id = 2  # a part moves: the guard reads its owners
+        uow.commit()
+    with make() as uow:
+        assert uow.repository(Entry).get(1).feed_id == 2
+    refused = "Feed.entries: its loader is lazy='write_only'"
+    with pytest.raises(ConfigurationError, match=refused), InMemoryUnitOfWork() as memory:
+        memory.repository(Feed)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from buttress.domain import AggregateRoot
 from buttress.domain._entity import event_clock, event_count
-from buttress.persistence._links import links_of, owners_of
+from buttress.persistence._links import owners_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -124,33 +124,33 @@ def _parents(session: Session, entity: Any) -> Iterator[Any]:
         return
     state = sa.inspect(entity)
     new = state.key is None
+    values = state.dict
     for link in owners:
-        fields = [dest for _, dest in link.pairs]
         if new:  # only what it holds now: its keys are not synced yet
-            found = [tuple(state.dict.get(name) for name in fields)]
-            found = [values for values in found if None not in values]
+            held = tuple(values.get(name) for name in link.dests)
+            found = [] if None in held else [held]
         else:
-            found = _fk_values(state, fields)
-        for values in found:
-            owner = _get(session, link.model, [source for source, _ in link.pairs], values)
+            found = _fk_values(state, link.dests)
+        for key in found:
+            owner = _get(session, link.model, link.sources, key)
             if owner is not None:
                 yield owner
-        for reverse in links_of(type(entity)):
-            if reverse.many_to_one and reverse.target is link.model and reverse.pairs == link.pairs:
-                if new:
-                    held = state.dict.get(reverse.key)
-                    if held is not None:
-                        yield held
-                    continue
-                history = state.attrs[reverse.key].load_history()
-                yield from (
-                    item
-                    for item in (*history.added, *history.unchanged, *history.deleted)
-                    if item is not None
-                )
+        if link.reverse is None:
+            continue
+        if new:
+            parent = values.get(link.reverse)
+            if parent is not None:
+                yield parent
+            continue
+        history = state.attrs[link.reverse].load_history()
+        yield from (
+            item
+            for item in (*history.added, *history.unchanged, *history.deleted)
+            if item is not None
+        )
 
 
-def _fk_values(state: Any, fields: list[str]) -> list[tuple[Any, ...]]:
+def _fk_values(state: Any, fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """The values of ``fields`` as last flushed and as now (either may be missing)."""
     before = []
     now = []
@@ -162,10 +162,12 @@ def _fk_values(state: Any, fields: list[str]) -> list[tuple[Any, ...]]:
     return [values for values in {tuple(before), tuple(now)} if values and None not in values]
 
 
-def _get(session: Session, model: type[Any], fields: list[str], values: tuple[Any, ...]) -> Any:
+def _get(
+    session: Session, model: type[Any], fields: tuple[str, ...], values: tuple[Any, ...]
+) -> Any:
     mapper = sa.inspect(model)
     keys = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
-    if keys == fields:
+    if tuple(keys) == fields:
         return session.get(model, values[0] if len(values) == 1 else values)
     clause = sa.and_(
         *(getattr(model, name) == value for name, value in zip(fields, values, strict=True))

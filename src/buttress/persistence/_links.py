@@ -14,7 +14,7 @@ cascade), so a change to a part can be traced up to its aggregate root.
 from __future__ import annotations
 
 import operator
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import interfaces
@@ -24,6 +24,7 @@ from buttress.errors import ConfigurationError
 
 __all__ = [
     "Link",
+    "Owner",
     "check_load",
     "link_of",
     "links_of",
@@ -202,10 +203,27 @@ def links_of(model: type[Any]) -> tuple[Link, ...]:
     return found
 
 
-_OWNERS: dict[type[Any], tuple[Link, ...]] = {}
+class Owner(NamedTuple):
+    """A relationship that holds a model as a part, read without judging it.
+
+    Unlike a `Link`, reading one refuses nothing: the SQL repositories read the
+    owners of every model they flush, whatever its relationships.
+    """
+
+    model: type[Any]
+    """The owning model."""
+    sources: tuple[str, ...]
+    """The owner's fields the part's foreign key names."""
+    dests: tuple[str, ...]
+    """The part's foreign-key fields."""
+    reverse: str | None
+    """The part's many-to-one relationship back to the owner over the same key, if any."""
 
 
-def owners_of(model: type[Any]) -> tuple[Link, ...]:
+_OWNERS: dict[type[Any], tuple[Owner, ...]] = {}
+
+
+def owners_of(model: type[Any]) -> tuple[Owner, ...]:
     """The relationships that hold ``model`` as a part: one-to-many with save-update.
 
     A many-to-one relationship points at another aggregate and a many-to-many
@@ -214,16 +232,41 @@ def owners_of(model: type[Any]) -> tuple[Link, ...]:
     found = _OWNERS.get(model)
     if found is None:
         mapper = sa.inspect(model)
-        found = _OWNERS[model] = tuple(
-            Link(other.class_, prop)
-            for other in mapper.registry.mappers
-            for prop in other.relationships
-            if prop.mapper is mapper
-            and prop.direction is ONE_TO_MANY
-            and prop.cascade.save_update
-            and not prop.viewonly
-        )
+        owners = []
+        for other in mapper.registry.mappers:
+            for prop in other.relationships:
+                if (
+                    prop.mapper is not mapper
+                    or prop.direction is not ONE_TO_MANY
+                    or not prop.cascade.save_update
+                    or prop.viewonly
+                ):
+                    continue
+                pairs = _pairs_of(other, mapper, prop)
+                reverse = next(
+                    (
+                        back.key
+                        for back in mapper.relationships
+                        if back.direction is MANY_TO_ONE
+                        and back.mapper is other
+                        and _pairs_of(other, mapper, back) == pairs
+                    ),
+                    None,
+                )
+                owners.append(
+                    Owner(
+                        other.class_,
+                        tuple(source for source, _ in pairs),
+                        tuple(dest for _, dest in pairs),
+                        reverse,
+                    )
+                )
+        found = _OWNERS[model] = tuple(owners)
     return found
+
+
+def _pairs_of(owner: Any, part: Any, prop: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((_field(owner, a), _field(part, b)) for a, b in prop.synchronize_pairs)
 
 
 def parts_path(model: type[Any], path: object) -> list[Any]:

@@ -804,19 +804,14 @@ class Transaction:
             for row in rows:
                 if row is None:
                     continue
-                values = tuple(row[dest] for _, dest in link.pairs)
+                values = tuple(row[dest] for dest in link.dests)
                 if None in values:
                     continue
-                wanted = [source for source, _ in link.pairs]
+                wanted = list(link.sources)
                 for key, found in self._rows_where(owner.model, owner.key_names, wanted, values):
                     yield self._object(owner, key, found)
-            for reverse in self.store.table(type(entity)).links:
-                if (
-                    reverse.many_to_one
-                    and reverse.target is link.model
-                    and reverse.pairs == link.pairs
-                ):
-                    yield from self._members(entity, reverse) or ()
+            if link.reverse is not None:
+                yield from self._members(entity, link_of(type(entity), link.reverse)) or ()
 
     def _roots(self, seeds: list[tuple[Any, Row | None, Row | None]]) -> set[int]:
         """The guarded aggregate roots whose parts ``seeds`` (object, before, after) are."""
