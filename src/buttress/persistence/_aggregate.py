@@ -82,7 +82,7 @@ class AggregateGuard:
     def guard(self, session: Session, *, committing: bool) -> None:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
         changed = [entity for entity in session.dirty if session.is_modified(entity)]
-        seeds = [*session.new, *session.deleted, *changed]
+        seeds = [*filter(_attached, session.new), *session.deleted, *changed]
         if (seeds or committing) and event_clock() != self.clock:
             self.clock = event_clock()
             counted = self.counted
@@ -100,6 +100,25 @@ class AggregateGuard:
                 if _row_changed(root):
                     continue  # its own UPDATE bumps the version already
                 _bump(root)
+
+
+def _attached(entity: Any) -> bool:
+    """Whether new ``entity`` may be a part of a stored aggregate not otherwise changed.
+
+    A new part added to a loaded collection changes its owner, itself a seed;
+    only one attached by its foreign key or its many-to-one to a stored owner
+    needs walking (every other new object is a seed of its own, or of a new
+    aggregate, whose insert needs no bump).
+    """
+    values = sa.inspect(entity).dict
+    for link in owners_of(type(entity)):
+        if any(values.get(name) is not None for name in link.dests):
+            return True
+        if link.reverse is not None:
+            parent = values.get(link.reverse)
+            if parent is not None and sa.inspect(parent).key is not None:
+                return True
+    return False
 
 
 def _roots(session: Session, seeds: list[Any]) -> list[Any]:

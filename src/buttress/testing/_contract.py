@@ -1302,3 +1302,20 @@ class UnitOfWorkContract:
             assert again.detail.text == "green chair"
         assert old is not None
         assert old.text == "red chair"
+
+    def test_a_part_added_by_its_key_or_its_owner_bumps_the_root(self, make_uow: MakeUow) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:  # by the foreign key alone: the root is not loaded
+            uow.repository(ContractBatch).add(
+                ContractBatch(reference="b3", qty=1, product_sku="S1")
+            )
+            uow.commit()
+        with make_uow() as uow:  # by the many-to-one, the root's batches not loaded
+            product = uow.repository(ContractProduct).get("S1")
+            uow.repository(ContractBatch).add(ContractBatch(reference="b4", qty=1, product=product))
+            uow.commit()
+            assert product.version == 3
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load="batches")
+            assert [b.reference for b in product.batches] == ["b1", "b2", "b3", "b4"]
+            assert product.version == 3

@@ -1328,3 +1328,24 @@ class AsyncUnitOfWorkContract:
             assert again.detail.text == "green chair"
         assert old is not None
         assert old.text == "red chair"
+
+    async def test_a_part_added_by_its_key_or_its_owner_bumps_the_root(
+        self, make_uow: MakeUow
+    ) -> None:
+        await _stock(make_uow)
+        async with make_uow() as uow:  # by the foreign key alone: the root is not loaded
+            await uow.repository(ContractBatch).add(
+                ContractBatch(reference="b3", qty=1, product_sku="S1")
+            )
+            await uow.commit()
+        async with make_uow() as uow:  # by the many-to-one, the root's batches not loaded
+            product = await uow.repository(ContractProduct).get("S1")
+            await uow.repository(ContractBatch).add(
+                ContractBatch(reference="b4", qty=1, product=product)
+            )
+            await uow.commit()
+            assert product.version == 3
+        async with make_uow() as uow:
+            product = await uow.repository(ContractProduct).get("S1", load="batches")
+            assert [b.reference for b in product.batches] == ["b1", "b2", "b3", "b4"]
+            assert product.version == 3
