@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import instance_dict, instance_state
 
 from buttress.domain import AggregateRoot
 from buttress.domain._entity import event_clock, event_count
@@ -110,13 +111,16 @@ def _attached(entity: Any) -> bool:
     needs walking (every other new object is a seed of its own, or of a new
     aggregate, whose insert needs no bump).
     """
-    values = sa.inspect(entity).dict
-    for link in owners_of(type(entity)):
+    owners = owners_of(type(entity))
+    if not owners:
+        return False
+    values = instance_dict(entity)
+    for link in owners:
         if any(values.get(name) is not None for name in link.dests):
             return True
         if link.reverse is not None:
             parent = values.get(link.reverse)
-            if parent is not None and sa.inspect(parent).key is not None:
+            if parent is not None and instance_state(parent).key is not None:
                 return True
     return False
 
