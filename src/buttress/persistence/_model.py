@@ -28,6 +28,8 @@ from buttress._text import a
 from buttress.domain._entity import (
     AggregateRoot,
     discard_events_after,
+    event_clock,
+    event_count,
     move_events,
     pull_numbered_events,
 )
@@ -646,7 +648,7 @@ CLOSED: Final[Any] = _Closed()
 class Tracker:
     """The bookkeeping of one unit of work: seen aggregates, failure, collected events."""
 
-    __slots__ = ("events", "failure", "marks", "secret", "seen")
+    __slots__ = ("clock", "events", "failure", "marks", "secret", "seen")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self.secret = secret
@@ -654,6 +656,9 @@ class Tracker:
         self.failure: ButtressError | None = None
         self.events: collections.deque[DomainEvent] = collections.deque()
         self.marks: list[dict[int, int]] = []
+        # the event clock at the last pull: while it stands, no seen aggregate has
+        # events to pull (-2: one was seen holding events, pull at the next commit)
+        self.clock = -1
 
     def check(self) -> None:
         """Refuse to go on after a failed write, until the unit rolls back.
@@ -688,16 +693,23 @@ class Tracker:
     def see(self, entity: AggregateRoot) -> None:
         """Track an aggregate a repository returned or added."""
         self.seen[id(entity)] = entity
+        if event_count(entity):
+            self.clock = -2
 
     def see_all(self, entities: Iterable[AggregateRoot]) -> None:
         """Track aggregates a repository returned."""
         seen = self.seen
         for entity in entities:
             seen[id(entity)] = entity
+            if event_count(entity):
+                self.clock = -2
 
     def committed(self) -> None:
         """Move the events of every seen aggregate to the queue, in recording order."""
-        self.events.extend(event for _, event in pull_numbered_events(self.seen.values()))
+        now = event_clock()
+        if now != self.clock:  # an event was recorded since the last pull
+            self.events.extend(event for _, event in pull_numbered_events(self.seen.values()))
+            self.clock = now
         self.marks.clear()
 
     def rolled_back(self) -> None:

@@ -1349,3 +1349,16 @@ class AsyncUnitOfWorkContract:
             product = await uow.repository(ContractProduct).get("S1", load="batches")
             assert [b.reference for b in product.batches] == ["b1", "b2", "b3", "b4"]
             assert product.version == 3
+
+    async def test_events_recorded_before_the_aggregate_was_added_are_collected(
+        self, make_uow: MakeUow
+    ) -> None:
+        early = ContractProduct(sku="E1")
+        early.record_event(Allocated(sku="E1", orderid="before", reference="-"))
+        uow = make_uow()
+        async with uow:
+            await uow.repository(ContractProduct).add(ContractProduct(sku="E0"))
+            await uow.commit()  # a commit with nothing to collect comes first
+            await uow.repository(ContractProduct).add(early)
+            await uow.commit()
+        assert [e.orderid for e in uow.collect_events()] == ["before"]  # type: ignore[attr-defined]
