@@ -40,6 +40,9 @@ from test_persistence import (
     recording,
     summary,
 )
+from test_persistence import (
+    backends as persistence_backends,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -91,16 +94,7 @@ def sessions(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[
 
 
 def backends(hot_path: str) -> pytest.MarkDecorator:
-    return pytest.mark.parametrize(
-        "sessions",
-        [
-            pytest.param(
-                name, id=name, marks=pytest.mark.benchmark(group=f"persistence.{hot_path}-{name}")
-            )
-            for name in ("sqlite", "postgres")
-        ],
-        indirect=True,
-    )
+    return persistence_backends(hot_path, "sessions")
 
 
 def measure(bench: Any, engine: sa.Engine | None, target: Any, setup: Any, rounds: int) -> Any:

@@ -316,10 +316,10 @@ def vacuumed(db: Db) -> Db:
     return db
 
 
-def backends(hot_path: str) -> pytest.MarkDecorator:
-    """Parametrise ``db`` over the backends, each in group ``persistence.<hot_path>-<backend>``."""
+def backends(hot_path: str, fixture: str = "db") -> pytest.MarkDecorator:
+    """Parametrise ``fixture`` over the backends, in group ``persistence.<hot_path>-<backend>``."""
     return pytest.mark.parametrize(
-        "db",
+        fixture,
         [
             pytest.param(
                 name, id=name, marks=pytest.mark.benchmark(group=f"persistence.{hot_path}-{name}")
