@@ -14,13 +14,16 @@ cascade), so a change to a part can be traced up to its aggregate root.
 from __future__ import annotations
 
 import operator
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import interfaces
 from sqlalchemy.sql import elements, operators
 
 from buttress.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Link",
@@ -47,6 +50,10 @@ class Link:
     destination on the target; for many-to-one the reverse. For many-to-many
     ``pairs`` go from this model to the secondary table's columns and
     ``target_pairs`` from the target to them.
+
+    ``reads`` are the fields of this model's row that a load joins on, and
+    ``matches`` the fields (or secondary columns) of the rows they must equal;
+    ``read`` gives a row's values of ``reads``.
     """
 
     __slots__ = (
@@ -54,13 +61,17 @@ class Link:
         "delete_orphan",
         "direction",
         "key",
+        "matches",
         "model",
         "name",
         "order",
         "pairs",
         "passive_deletes",
+        "read",
+        "reads",
         "save_update",
         "secondary",
+        "sorts",
         "target",
         "target_pairs",
         "uselist",
@@ -95,7 +106,18 @@ class Link:
                 (_field(source, a), _field(dest, b)) for a, b in prop.synchronize_pairs
             )
             self.target_pairs = ()
+        if self.direction is MANY_TO_ONE:
+            self.reads = tuple(dest for _, dest in self.pairs)
+            self.matches = tuple(source for source, _ in self.pairs)
+        else:
+            self.reads = tuple(source for source, _ in self.pairs)
+            self.matches = tuple(dest for _, dest in self.pairs)
+        self.read = _reader(self.reads)
         self.order = _order(name, prop)
+        self.sorts = tuple(
+            (_nulls_first(operator.attrgetter(field)), descending)
+            for field, descending in reversed(self.order)
+        )
 
     @property
     def one_to_many(self) -> bool:
@@ -114,14 +136,25 @@ class Link:
 
     def sort(self, items: list[Any]) -> None:
         """Order loaded targets as the relationship's ``order_by`` does (stable)."""
-        for field, descending in reversed(self.order):
-            read = operator.attrgetter(field)
+        if len(items) > 1:
+            for key, descending in self.sorts:
+                items.sort(key=key, reverse=descending)
 
-            def key(item: Any, read: Any = read) -> tuple[bool, Any]:
-                value = read(item)
-                return (value is not None, value)
 
-            items.sort(key=key, reverse=descending)
+def _reader(fields: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A function giving a row's values of ``fields``, as a tuple (a fast path for one)."""
+    if len(fields) == 1:
+        (field,) = fields
+        return lambda row: (row[field],)
+    return lambda row: tuple([row[name] for name in fields])
+
+
+def _nulls_first(read: Callable[[Any], Any]) -> Callable[[Any], tuple[bool, Any]]:
+    def key(item: Any) -> tuple[bool, Any]:
+        value = read(item)
+        return (value is not None, value)
+
+    return key
 
 
 def _field(mapper: Any, column: Any) -> str:

@@ -307,19 +307,21 @@ class InMemoryStore:
             self.linked = self.linked or bool(table.links)
         return table
 
-    def index(self, model: Any, fields: tuple[str, ...]) -> dict[tuple[Any, ...], list[Any]]:
-        """The committed keys of ``model`` by their values of ``fields`` (built once per commit).
+    def index(
+        self, model: Any, fields: tuple[str, ...]
+    ) -> dict[tuple[Any, ...], list[tuple[Any, Row]]]:
+        """The committed ``(key, row)`` of ``model`` by their values of ``fields``.
 
-        A committed table is never changed in place, so an index built from it
-        stays true until a commit replaces the table.
+        Built once per commit: a committed table is never changed in place, so
+        an index built from it stays true until a commit replaces the table.
         """
         rows = self.rows(model)
         cached = self._indexes.get((model, fields))
         if cached is not None and cached[0] is rows:
             return cached[1]
-        index: dict[tuple[Any, ...], list[Any]] = {}
+        index: dict[tuple[Any, ...], list[tuple[Any, Row]]] = {}
         for key, row in rows.items():
-            index.setdefault(tuple(row[name] for name in fields), []).append(key)
+            index.setdefault(tuple(row[name] for name in fields), []).append((key, row))
         self._indexes[model, fields] = (rows, index)
         return index
 
@@ -426,16 +428,17 @@ class Transaction:
             return found
         table = self.store.table(info.model)
         entity = table.mapper.class_manager.new_instance()
+        state = attributes.instance_state(entity)
         # a new instance has no history to clear: its values go in as a load puts them
         values = entity.__dict__
         values.update(row)
         for name in table.mutable:
             values[name] = _own(values[name])
-        self.store.issue(entity)
+        state.info[_ISSUED] = self.store  # as store.issue(entity), with the state at hand
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
         if table.links:
-            attributes.instance_state(entity).callables = dict(self._loaders(table))
+            state.callables = dict(self._loaders(table))
         return entity
 
     def get(self, info: ModelInfo, key: Any, *, load: object = ()) -> Any:
@@ -478,8 +481,9 @@ class Transaction:
             link = link_of(type(entity), key)
             related = self._related(entity, link)
             self.links[id(entity), key] = tuple(related)
-            attributes.set_committed_value(
-                entity, key, related if link.uselist else (related[0] if related else None)
+            impl: Any = state.manager[key].impl  # as set_committed_value(), the state at hand
+            impl.set_committed_value(
+                state, state.dict, related if link.uselist else (related[0] if related else None)
             )
             return related
         if value is None:
@@ -573,23 +577,17 @@ class Transaction:
 
     def related_rows(self, row: Row, link: Link) -> list[tuple[Any, Row]]:
         """The stored rows ``link`` relates ``row`` to, as this transaction sees them."""
-        target = model_info(link.target)
-        if link.many_to_one:
-            values = tuple(row[dest] for _, dest in link.pairs)
-            wanted = [source for source, _ in link.pairs]
-        else:
-            values = tuple(row[source] for source, _ in link.pairs)
-            wanted = [dest for _, dest in link.pairs]
+        values = link.read(row)
         if None in values:
             return []
+        target = model_info(link.target)
         if link.secondary is None:
-            return self._rows_where(target.model, target.key_names, wanted, values)
-        columns = [column for _, column in link.pairs]
+            return self._rows_where(target.model, target.key_names, link.matches, values)
         pairs = [
             tuple(pair[column] for _, column in link.target_pairs)
-            for _, pair in self._rows_where(link.secondary, (), columns, values)
+            for _, pair in self._rows_where(link.secondary, (), link.matches, values)
         ]
-        wanted = [source for source, _ in link.target_pairs]
+        wanted = tuple(source for source, _ in link.target_pairs)
         return [
             hit
             for found in pairs
@@ -597,20 +595,20 @@ class Transaction:
         ]
 
     def _rows_where(
-        self, model: Any, key_names: tuple[str, ...], fields: list[str], values: tuple[Any, ...]
+        self,
+        model: Any,
+        key_names: tuple[str, ...],
+        fields: tuple[str, ...],
+        values: tuple[Any, ...],
     ) -> list[tuple[Any, Row]]:
         """The rows of ``model`` (keyed by ``key_names``) whose ``fields`` hold ``values``."""
         changes = self.changes.get(model)
-        if tuple(fields) == key_names:
+        if fields == key_names:
             key = values[0] if len(values) == 1 else values
             row = self.current(model).get(key)
             return [] if row is None else [(key, row)]
-        stored = self.store.rows(model)
-        found = [
-            (key, stored[key])
-            for key in self.store.index(model, tuple(fields)).get(values, ())
-            if not changes or key not in changes
-        ]
+        found = self.store.index(model, fields).get(values, [])
+        found = [pair for pair in found if pair[0] not in changes] if changes else list(found)
         if changes:
             found += [
                 (key, change.row)
@@ -807,8 +805,9 @@ class Transaction:
                 values = tuple(row[dest] for dest in link.dests)
                 if None in values:
                     continue
-                wanted = list(link.sources)
-                for key, found in self._rows_where(owner.model, owner.key_names, wanted, values):
+                for key, found in self._rows_where(
+                    owner.model, owner.key_names, link.sources, values
+                ):
                     yield self._object(owner, key, found)
             if link.reverse is not None:
                 yield from self._members(entity, link_of(type(entity), link.reverse)) or ()
