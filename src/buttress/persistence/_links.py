@@ -115,8 +115,7 @@ class Link:
         self.read = _reader(self.reads)
         self.order = _order(name, prop)
         self.sorts = tuple(
-            (_nulls_first(operator.attrgetter(field)), descending)
-            for field, descending in reversed(self.order)
+            (_nulls_first(field), descending) for field, descending in reversed(self.order)
         )
 
     @property
@@ -149,9 +148,12 @@ def _reader(fields: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ..
     return lambda row: tuple([row[name] for name in fields])
 
 
-def _nulls_first(read: Callable[[Any], Any]) -> Callable[[Any], tuple[bool, Any]]:
+def _nulls_first(field: str) -> Callable[[Any], tuple[bool, Any]]:
+    """A sort key on ``field`` putting ``None`` first, read as loaded when it is."""
+
     def key(item: Any) -> tuple[bool, Any]:
-        value = read(item)
+        loaded = item.__dict__
+        value = loaded[field] if field in loaded else getattr(item, field)
         return (value is not None, value)
 
     return key

@@ -54,6 +54,7 @@ __all__ = ["InMemoryStore", "Transaction"]
 
 Row = dict[str, Any]
 _ISSUED: Final = "buttress.memory.store"  # the store an entity came from, on its state
+_LOADER: Final = "buttress.memory.unit"  # the transaction that loads its relationships
 _DELETED: Final[Any] = None  # an overlay entry of None: the row was deleted
 
 
@@ -86,6 +87,7 @@ class _Table:
         "guarded",
         "info",
         "links",
+        "loaders",
         "mapper",
         "mutable",
         "on_update",
@@ -99,6 +101,10 @@ class _Table:
         info = model_info(model)
         mapper = sa.inspect(model)
         self.links = links_of(model)  # refuses what the twin cannot carry out, named
+        # lazy loaders, one per relationship, shared: each finds its transaction on the state
+        self.loaders: dict[str, Callable[..., Any]] = {
+            link.key: functools.partial(_load_link, link) for link in self.links
+        }
         self.guarded = guarded(model)
         self.info = info
         self.mapper = mapper
@@ -404,7 +410,6 @@ class Transaction:
         self.counted: dict[int, int] = {}  # events of an aggregate its version covers
         self.clock = -1  # the event clock when they were last counted
         self.flushing = False
-        self.loaders: dict[type[Any], dict[str, Callable[..., Any]]] = {}
 
     # -- reading -----------------------------------------------------------------------
 
@@ -434,11 +439,13 @@ class Transaction:
         values.update(row)
         for name in table.mutable:
             values[name] = _own(values[name])
-        state.info[_ISSUED] = self.store  # as store.issue(entity), with the state at hand
+        marks = state.info
+        marks[_ISSUED] = self.store  # as store.issue(entity), with the state at hand
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
         if table.links:
-            state.callables = dict(self._loaders(table))
+            marks[_LOADER] = self
+            state.callables = dict(table.loaders)
         return entity
 
     def get(self, info: ModelInfo, key: Any, *, load: object = ()) -> Any:
@@ -528,19 +535,10 @@ class Transaction:
         """Have ``entity``'s unloaded relationships load from this transaction on access."""
         state = attributes.instance_state(entity)
         present = state.dict
-        state.callables = {
-            key: load for key, load in self._loaders(table).items() if key not in present
-        }
+        state.info[_LOADER] = self
+        state.callables = {key: load for key, load in table.loaders.items() if key not in present}
 
-    def _loaders(self, table: _Table) -> dict[str, Callable[..., Any]]:
-        loaders = self.loaders.get(table.info.model)
-        if loaders is None:
-            loaders = self.loaders[table.info.model] = {
-                link.key: functools.partial(self._load_link, link) for link in table.links
-            }
-        return loaders
-
-    def _load_link(self, link: Link, state: Any, passive: Any) -> Any:
+    def load_link(self, link: Link, state: Any, passive: Any) -> Any:
         """Load one relationship of ``state``'s object, as a lazy load does."""
         if not passive & PassiveFlag.SQL_OK:
             return LoaderCallableStatus.PASSIVE_NO_RESULT
@@ -1445,6 +1443,12 @@ def _set_key(part: Any, link: Link, owner: Any) -> None:
     """Point ``part``'s foreign key of one-to-many ``link`` at ``owner`` (None: nothing)."""
     for source, dest in link.pairs:
         setattr(part, dest, None if owner is None else getattr(owner, source))
+
+
+def _load_link(link: Link, state: Any, passive: Any) -> Any:
+    """The lazy loader of ``link``: loads it from the transaction that loaded the object."""
+    transaction: Transaction = state.info[_LOADER]
+    return transaction.load_link(link, state, passive)
 
 
 def _forget_loads(entity: Any) -> None:
