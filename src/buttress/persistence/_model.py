@@ -714,8 +714,9 @@ class Tracker:
 
     def rolled_back(self) -> None:
         """Drop the events of undone work and forget what was seen and failed."""
-        for aggregate in self.seen.values():
-            aggregate.pull_events()
+        if event_clock() != self.clock:  # else no seen aggregate holds an event
+            for aggregate in self.seen.values():
+                aggregate.pull_events()
         self.seen.clear()
         self.marks.clear()
         self.failure = None

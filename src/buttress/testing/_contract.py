@@ -1015,8 +1015,10 @@ class UnitOfWorkContract:
         [key] = _seed(make_uow, 1)
         uow = make_uow()
         with uow:
-            (uow.repository(ContractOrder).get(key)).pay()
+            orders = uow.repository(ContractOrder)
+            (orders.get(key)).pay()
             uow.rollback()
+            orders.get(key)  # seen again (SQL: the same object, expired)
             uow.commit()
         with uow:
             (uow.repository(ContractOrder).get(key)).pay()

@@ -1039,8 +1039,10 @@ class AsyncUnitOfWorkContract:
         [key] = await _seed(make_uow, 1)
         uow = make_uow()
         async with uow:
-            (await uow.repository(ContractOrder).get(key)).pay()
+            orders = uow.repository(ContractOrder)
+            (await orders.get(key)).pay()
             await uow.rollback()
+            await orders.get(key)  # seen again (SQL: the same object, expired)
             await uow.commit()
         async with uow:
             (await uow.repository(ContractOrder).get(key)).pay()
