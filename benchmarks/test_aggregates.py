@@ -6,7 +6,7 @@ product). Groups run on SQLite (a file) and PostgreSQL (psycopg, a schema of its
 own), as ``persistence.<hot-path>-<backend>``, set up as in ``test_persistence``.
 
 - ``persistence.load-aggregates-100``: `PRODUCTS` products with two batches of two
-  allocations each, identity map emptied before each round. Baseline:
+  allocations each, loaded by a new session (unit of work) each round. Baseline:
   ``select(ContractProduct).options(selectinload(batches).selectinload(allocations))``
   ordered by key; ours: ``repo.find(order_by="sku", load=("batches",
   "batches.allocations"))``; peer: advanced-alchemy's ``get_many`` with the same
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import selectinload, sessionmaker
 
 from buttress.persistence import InMemoryStore, InMemoryUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.testing import ContractAllocation, ContractBatch, ContractProduct, contract_metadata
@@ -107,12 +107,8 @@ def measure(bench: Any, engine: sa.Engine | None, target: Any, setup: Any, round
     return bench.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=WARMUP)
 
 
-def emptying(session: Session) -> Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]:
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        session.expunge_all()
-        return (), {}
-
-    return setup
+def nothing() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (), {}
 
 
 def check_loaded(products: Any) -> None:
@@ -125,44 +121,41 @@ def check_loaded(products: Any) -> None:
 
 @backends("load-aggregates-100")
 class TestLoadAggregates:
+    """Each round a new session (or unit of work), as each request of a service has."""
+
     def test_session_selectinload(self, baseline, sessions):
         engine, factory = sessions
-        with factory() as session:
 
-            def load():
+        def load():
+            with factory() as session:
                 statement = sa.select(ContractProduct).options(*LOADERS)
                 return session.scalars(statement.order_by(ContractProduct.sku)).all()
 
-            found = measure(
-                baseline, engine, load, emptying(session), ROUNDS["load-aggregates-100"]
-            )
+        found = measure(baseline, engine, load, nothing, ROUNDS["load-aggregates-100"])
         check_loaded(found)
         assert baseline.extra_info["sql"] == "SELECT x3"
 
     def test_repository_find_load(self, ours, sessions):
         engine, factory = sessions
         uow = SqlAlchemyUnitOfWork(factory)
-        with uow:
-            repo = uow.repository(ContractProduct, str)
 
-            def load():
-                return repo.find(order_by="sku", load=PATHS)
+        def load():
+            with uow:
+                return uow.repository(ContractProduct, str).find(order_by="sku", load=PATHS)
 
-            found = measure(
-                ours, engine, load, emptying(uow.session), ROUNDS["load-aggregates-100"]
-            )
+        found = measure(ours, engine, load, nothing, ROUNDS["load-aggregates-100"])
         check_loaded(found)
         assert ours.extra_info["sql"] == "SELECT x3"
 
     def test_advanced_alchemy_get_many_load(self, peer, sessions):
         engine, factory = sessions
-        with factory() as session:
-            repo = ProductRepository(session=session)
 
-            def load():
+        def load():
+            with factory() as session:
+                repo = ProductRepository(session=session)
                 return repo.get_many(load=list(LOADERS), order_by=[(ContractProduct.sku, False)])
 
-            found = measure(peer, engine, load, emptying(session), ROUNDS["load-aggregates-100"])
+        found = measure(peer, engine, load, nothing, ROUNDS["load-aggregates-100"])
         check_loaded(found)
 
 
