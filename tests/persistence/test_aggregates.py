@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import registry, relationship
+from sqlalchemy.orm import registry, relationship, sessionmaker
 
 from buttress.domain import AggregateRoot, DomainEvent
 from buttress.errors import ConcurrencyError, ConfigurationError
@@ -490,3 +490,17 @@ def test_a_relationship_the_twin_refuses_still_works_on_sql(dynamic_units: Any) 
     refused = "Feed.entries: its loader is lazy='write_only'"
     with pytest.raises(ConfigurationError, match=refused), InMemoryUnitOfWork() as memory:
         memory.repository(Feed)
+
+
+def test_the_applications_own_sessions_are_not_guarded(sql_units: Any) -> None:
+    """The boundary is the units' rule: a bare session changing a part leaves the root as is."""
+    make, engine = sql_units
+    _stock_two_batches(make)
+    with make() as uow:  # a unit ran first: the guard listens for sessions from now on
+        uow.repository(ContractProduct).get("S1").batches[0].qty = 11
+        uow.commit()
+    with sessionmaker(engine).begin() as session:
+        session.get(ContractProduct, "S1").batches[0].qty = 12
+    with make() as uow:
+        product = uow.repository(ContractProduct).get("S1")
+        assert (product.version, product.batches[0].qty) == (2, 12)  # the unit's bump only

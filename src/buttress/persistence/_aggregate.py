@@ -14,6 +14,7 @@ The in-memory twin carries out the same rule on its rows (`_memory_core`).
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -49,8 +50,19 @@ def guarded(model: type[Any]) -> bool:
     return found
 
 
+_GUARD = "buttress.aggregate_guard"  # the guard of a unit's session, in session.info
+_HOOKED: list[bool] = []  # whether the Session class is listened on (once, at first use)
+_HOOKING = threading.Lock()
+
+
 class AggregateGuard:
     """Bumps the versions of the aggregate roots a session's flush touches.
+
+    The session events are listened to once, on SQLAlchemy's `Session` class
+    (which covers every subclass, a sessionmaker's own included), not per
+    session: registering listeners on every session of every unit cost a third
+    of a unit's overhead over a bare session. Sessions without a guard in their
+    ``info`` (the application's own) are left alone.
 
     Args:
         session: The (sync) session of one transaction of a unit of work.
@@ -63,22 +75,9 @@ class AggregateGuard:
         self.tracker = tracker
         self.counted: dict[int, int] = {}
         self.clock = -1  # the event clock when the aggregates' events were last counted
-        sa.event.listen(session, "before_flush", self._before_flush)
-        sa.event.listen(session, "before_commit", self._before_commit)
-        sa.event.listen(session, "after_commit", self._forget)
-        sa.event.listen(session, "after_soft_rollback", self._forget_soft)
-
-    def _before_flush(self, session: Session, _context: Any, _instances: Any) -> None:
-        self.guard(session, committing=False)
-
-    def _before_commit(self, session: Session) -> None:
-        self.guard(session, committing=True)
-
-    def _forget(self, _session: Session) -> None:
-        self.counted.clear()
-
-    def _forget_soft(self, _session: Session, _previous: Any) -> None:
-        self.counted.clear()
+        session.info[_GUARD] = self
+        if not _HOOKED:
+            _hook()
 
     def guard(self, session: Session, *, committing: bool) -> None:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
@@ -101,6 +100,44 @@ class AggregateGuard:
                 if _row_changed(root):
                     continue  # its own UPDATE bumps the version already
                 _bump(root)
+
+
+def _hook() -> None:
+    """Listen to every session's flushes and commits, once (two first units may race)."""
+    with _HOOKING:
+        if not _HOOKED:
+            sa.event.listen(sa.orm.Session, "before_flush", _before_flush)
+            sa.event.listen(sa.orm.Session, "before_commit", _before_commit)
+            sa.event.listen(sa.orm.Session, "after_commit", _forget)
+            sa.event.listen(sa.orm.Session, "after_soft_rollback", _forget_soft)
+            _HOOKED.append(True)
+
+
+def _guard_of(session: Session) -> AggregateGuard | None:
+    guard: AggregateGuard | None = session.info.get(_GUARD)
+    return guard
+
+
+def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
+    guard = _guard_of(session)
+    if guard is not None:
+        guard.guard(session, committing=False)
+
+
+def _before_commit(session: Session) -> None:
+    guard = _guard_of(session)
+    if guard is not None:
+        guard.guard(session, committing=True)
+
+
+def _forget(session: Session) -> None:
+    guard = _guard_of(session)
+    if guard is not None:
+        guard.counted.clear()
+
+
+def _forget_soft(session: Session, _previous: Any) -> None:
+    _forget(session)
 
 
 def _attached(entity: Any) -> bool:
