@@ -399,6 +399,27 @@ def test_remove_many_by_keys_removes_those_rows(units, peer):
     assert [a.id for a in repo.get_many()] == [2]
 
 
+def test_a_change_to_a_loaded_entity_is_stored_on_commit(units, peer):
+    """``update(data)``: test_repo_update_method (change the loaded author, then update),
+    test_composite_pk_update. Buttress has no ``update``: the unit of work stores the
+    changes of the entities it loaded when it commits (and queries see them before)."""
+    with units() as uow:
+        authors = uow.repository(Author, int)
+        author = authors.find()[0]
+        author.name = "Updated Name"
+        assert authors.get_by(F("name") == "Updated Name") is author
+        role = uow.repository(UserRole).get((1, 10))
+        role.is_active = False
+        uow.commit()
+    with units() as uow:
+        assert uow.repository(Author, int).get(1).name == "Updated Name"
+        assert uow.repository(UserRole).get((1, 10)).is_active is False
+    repo = AuthorPeer(session=peer)
+    author = repo.get_many()[0]
+    author.name = "Updated Name"
+    assert repo.update(author).name == "Updated Name"
+
+
 # --- upsert ----------------------------------------------------------------------------
 
 
