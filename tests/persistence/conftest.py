@@ -8,6 +8,7 @@ database, so a test can run two units against the same rows.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -25,10 +26,39 @@ from buttress.persistence import (
     InMemoryStore,
     InMemoryUnitOfWork,
     SqlAlchemyUnitOfWork,
+    _aggregate,
+    _links,
+    _model,
+    _query,
 )
 from buttress.testing import contract_metadata
 
 POSTGRES = pytest.mark.postgres
+
+_CACHES: tuple[dict[Any, Any], ...] = (
+    _links._LINKS,
+    _links._OWNERS,
+    _links._LOADS,
+    _model._INFOS,
+    _aggregate._GUARDED,
+    _query._FIELDS,
+)
+"""What the persistence modules read from a model once and keep for the process."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_caches() -> None:
+    """Under mutmut, read every model afresh in each test.
+
+    mutmut runs a mutant against the tests its stats run saw calling the mutated
+    function; a function behind a cache is called by the first such test only,
+    so every later test relying on its result would be left out. Emptying the
+    caches before each test (only when ``MUTANT_UNDER_TEST`` is set) records
+    them all, and runs each mutant rather than a result cached before it.
+    """
+    if "MUTANT_UNDER_TEST" in os.environ:
+        for cache in _CACHES:
+            cache.clear()
 
 
 @pytest.fixture(scope="session")
