@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from buttress.domain import AggregateRoot
+from buttress.domain import AggregateRoot, F
 from buttress.errors import QueryError
-from buttress.testing import ContractProduct
+from buttress.testing import Allocated, ContractBatch, ContractOrder, ContractProduct
 from conftest import BACKENDS, own_units
 
 
@@ -65,18 +65,22 @@ class Shelf(AggregateRoot, _Owned):
     code: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
     version: Mapped[int] = mapped_column(nullable=False)
     boxes: Mapped[list[Box]] = relationship(cascade="all", order_by="Box.id")
+    items: Mapped[list[Item]] = relationship(
+        cascade="all", order_by="Item.id", back_populates="shelf"
+    )
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
 
 
 class Box(_Owned):
-    """A part without a relationship back to its shelf: only its key names the shelf."""
+    """A part of a shelf and of a crate, without a relationship back: its keys name them."""
 
     __tablename__ = "box"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site: Mapped[str | None] = mapped_column(sa.String(20))
     code: Mapped[str | None] = mapped_column(sa.String(20))
+    crate_label: Mapped[str | None] = mapped_column(sa.ForeignKey("crate.label"))
     qty: Mapped[int] = mapped_column(default=0)
 
     __table_args__ = (sa.ForeignKeyConstraint(["site", "code"], ["shelf.site", "shelf.code"]),)
@@ -90,16 +94,49 @@ class Crate(AggregateRoot, _Owned):
     id: Mapped[int] = mapped_column(primary_key=True)
     label: Mapped[str] = mapped_column(sa.String(20), unique=True)
     version: Mapped[int] = mapped_column(nullable=False)
-    items: Mapped[list[Item]] = relationship(cascade="all", order_by="Item.id")
+    items: Mapped[list[Item]] = relationship(
+        cascade="all", order_by="Item.id", back_populates="crate"
+    )
+    boxes: Mapped[list[Box]] = relationship(cascade="all", order_by="Box.id")
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
 
 
 class Item(_Owned):
+    """A part of a crate and of a shelf, with relationships back to both."""
+
     __tablename__ = "item"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     crate_label: Mapped[str | None] = mapped_column(sa.ForeignKey("crate.label"))
+    site: Mapped[str | None] = mapped_column(sa.String(20))
+    code: Mapped[str | None] = mapped_column(sa.String(20))
+    qty: Mapped[int] = mapped_column(default=0)
+    crate: Mapped[Crate | None] = relationship(back_populates="items")
+    shelf: Mapped[Shelf | None] = relationship(back_populates="items")
+
+    __table_args__ = (sa.ForeignKeyConstraint(["site", "code"], ["shelf.site", "shelf.code"]),)
+
+
+class Rack(AggregateRoot, _Owned):
+    """A root whose version guards its own row only."""
+
+    __tablename__ = "rack"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(20), default="")
+    version: Mapped[int] = mapped_column(nullable=False)
+    bins: Mapped[list[Bin]] = relationship(cascade="all, delete-orphan", order_by="Bin.id")
+
+    consistency_boundary = False
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
+
+
+class Bin(_Owned):
+    __tablename__ = "bin"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rack_id: Mapped[int] = mapped_column(sa.ForeignKey("rack.id"))
     qty: Mapped[int] = mapped_column(default=0)
 
 
@@ -177,3 +214,136 @@ def test_a_part_naming_its_root_by_a_unique_value_bumps_that_root(owned_units: A
     with make() as uow:
         crates = {crate.label: crate.version for crate in uow.repository(Crate).find()}
     assert crates == {"two": 2, "one": 1}
+
+
+def _crate_and_shelves(make: Any) -> None:
+    _two_shelves(make)
+    with make() as uow:
+        uow.repository(Crate).add(Crate(id=1, label="c"))
+        uow.repository(Box).get(1).crate_label = "c"
+        uow.commit()
+
+
+def _all_versions(make: Any) -> dict[str, int]:
+    with make() as uow:
+        return {**_versions(make), "c": uow.repository(Crate).get(1).version}
+
+
+def test_a_part_of_two_roots_changed_alone_bumps_both(owned_units: Any) -> None:
+    make, _engine = owned_units
+    _crate_and_shelves(make)
+    assert _all_versions(make) == {"s1": 2, "s2": 1, "c": 2}
+    with make() as uow:
+        uow.repository(Box).get(1).qty = 7
+        uow.commit()
+    assert _all_versions(make) == {"s1": 3, "s2": 1, "c": 3}
+
+
+def test_a_new_part_added_by_the_keys_of_two_roots_bumps_both(owned_units: Any) -> None:
+    make, _engine = owned_units
+    _crate_and_shelves(make)
+    with make() as uow:
+        uow.repository(Box).add(Box(id=3, site="a", code="s2", crate_label="c"))
+        uow.commit()
+    assert _all_versions(make) == {"s1": 2, "s2": 2, "c": 3}
+    with make() as uow:
+        assert [box.id for box in uow.repository(Crate).get(1).boxes] == [1, 3]
+
+
+def test_a_new_part_added_to_two_roots_by_its_relationships_bumps_both(
+    owned_units: Any,
+) -> None:
+    make, _engine = owned_units
+    _crate_and_shelves(make)
+    with make() as uow:
+        crate = uow.repository(Crate).get(1)
+        shelf = uow.repository(Shelf).get(("a", "s2"))
+        uow.repository(Item).add(Item(id=1, crate=crate, shelf=shelf))
+        uow.commit()
+    assert _all_versions(make) == {"s1": 2, "s2": 2, "c": 3}
+    with make() as uow:
+        item = uow.repository(Item).get(1)
+        assert (item.crate_label, item.site, item.code) == ("c", "a", "s2")
+
+
+def test_a_root_guarding_its_own_row_only_is_not_bumped_by_its_parts(owned_units: Any) -> None:
+    make, _engine = owned_units
+    with make() as uow:
+        uow.repository(Rack).add(Rack(id=1, bins=[Bin(id=1), Bin(id=2)]))
+        uow.commit()
+    with make() as uow:
+        rack = uow.repository(Rack).get(1)
+        rack.bins[0].qty = 4
+        rack.bins.append(Bin(id=3))
+        uow.repository(Bin).get(2).qty = 1
+        uow.commit()
+    with make() as uow:
+        rack = uow.repository(Rack).get(1)
+        assert (rack.version, [b.qty for b in rack.bins]) == (1, [4, 1, 0])
+        rack.name = "east"
+        uow.commit()
+    with make() as uow:
+        assert uow.repository(Rack).get(1).version == 2
+
+
+def test_a_part_added_without_a_root_is_stored_and_bumps_nothing(owned_units: Any) -> None:
+    make, _engine = owned_units
+    _crate_and_shelves(make)
+    with make() as uow:
+        uow.repository(Item).add(Item(id=5, qty=2))
+        uow.commit()
+    assert _all_versions(make) == {"s1": 2, "s2": 1, "c": 2}
+    with make() as uow:
+        item = uow.repository(Item).get(5)
+        assert (item.crate, item.shelf, item.qty) == (None, None, 2)
+
+
+# -- several aggregates in one unit: each root is bumped once, none is skipped ----------
+
+
+def _product_and_order(make_uow: Callable[..., Any]) -> None:
+    with make_uow() as uow:
+        uow.repository(ContractProduct).add(
+            ContractProduct(sku="S1", batches=[ContractBatch(reference="b1", qty=10)])
+        )
+        uow.repository(ContractOrder).add(ContractOrder(ref="o1"))
+        uow.commit()
+
+
+def _stored_versions(make_uow: Callable[..., Any]) -> tuple[int, int]:
+    with make_uow() as uow:
+        product = uow.repository(ContractProduct).get("S1")
+        order = uow.repository(ContractOrder).get_by(F("ref") == "o1")
+        return product.version, order.version
+
+
+def _allocated() -> Allocated:
+    return Allocated(sku="S1", orderid="x", reference="b1")
+
+
+def test_a_root_is_bumped_beside_one_whose_own_row_changed(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _product_and_order(make_sync_uow)
+    with make_sync_uow() as uow:
+        order = uow.repository(ContractOrder).get_by(F("ref") == "o1")
+        order.total = 5
+        order.pay()
+        uow.repository(ContractBatch).get_by(F("reference") == "b1").qty = 4
+        uow.commit()
+    assert _stored_versions(make_sync_uow) == (2, 2)
+
+
+def test_events_counted_at_a_flush_do_not_bump_their_root_again_at_commit(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _product_and_order(make_sync_uow)
+    with make_sync_uow() as uow:
+        order = uow.repository(ContractOrder).get_by(F("ref") == "o1")
+        product = uow.repository(ContractProduct).get("S1")
+        order.total = 5
+        order.pay()
+        assert uow.repository(ContractOrder).count() == 1  # flushes the change and the event
+        product.record_event(_allocated())
+        uow.commit()
+    assert _stored_versions(make_sync_uow) == (2, 2)
