@@ -321,6 +321,20 @@ def _allocated() -> Allocated:
     return Allocated(sku="S1", orderid="x", reference="b1")
 
 
+def test_a_root_is_bumped_beside_a_new_aggregate_that_recorded_an_event(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _product_and_order(make_sync_uow)
+    with make_sync_uow() as uow:
+        fresh = ContractProduct(sku="S2")
+        fresh.record_event(Allocated(sku="S2", orderid="y", reference="none"))
+        uow.repository(ContractProduct).add(fresh)
+        uow.repository(ContractBatch).get_by(F("reference") == "b1").qty = 4
+        uow.commit()
+        assert fresh.version == 1
+    assert _stored_versions(make_sync_uow) == (2, 1)
+
+
 def test_a_root_is_bumped_beside_one_whose_own_row_changed(
     make_sync_uow: Callable[..., Any],
 ) -> None:

@@ -83,7 +83,9 @@ class AggregateGuard:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
         changed = [entity for entity in session.dirty if session.is_modified(entity)]
         seeds = [*filter(_attached, session.new), *session.deleted, *changed]
-        if (seeds or committing) and event_clock() != self.clock:
+        # events are counted at every flush that writes, inserts of new aggregates included,
+        # so an aggregate inserted with its events is not bumped for them at commit
+        if (seeds or session.new or committing) and event_clock() != self.clock:
             self.clock = event_clock()
             counted = self.counted
             for aggregate in self.tracker.seen.values():
