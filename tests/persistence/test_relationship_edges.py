@@ -11,11 +11,25 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    attribute_keyed_dict,
+    mapped_column,
+    relationship,
+)
 
 from buttress.domain import AggregateRoot, F
-from buttress.errors import QueryError
-from buttress.testing import Allocated, ContractBatch, ContractOrder, ContractProduct
+from buttress.errors import ConfigurationError, QueryError
+from buttress.persistence import InMemoryUnitOfWork
+from buttress.testing import (
+    Allocated,
+    ContractAllocation,
+    ContractBatch,
+    ContractOrder,
+    ContractProduct,
+    ContractTag,
+)
 from conftest import BACKENDS, own_units
 
 
@@ -29,7 +43,11 @@ def test_a_malformed_load_path_is_refused_by_name(
 ) -> None:
     with (
         make_sync_uow() as uow,
-        pytest.raises(QueryError, match="is not a relationship path: name relationships"),
+        pytest.raises(
+            QueryError,
+            match=r"is not a relationship path: name relationships joined by dots, "
+            r"such as 'batches' or 'batches\.allocations'$",
+        ),
     ):
         uow.repository(ContractProduct).find(load=load)
 
@@ -45,6 +63,47 @@ def test_an_unknown_step_lists_the_relationships_there_are(
         ),
     ):
         uow.repository(ContractProduct).find(load="batchs")
+
+
+def test_an_unknown_step_on_a_model_without_relationships_says_so(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    with (
+        make_sync_uow() as uow,
+        pytest.raises(
+            QueryError,
+            match=r"^ContractTag has no relationship 'x' \(in the path 'x'\); "
+            r"its relationships are: none$",
+        ),
+    ):
+        uow.repository(ContractTag).find(load="x")
+
+
+@pytest.mark.asyncio
+async def test_a_second_get_loads_the_deeper_path_it_names(
+    make_async_uow: Callable[..., Any],
+) -> None:
+    """An entity in the unit already, with its first level loaded, gets the next one."""
+    async with make_async_uow() as uow:
+        await uow.repository(ContractProduct).add(
+            ContractProduct(
+                sku="S1",
+                batches=[
+                    ContractBatch(
+                        reference="b1",
+                        qty=3,
+                        allocations=[ContractAllocation(orderid="o1", qty=1)],
+                    )
+                ],
+            )
+        )
+        await uow.commit()
+    async with make_async_uow() as uow:
+        products = uow.repository(ContractProduct)
+        first = await products.get("S1", load="batches")
+        again = await products.get("S1", load="batches.allocations")
+        assert again is first
+        assert [a.orderid for a in again.batches[0].allocations] == ["o1"]
 
 
 # -- parts changed on their own: the aggregate root they belong to is found ---------------
@@ -138,6 +197,26 @@ class Bin(_Owned):
     id: Mapped[int] = mapped_column(primary_key=True)
     rack_id: Mapped[int] = mapped_column(sa.ForeignKey("rack.id"))
     qty: Mapped[int] = mapped_column(default=0)
+
+
+class Tray(_Owned):
+    """Its cups are ordered by two columns, the second descending."""
+
+    __tablename__ = "tray"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cups: Mapped[list[Cup]] = relationship(
+        cascade="all, delete-orphan", order_by=lambda: [Cup.rank, Cup.name.desc()]
+    )
+
+
+class Cup(_Owned):
+    __tablename__ = "cup"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tray_id: Mapped[int] = mapped_column(sa.ForeignKey("tray.id"))
+    name: Mapped[str] = mapped_column(sa.String(20))
+    rank: Mapped[int | None]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -361,3 +440,146 @@ def test_events_counted_at_a_flush_do_not_bump_their_root_again_at_commit(
         product.record_event(_allocated())
         uow.commit()
     assert _stored_versions(make_sync_uow) == (2, 2)
+
+
+# -- order_by -----------------------------------------------------------------------------
+
+
+def test_parts_load_in_their_order_also_when_flushed_without_a_sort_column(
+    owned_units: Any,
+) -> None:
+    make, _engine = owned_units
+    with make() as uow:
+        uow.repository(Tray).add(Tray(id=1))
+        uow.commit()
+    with make() as uow:
+        uow.repository(Cup).add_many(
+            [Cup(id=i, tray_id=1, name=name) for i, name in enumerate("bca", start=1)]
+        )
+        tray = uow.repository(Tray).get(1)  # flushes the cups, their rank never set
+        assert [cup.name for cup in tray.cups] == ["c", "b", "a"]
+        for cup, rank in zip(tray.cups, [1, 0, 1], strict=True):
+            cup.rank = rank
+        uow.commit()
+    with make() as uow:
+        assert [cup.name for cup in uow.repository(Tray).get(1).cups] == ["b", "c", "a"]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def sqlite_like_units(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """The twin orders NULL first, as SQLite does (PostgreSQL puts NULL last)."""
+    yield from own_units(request, tmp_path, owned)
+
+
+def test_a_part_without_a_sort_value_comes_first_as_on_sqlite(sqlite_like_units: Any) -> None:
+    make, _engine = sqlite_like_units
+    with make() as uow:
+        uow.repository(Tray).add(
+            Tray(
+                id=1,
+                cups=[
+                    Cup(id=1, name="b", rank=1),
+                    Cup(id=2, name="c"),
+                    Cup(id=3, name="a", rank=1),
+                ],
+            )
+        )
+        uow.commit()
+    with make() as uow:
+        assert [cup.name for cup in uow.repository(Tray).get(1).cups] == ["c", "b", "a"]
+
+
+# -- what the twin cannot evaluate is refused, by name -------------------------------------
+
+
+class _Refused(DeclarativeBase):
+    pass
+
+
+class Pen(_Refused):
+    __tablename__ = "pen"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(20))
+
+
+class EitherJoined(_Refused):
+    __tablename__ = "either_joined"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pens: Mapped[list[Pen]] = relationship(
+        primaryjoin="or_(EitherJoined.id == foreign(Pen.id), EitherJoined.id == foreign(Pen.code))",
+        viewonly=True,
+    )
+
+
+class LiteralJoined(_Refused):
+    __tablename__ = "literal_joined"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pens: Mapped[list[Pen]] = relationship(
+        primaryjoin="and_(LiteralJoined.id == foreign(Pen.id), Pen.code == 'blue')",
+        viewonly=True,
+    )
+
+
+class ExpressionOrdered(_Refused):
+    __tablename__ = "expression_ordered"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pens: Mapped[list[Pen]] = relationship(
+        primaryjoin="ExpressionOrdered.id == foreign(Pen.id)",
+        order_by=lambda: sa.func.lower(Pen.code),
+        viewonly=True,
+    )
+
+
+class PostUpdated(_Refused):
+    __tablename__ = "post_updated"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pen_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pen.id"))
+    pen: Mapped[Pen | None] = relationship(post_update=True)
+
+
+class Keyed(_Refused):
+    __tablename__ = "keyed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pens: Mapped[dict[str, Pen]] = relationship(
+        primaryjoin="Keyed.id == foreign(Pen.id)",
+        collection_class=attribute_keyed_dict("code"),
+        viewonly=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            EitherJoined,
+            (
+                r"^the in-memory repositories cannot reproduce the relationship "
+                r"EitherJoined\.pens: it joins on an expression, not on equal columns"
+            ),
+        ),
+        (LiteralJoined, r"relationship LiteralJoined\.pens: it joins on an expression, not on"),
+        (
+            ExpressionOrdered,
+            (
+                r"^ExpressionOrdered\.pens is ordered by lower\(pen\.code\), an expression the "
+                r"in-memory repositories cannot evaluate; order it by columns, or test it "
+                r"against SQLite$"
+            ),
+        ),
+        (
+            PostUpdated,
+            r"PostUpdated\.pen: it is written by a second UPDATE \(post_update\), which",
+        ),
+        (Keyed, r"relationship Keyed\.pens: its collection is neither a list nor a set, which"),
+    ],
+    ids=["or", "literal", "order-by-expression", "post-update", "keyed-collection"],
+)
+def test_a_relationship_the_twin_cannot_evaluate_is_refused(model: Any, message: str) -> None:
+    with InMemoryUnitOfWork() as uow, pytest.raises(ConfigurationError, match=message):
+        uow.repository(model)
