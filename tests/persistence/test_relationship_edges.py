@@ -6,6 +6,7 @@ refuse what SQLAlchemy's repositories refuse, with the same message.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,8 @@ from sqlalchemy.orm import (
 )
 
 from buttress.domain import AggregateRoot, F
-from buttress.errors import ConfigurationError, QueryError
-from buttress.persistence import InMemoryUnitOfWork
+from buttress.errors import ConfigurationError, ConflictError, QueryError
+from buttress.persistence import InMemoryStore, InMemoryUnitOfWork
 from buttress.testing import (
     Allocated,
     ContractAllocation,
@@ -217,6 +218,31 @@ class Cup(_Owned):
     tray_id: Mapped[int] = mapped_column(sa.ForeignKey("tray.id"))
     name: Mapped[str] = mapped_column(sa.String(20))
     rank: Mapped[int | None]
+
+
+class Desk(_Owned):
+    """Relationships with other cascades than the usual ones."""
+
+    __tablename__ = "desk"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    drawers: Mapped[list[Drawer]] = relationship(passive_deletes=True, order_by="Drawer.id")
+    drawer_view: Mapped[list[Drawer]] = relationship(viewonly=True, order_by="Drawer.id")
+    stickers: Mapped[list[Sticker]] = relationship(cascade="merge", order_by="Sticker.id")
+
+
+class Drawer(_Owned):
+    __tablename__ = "drawer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    desk_id: Mapped[int | None] = mapped_column(sa.ForeignKey("desk.id"))
+
+
+class Sticker(_Owned):
+    __tablename__ = "sticker"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    desk_id: Mapped[int | None] = mapped_column(sa.ForeignKey("desk.id"))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -583,3 +609,101 @@ class Keyed(_Refused):
 def test_a_relationship_the_twin_cannot_evaluate_is_refused(model: Any, message: str) -> None:
     with InMemoryUnitOfWork() as uow, pytest.raises(ConfigurationError, match=message):
         uow.repository(model)
+
+
+# -- cascades other than the aggregate's ------------------------------------------------
+
+
+def _two_desks(make: Any) -> None:
+    with make() as uow:
+        uow.repository(Desk).add_many([Desk(id=1), Desk(id=2, drawers=[Drawer(id=1)])])
+        uow.commit()
+
+
+def test_a_viewonly_collection_changed_writes_nothing(owned_units: Any) -> None:
+    make, _engine = owned_units
+    _two_desks(make)
+    with make() as uow:
+        desks = uow.repository(Desk)
+        desks.get(1).drawer_view.append(uow.repository(Drawer).get(1))
+        uow.commit()
+    with make() as uow:
+        assert uow.repository(Drawer).get(1).desk_id == 2
+        assert [d.id for d in uow.repository(Desk).get(2).drawer_view] == [1]
+
+
+def test_a_new_part_without_save_update_is_not_stored(owned_units: Any) -> None:
+    make, _engine = owned_units
+    _two_desks(make)
+    with make() as uow:
+        desk = uow.repository(Desk).get(1)
+        desk.stickers.append(Sticker(id=1))
+        with warnings.catch_warnings():  # SQLAlchemy warns it will not add it
+            warnings.simplefilter("ignore", sa.exc.SAWarning)
+            uow.commit()
+    with make() as uow:
+        assert uow.repository(Sticker).count() == 0
+
+
+def test_passive_deletes_leave_the_parts_to_the_database(owned_units: Any) -> None:
+    """No ON DELETE on the key: the database refuses, as the twin does."""
+    make, _engine = owned_units
+    _two_desks(make)
+    with make() as uow:
+        desk = uow.repository(Desk).get(2)
+        with pytest.raises(ConflictError, match="Desk"):
+            uow.repository(Desk).remove(desk)  # written at once, as SQL does
+    with make() as uow:
+        assert uow.repository(Drawer).get(1).desk_id == 2
+
+
+def test_a_relationship_read_after_the_unit_closed_is_named() -> None:
+    """The twin's message names the relationship SQLAlchemy would have loaded."""
+    store = InMemoryStore()
+    with InMemoryUnitOfWork(store=store) as uow:
+        uow.repository(ContractProduct).add(
+            ContractProduct(sku="S1", batches=[ContractBatch(reference="b1", qty=1)])
+        )
+        uow.commit()
+    with InMemoryUnitOfWork(store=store) as uow:
+        product = uow.repository(ContractProduct).get("S1")
+    with pytest.raises(
+        sa.orm.exc.DetachedInstanceError,
+        match=r"^ContractProduct\.batches of .* was not loaded while its unit of work was open",
+    ):
+        _ = product.batches
+
+
+_unmapped = sa.Table(
+    "unmapped_child",
+    _Refused.metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("parent_id", sa.ForeignKey("unmapped_parent.id")),
+)
+
+
+class UnmappedChild(_Refused):
+    __table__ = _unmapped
+    __mapper_args__ = {"exclude_properties": ["parent_id"]}  # noqa: RUF012 - SQLAlchemy's spelling
+
+
+class UnmappedParent(_Refused):
+    __tablename__ = "unmapped_parent"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    children: Mapped[list[UnmappedChild]] = relationship(
+        primaryjoin=lambda: UnmappedParent.id == sa.orm.foreign(_unmapped.c.parent_id),
+        viewonly=True,
+    )
+
+
+def test_a_relationship_joining_on_an_unmapped_column_is_refused() -> None:
+    with (
+        InMemoryUnitOfWork() as uow,
+        pytest.raises(
+            ConfigurationError,
+            match=r"^UnmappedChild does not map the column unmapped_child\.parent_id that one of "
+            r"its relationships joins on; the in-memory repositories join on mapped columns only$",
+        ),
+    ):
+        uow.repository(UnmappedParent)
