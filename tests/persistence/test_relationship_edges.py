@@ -22,7 +22,7 @@ from sqlalchemy.orm import (
 
 from buttress.domain import AggregateRoot, F
 from buttress.errors import ConfigurationError, ConflictError, QueryError
-from buttress.persistence import InMemoryStore, InMemoryUnitOfWork
+from buttress.persistence import AsyncInMemoryUnitOfWork, InMemoryStore, InMemoryUnitOfWork
 from buttress.testing import (
     Allocated,
     ContractAllocation,
@@ -158,8 +158,19 @@ class Crate(AggregateRoot, _Owned):
         cascade="all", order_by="Item.id", back_populates="crate"
     )
     boxes: Mapped[list[Box]] = relationship(cascade="all", order_by="Box.id")
+    tags: Mapped[list[CrateTag]] = relationship(cascade="merge", order_by="CrateTag.id")
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
+
+
+class CrateTag(_Owned):
+    """Held by a crate without save-update: not a part of it."""
+
+    __tablename__ = "crate_tag"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("crate.id"))
+    text: Mapped[str] = mapped_column(sa.String(20), default="")
 
 
 class Item(_Owned):
@@ -187,8 +198,23 @@ class Rack(AggregateRoot, _Owned):
     name: Mapped[str] = mapped_column(sa.String(20), default="")
     version: Mapped[int] = mapped_column(nullable=False)
     bins: Mapped[list[Bin]] = relationship(cascade="all, delete-orphan", order_by="Bin.id")
+    plate: Mapped[Plate | None] = relationship(cascade="all, delete-orphan")
 
     consistency_boundary = False
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
+
+
+class Plate(_Owned):
+    """A one-to-one part keyed by its rack's key, versioned, with a unique code."""
+
+    __tablename__ = "plate"
+
+    rack_id: Mapped[int] = mapped_column(sa.ForeignKey("rack.id"), primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(20), unique=True)
+    note: Mapped[str] = mapped_column(sa.String(20))
+    version: Mapped[int] = mapped_column(nullable=False)
+    rack: Mapped[Rack] = relationship(viewonly=True)
+
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's spelling
 
 
@@ -369,6 +395,20 @@ def test_a_new_part_added_to_two_roots_by_its_relationships_bumps_both(
     with make() as uow:
         item = uow.repository(Item).get(1)
         assert (item.crate_label, item.site, item.code) == ("c", "a", "s2")
+
+
+def test_an_object_held_without_save_update_is_not_a_part(owned_units: Any) -> None:
+    make, _engine = owned_units
+    with make() as uow:
+        uow.repository(Crate).add(Crate(id=1, label="c"))
+        uow.repository(CrateTag).add(CrateTag(id=1, crate_id=1))
+        uow.commit()
+    with make() as uow:
+        uow.repository(CrateTag).get(1).text = "fragile"
+        uow.commit()
+    with make() as uow:
+        crate = uow.repository(Crate).get(1)
+        assert (crate.version, [tag.text for tag in crate.tags]) == (1, ["fragile"])
 
 
 def test_a_root_guarding_its_own_row_only_is_not_bumped_by_its_parts(owned_units: Any) -> None:
@@ -669,7 +709,8 @@ def test_a_relationship_read_after_the_unit_closed_is_named() -> None:
         product = uow.repository(ContractProduct).get("S1")
     with pytest.raises(
         sa.orm.exc.DetachedInstanceError,
-        match=r"^ContractProduct\.batches of .* was not loaded while its unit of work was open",
+        match=r"^ContractProduct\.batches of .* was not loaded while its unit of work was open: "
+        r"read it inside the unit, or name it in load= when you get the entity \(",
     ):
         _ = product.batches
 
@@ -707,3 +748,91 @@ def test_a_relationship_joining_on_an_unmapped_column_is_refused() -> None:
         ),
     ):
         uow.repository(UnmappedParent)
+
+
+# -- a part replaced under its key: SQL's row switch --------------------------------------
+
+
+def test_a_versioned_part_replaced_under_its_key_is_written_over(owned_units: Any) -> None:
+    make, _engine = owned_units
+    with make() as uow:
+        uow.repository(Rack).add(Rack(id=1, plate=Plate(code="p", note="old")))
+        uow.commit()
+    with make() as uow:
+        rack = uow.repository(Rack).get(1)
+        old = rack.plate
+        assert old is not None
+        rack.plate = Plate(code="p", note="new")  # its key and its unique code: the old one's
+        assert uow.repository(Plate).count() == 1  # flushed: one row, written over
+        plate = rack.plate
+        assert (plate.rack is rack, plate.note, plate.version) == (True, "new", 2)
+        uow.commit()
+    with make() as uow:
+        plate = uow.repository(Plate).get(1)
+        assert (plate.note, plate.version) == ("new", 2)
+        plate.note = "newer"
+        uow.commit()
+    with make() as uow:
+        plate = uow.repository(Plate).get(1)
+        assert (plate.note, plate.version) == ("newer", 3)
+        assert uow.repository(Rack).get(1).version == 1
+
+
+@pytest.mark.asyncio
+async def test_an_async_twin_names_the_relationship_it_cannot_load_on_access() -> None:
+    store = InMemoryStore()
+    async with AsyncInMemoryUnitOfWork(store=store) as uow:
+        await uow.repository(ContractProduct).add(ContractProduct(sku="S1"))
+        await uow.commit()
+    async with AsyncInMemoryUnitOfWork(store=store) as uow:
+        product = await uow.repository(ContractProduct).get("S1")
+        with pytest.raises(
+            sa.exc.MissingGreenlet,
+            match=r"^ContractProduct\.batches of .* was not loaded, and an asyncio unit of work "
+            r"cannot load it on access \(SQLAlchemy's asyncio session raises MissingGreenlet "
+            r"here too\): name it in load= when you get or find the entity, such as "
+            r"load='batches' \(",
+        ):
+            _ = product.batches
+
+
+# -- loading relationships in a unit with changes not yet written ------------------------
+
+
+def test_a_relationship_loaded_on_access_sees_parts_moved_by_their_key(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    """The lazy load writes the unit's changes first, as SQL's autoflush does."""
+    with make_sync_uow() as uow:
+        uow.repository(ContractProduct).add_many(
+            [
+                ContractProduct(sku="S1"),
+                ContractProduct(sku="S2", batches=[ContractBatch(reference="b1", qty=1)]),
+            ]
+        )
+        uow.commit()
+    with make_sync_uow() as uow:
+        product = uow.repository(ContractProduct).get("S1")
+        uow.repository(ContractBatch).get_by(F("reference") == "b1").product_sku = "S1"
+        assert [batch.reference for batch in product.batches] == ["b1"]
+        uow.commit()
+
+
+def test_getting_an_entity_again_keeps_its_unwritten_changes(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    with make_sync_uow() as uow:
+        uow.repository(ContractProduct).add(
+            ContractProduct(sku="S1", batches=[ContractBatch(reference="b1", qty=1)])
+        )
+        uow.commit()
+    with make_sync_uow() as uow:
+        products = uow.repository(ContractProduct)
+        product = products.get("S1", load="batches")
+        product.batches.append(ContractBatch(reference="b2", qty=2))
+        again = products.get("S1", load="batches")
+        assert [batch.reference for batch in again.batches] == ["b1", "b2"]
+        uow.commit()
+    with make_sync_uow() as uow:
+        product = uow.repository(ContractProduct).get("S1", load="batches")
+        assert [batch.reference for batch in product.batches] == ["b1", "b2"]
