@@ -815,6 +815,7 @@ def test_a_relationship_loaded_on_access_sees_parts_moved_by_their_key(
         product = uow.repository(ContractProduct).get("S1")
         uow.repository(ContractBatch).get_by(F("reference") == "b1").product_sku = "S1"
         assert [batch.reference for batch in product.batches] == ["b1"]
+        assert uow.repository(ContractProduct).get("S2").batches == []
         uow.commit()
 
 
@@ -836,3 +837,70 @@ def test_getting_an_entity_again_keeps_its_unwritten_changes(
     with make_sync_uow() as uow:
         product = uow.repository(ContractProduct).get("S1", load="batches")
         assert [batch.reference for batch in product.batches] == ["b1", "b2"]
+
+
+# -- removals: delete cascades and orphans ---------------------------------------------
+
+
+def _two_products(make_uow: Callable[..., Any]) -> None:
+    with make_uow() as uow:
+        uow.repository(ContractProduct).add_many(
+            [
+                ContractProduct(
+                    sku="S1",
+                    batches=[
+                        ContractBatch(
+                            reference="b1",
+                            qty=5,
+                            allocations=[ContractAllocation(orderid="o1", qty=1)],
+                        ),
+                        ContractBatch(reference="b2", qty=5),
+                    ],
+                ),
+                ContractProduct(sku="S2"),
+            ]
+        )
+        uow.commit()
+
+
+def test_a_part_moved_to_another_root_is_not_deleted_as_an_orphan(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _two_products(make_sync_uow)
+    with make_sync_uow() as uow:
+        products = uow.repository(ContractProduct)
+        one, two = products.get("S1", load="batches"), products.get("S2", load="batches")
+        moved = one.batches.pop(0)
+        two.batches.append(moved)
+        uow.commit()
+    with make_sync_uow() as uow:
+        products = uow.repository(ContractProduct)
+        assert [b.reference for b in products.get("S1").batches] == ["b2"]
+        assert [b.reference for b in products.get("S2").batches] == ["b1"]
+        assert uow.repository(ContractAllocation).count() == 1
+
+
+def test_removing_a_root_whose_parts_were_never_loaded_removes_them(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _two_products(make_sync_uow)
+    with make_sync_uow() as uow:
+        uow.repository(ContractProduct).remove(uow.repository(ContractProduct).get("S1"))
+        uow.commit()
+    with make_sync_uow() as uow:
+        counts = [uow.repository(m).count() for m in (ContractBatch, ContractAllocation)]
+        assert counts == [0, 0]
+
+
+def test_a_part_removed_while_still_in_its_loaded_collection_stays_removed(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _two_products(make_sync_uow)
+    with make_sync_uow() as uow:
+        product = uow.repository(ContractProduct).get("S1", load="batches")
+        uow.repository(ContractBatch).remove(product.batches[1])
+        product.batches[0].qty = 6
+        uow.commit()
+    with make_sync_uow() as uow:
+        batches = uow.repository(ContractProduct).get("S1").batches
+        assert [(b.reference, b.qty) for b in batches] == [("b1", 6)]
