@@ -904,3 +904,24 @@ def test_a_part_removed_while_still_in_its_loaded_collection_stays_removed(
     with make_sync_uow() as uow:
         batches = uow.repository(ContractProduct).get("S1").batches
         assert [(b.reference, b.qty) for b in batches] == [("b1", 6)]
+
+
+def test_a_part_taken_out_of_a_collection_without_delete_orphan_lets_go_of_it(
+    owned_units: Any,
+) -> None:
+    make, _engine = owned_units
+    _two_desks(make)
+    with make() as uow:
+        uow.repository(Drawer).add(Drawer(id=2, desk_id=2))
+        uow.commit()
+    with make() as uow:
+        desks = uow.repository(Desk)
+        one, two = desks.get(1), desks.get(2)
+        first, second = two.drawers
+        two.drawers.remove(first)  # let go of: kept, without a desk
+        two.drawers.remove(second)
+        one.drawers.append(second)  # moved: the new desk's key
+        uow.commit()
+    with make() as uow:
+        drawers = {d.id: d.desk_id for d in uow.repository(Drawer).find()}
+        assert drawers == {1: None, 2: 1}
