@@ -27,6 +27,7 @@ from buttress.testing import (
     Allocated,
     ContractAllocation,
     ContractBatch,
+    ContractLabel,
     ContractOrder,
     ContractProduct,
     ContractTag,
@@ -856,6 +857,7 @@ def _two_products(make_uow: Callable[..., Any]) -> None:
                         ),
                         ContractBatch(reference="b2", qty=5),
                     ],
+                    labels={ContractLabel(name="red")},
                 ),
                 ContractProduct(sku="S2"),
             ]
@@ -890,6 +892,7 @@ def test_removing_a_root_whose_parts_were_never_loaded_removes_them(
     with make_sync_uow() as uow:
         counts = [uow.repository(m).count() for m in (ContractBatch, ContractAllocation)]
         assert counts == [0, 0]
+        assert [label.name for label in uow.repository(ContractLabel).find()] == ["red"]
 
 
 def test_a_part_removed_while_still_in_its_loaded_collection_stays_removed(
@@ -925,3 +928,40 @@ def test_a_part_taken_out_of_a_collection_without_delete_orphan_lets_go_of_it(
     with make() as uow:
         drawers = {d.id: d.desk_id for d in uow.repository(Drawer).find()}
         assert drawers == {1: None, 2: 1}
+
+
+def test_a_label_added_to_a_loaded_root_is_stored(make_sync_uow: Callable[..., Any]) -> None:
+    _two_products(make_sync_uow)
+    with make_sync_uow() as uow:
+        product = uow.repository(ContractProduct).get("S2", load=("batches", "labels"))
+        product.labels.add(uow.repository(ContractLabel).get("red"))
+        uow.commit()
+    with make_sync_uow() as uow:
+        product = uow.repository(ContractProduct).get("S2", load="labels")
+        assert ([label.name for label in product.labels], product.version) == (["red"], 2)
+
+
+def test_a_part_of_a_part_changed_alone_bumps_the_root(make_sync_uow: Callable[..., Any]) -> None:
+    _two_products(make_sync_uow)
+    with make_sync_uow() as uow:
+        uow.repository(ContractAllocation).get_by(F("orderid") == "o1").qty = 2
+        uow.commit()
+    with make_sync_uow() as uow:
+        assert uow.repository(ContractProduct).get("S1").version == 2
+
+
+def test_a_changed_key_wins_over_an_unchanged_many_to_one(
+    make_sync_uow: Callable[..., Any],
+) -> None:
+    _two_products(make_sync_uow)
+    with make_sync_uow() as uow:
+        batches = uow.repository(ContractBatch)
+        first = batches.get_by(F("reference") == "b1")
+        assert first.product.sku == "S1"  # loaded, and left as it is
+        first.product_sku = "S2"
+        second = batches.get_by(F("reference") == "b2")
+        second.product = uow.repository(ContractProduct).get("S2")  # the key follows
+        uow.commit()
+    with make_sync_uow() as uow:
+        batches = uow.repository(ContractProduct).get("S2").batches
+        assert [batch.reference for batch in batches] == ["b1", "b2"]
