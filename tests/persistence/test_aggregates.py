@@ -23,6 +23,7 @@ from buttress.domain import AggregateRoot, DomainEvent
 from buttress.errors import ConcurrencyError, ConfigurationError
 from buttress.persistence import InMemoryUnitOfWork
 from buttress.resilience import retry
+from buttress.testing import Allocated as ContractAllocated
 from buttress.testing import (
     ContractAllocation,
     ContractBatch,
@@ -504,3 +505,50 @@ def test_the_applications_own_sessions_are_not_guarded(sql_units: Any) -> None:
     with make() as uow:
         product = uow.repository(ContractProduct).get("S1")
         assert (product.version, product.batches[0].qty) == (2, 12)  # the unit's bump only
+
+
+@pytest.fixture(params=BACKENDS)
+def contract_units(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    yield from own_units(request, tmp_path, contract_metadata)
+
+
+def _allocated(orderid: str) -> ContractAllocated:
+    return ContractAllocated(sku="S1", orderid=orderid, reference="b1")
+
+
+def test_an_event_after_a_commit_bumps_the_root_again(contract_units: Any) -> None:
+    """The events a commit published are not counted against the next transaction's."""
+    make, _engine = contract_units
+    _stock_two_batches(make)
+    with make() as uow:
+        product = uow.repository(ContractProduct).get("S1")
+        product.record_event(_allocated("o1"))
+        uow.commit()
+        product.record_event(_allocated("o2"))  # the same aggregate, the next transaction
+        uow.commit()
+    with make() as uow:
+        assert uow.repository(ContractProduct).get("S1").version == 3
+
+
+def test_an_event_after_an_undone_savepoint_bumps_the_root(contract_units: Any) -> None:
+    """A savepoint's bump is undone with it: the events after it count from scratch."""
+    make, _engine = contract_units
+    _stock_two_batches(make)
+    with make() as uow:
+        products = uow.repository(ContractProduct)
+        product = products.get("S1", load="batches")
+
+        def allocate_then_fail() -> None:
+            with uow.savepoint():
+                product.record_event(_allocated("o1"))
+                product.batches[0].qty = 9
+                products.count()  # a query: its autoflush writes the part and bumps the root
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            allocate_then_fail()
+        product.record_event(_allocated("o2"))
+        uow.commit()
+    with make() as uow:
+        product = uow.repository(ContractProduct).get("S1", load="batches")
+        assert (product.version, product.batches[0].qty) == (2, 10)
