@@ -1280,7 +1280,13 @@ class Transaction:
     def _merged(
         self, table: _Table | _Secondary, rows: dict[Any, Row], changes: dict[Any, _Change]
     ) -> dict[Any, Row]:
-        """``rows`` with ``changes`` applied, checked against what others committed."""
+        """``rows`` with ``changes`` applied, checked against what others committed.
+
+        Unique values are checked once every change is applied, as a database checks
+        them at the end of the transaction's statements: a row may take a value
+        another row of this transaction gave up, whatever the order of the changes.
+        """
+        written: list[Any] = []
         for key, change in changes.items():
             stored = rows.get(key)
             base, row = change.base, change.row
@@ -1300,8 +1306,10 @@ class Transaction:
                 continue
             if stored is not None:  # only the fields this transaction changed, as UPDATE does
                 row = {**stored, **{name: row[name] for name in change.fields}}
-            self._check_unique(table, key, row, rows)
             rows[key] = row
+            written.append(key)
+        for key in written:
+            self._check_unique(table, key, rows[key], rows)
         return rows
 
     def _check_links(self, tables: dict[type[Any], dict[Any, Row]]) -> None:

@@ -269,6 +269,20 @@ class AsyncUnitOfWorkContract:
                 await uow.commit()
         assert await _refs(make_uow) == ["o0", "o1"]
 
+    async def test_a_unique_value_given_up_in_the_unit_can_be_taken_in_it(
+        self, make_uow: MakeUow
+    ) -> None:
+        """Checked at the end of the unit's writes, whatever their order (a row added first)."""
+        keys = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            orders = uow.repository(ContractOrder)
+            newer = await orders.add(_order("new", 2))
+            await orders.remove(await orders.get(keys[0]))  # gives up "o0"
+            newer.ref = "o0"
+            await uow.commit()
+        assert await _refs(make_uow) == ["o0"]
+
     async def test_a_reference_to_a_missing_row_conflicts(self, make_uow: MakeUow) -> None:
         uow = make_uow()
         async with uow:
