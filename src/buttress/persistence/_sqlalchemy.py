@@ -439,8 +439,9 @@ class SqlAlchemyRepository(Generic[T, ID]):
             info = self._info
             key = info.key_of(entity)
             parts = key if isinstance(key, tuple) else (key,)
-            if None not in parts:  # a key the caller chose: taken by an object loaded here?
-                session = self._session
+            session = self._session
+            # a key the caller chose: taken by an object loaded here (if any is)?
+            if None not in parts and len(session.identity_map):
                 taken = session.identity_map.get(session.identity_key(info.model, key))
                 if taken is not None and taken is not entity:
                     raise self._tracker.fail(ConflictError(entity=info.name, key=key))
