@@ -33,6 +33,7 @@ __all__ = [
     "links_of",
     "load_options",
     "loaded",
+    "nulls_first",
     "owners_of",
     "parts_path",
 ]
@@ -53,7 +54,8 @@ class Link:
 
     ``reads`` are the fields of this model's row that a load joins on, and
     ``matches`` the fields (or secondary columns) of the rows they must equal;
-    ``read`` gives a row's values of ``reads``.
+    ``read`` gives a row's values of ``reads``; ``target_reads`` are the target's fields
+    a many-to-many pair's ``target_pairs`` columns must equal.
     """
 
     __slots__ = (
@@ -74,6 +76,7 @@ class Link:
         "sorts",
         "target",
         "target_pairs",
+        "target_reads",
         "uselist",
         "viewonly",
     )
@@ -113,9 +116,10 @@ class Link:
             self.reads = tuple(source for source, _ in self.pairs)
             self.matches = tuple(dest for _, dest in self.pairs)
         self.read = _reader(self.reads)
+        self.target_reads = tuple(source for source, _ in self.target_pairs)
         self.order = _order(name, prop)
         self.sorts = tuple(
-            (_nulls_first(field), descending) for field, descending in reversed(self.order)
+            (nulls_first(_loaded(field)), descending) for field, descending in reversed(self.order)
         )
 
     @property
@@ -148,15 +152,24 @@ def _reader(fields: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ..
     return lambda row: tuple([row[name] for name in fields])
 
 
-def _nulls_first(field: str) -> Callable[[Any], tuple[bool, Any]]:
-    """A sort key on ``field`` putting ``None`` first, read as loaded when it is."""
+def nulls_first(read: Callable[[Any], Any]) -> Callable[[Any], tuple[bool, Any]]:
+    """A sort key on what ``read`` gives, a missing value (``None``) before any other."""
 
     def key(item: Any) -> tuple[bool, Any]:
-        loaded = item.__dict__
-        value = loaded[field] if field in loaded else getattr(item, field)
+        value = read(item)
         return (value is not None, value)
 
     return key
+
+
+def _loaded(field: str) -> Callable[[Any], Any]:
+    """A reader of ``field`` of a mapped object, from its dict when loaded there."""
+
+    def read(item: Any) -> Any:
+        loaded = item.__dict__
+        return loaded[field] if field in loaded else getattr(item, field)
+
+    return read
 
 
 def _field(mapper: Any, column: Any) -> str:

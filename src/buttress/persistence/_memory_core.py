@@ -345,13 +345,14 @@ class InMemoryStore:
         """Everything the store keeps rows of: what foreign keys may refer from."""
         return [*self._tables.values(), *self._secondaries.values()]
 
-    def issue(self, entity: Any) -> None:
+    def issue(self, entity: Any, state: Any = None) -> None:
         """Remember that ``entity`` came from this store (loaded or added).
 
-        The mark lives on the entity's SQLAlchemy state: it goes when the entity
-        goes, and a copy of the entity does not carry it.
+        The mark lives on the entity's SQLAlchemy state (``state``, when the
+        caller has it at hand): it goes when the entity goes, and a copy of the
+        entity does not carry it.
         """
-        attributes.instance_state(entity).info[_ISSUED] = self
+        (attributes.instance_state(entity) if state is None else state).info[_ISSUED] = self
 
     def issued(self, entity: Any) -> bool:
         """Whether ``entity`` was loaded from or added to this store before."""
@@ -439,12 +440,11 @@ class Transaction:
         values.update(row)
         for name in table.mutable:
             values[name] = _own(values[name])
-        marks = state.info
-        marks[_ISSUED] = self.store  # as store.issue(entity), with the state at hand
+        self.store.issue(entity, state)
         self.objects[info.model, key] = entity
         self.flushed[id(entity)] = row
         if table.links:
-            marks[_LOADER] = self
+            state.info[_LOADER] = self
             state.callables = dict(table.loaders)
         return entity
 
@@ -585,11 +585,10 @@ class Transaction:
             tuple(pair[column] for _, column in link.target_pairs)
             for _, pair in self._rows_where(link.secondary, (), link.matches, values)
         ]
-        wanted = tuple(source for source, _ in link.target_pairs)
         return [
             hit
             for found in pairs
-            for hit in self._rows_where(target.model, target.key_names, wanted, found)
+            for hit in self._rows_where(target.model, target.key_names, link.target_reads, found)
         ]
 
     def _rows_where(

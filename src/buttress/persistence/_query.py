@@ -41,11 +41,9 @@ from buttress.domain._spec import (
     unknown_fields,
 )
 from buttress.errors import QueryError
-from buttress.persistence._links import parts_path
+from buttress.persistence._links import nulls_first, parts_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sqlalchemy.orm import Mapper
     from sqlalchemy.sql.compiler import SQLCompiler
     from sqlalchemy.sql.elements import ColumnElement
@@ -417,13 +415,7 @@ def sort_in_python(items: list[Any], pairs: Sequence[tuple[str, bool]]) -> None:
         pairs: Checked ``(field, descending)`` pairs; later pairs break ties.
     """
     for name, descending in reversed(pairs):  # stable sorts: the last key first
-        read = operator.attrgetter(name)
-
-        def key(item: Any, read: Callable[[Any], Any] = read) -> tuple[bool, Any]:
-            value = read(item)
-            return (value is not None, value)  # a missing value before any other
-
-        items.sort(key=key, reverse=descending)
+        items.sort(key=nulls_first(operator.attrgetter(name)), reverse=descending)
 
 
 def keyset_filter(
