@@ -8,6 +8,8 @@ original chained.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -62,10 +64,10 @@ def test_get_of_a_loaded_entity_sends_no_sql(database, statements):
     uow = SqlAlchemyUnitOfWork(sessionmaker(database))
     with uow:
         orders = uow.repository(ContractOrder)
-        key = orders.add(ContractOrder(ref="a")).id
+        order = orders.add(ContractOrder(ref="a"))  # held: the identity map is weak
         uow.commit()
         statements.clear()
-        assert orders.get(key).ref == "a"
+        assert orders.get(order.id) is order
         assert statements == []
 
 
@@ -196,3 +198,24 @@ def test_a_value_postgresql_cannot_hold_is_a_query_error(postgres_engine):
                 orders.count()
     finally:
         contract_metadata.drop_all(postgres_engine)
+
+
+def test_a_unit_that_commits_as_it_goes_keeps_no_aggregate_alive(database):
+    """A batch job's unit holds what it saw only until each commit, as the session does.
+
+    Until its transaction commits, an aggregate the caller let go is held (its
+    events must not be lost); after, the unit keeps it no longer than the caller
+    does. The in-memory twin holds every object until the unit ends (documented).
+    """
+    uow = SqlAlchemyUnitOfWork(sessionmaker(database))
+    with uow:
+        orders = uow.repository(ContractOrder)
+        refs = []
+        for n in range(3):
+            refs.append(weakref.ref(orders.add(ContractOrder(ref=f"b{n}", total=n))))
+            gc.collect()
+            assert refs[-1]() is not None  # not committed yet: held
+            uow.commit()
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None, None]
+        assert len(orders.find()) == 3

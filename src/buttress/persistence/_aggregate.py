@@ -25,10 +25,11 @@ from buttress.domain._entity import event_clock, event_count
 from buttress.persistence._links import owners_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from sqlalchemy.orm import Session
 
+    from buttress.persistence._links import Owner
     from buttress.persistence._model import Tracker
 
 __all__ = ["AggregateGuard", "guarded"]
@@ -81,14 +82,19 @@ class AggregateGuard:
 
     def guard(self, session: Session, *, committing: bool) -> None:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
-        changed = [entity for entity in session.dirty if session.is_modified(entity)]
-        seeds = [*filter(_attached, session.new), *session.deleted, *changed]
+        new = session.new  # each read of these builds a set: read once
+        deleted = session.deleted
+        seeds = [entity for entity in session.dirty if session.is_modified(entity)]
+        if new:
+            seeds += _attached(new)
+        if deleted:
+            seeds += deleted
         # events are counted at every flush that writes, inserts of new aggregates included,
         # so an aggregate inserted with its events is not bumped for them at commit
-        if (seeds or session.new or committing) and event_clock() != self.clock:
+        if (seeds or new or committing) and event_clock() != self.clock:
             self.clock = event_clock()
             counted = self.counted
-            for aggregate in self.tracker.seen.values():
+            for aggregate in self.tracker.aggregates():
                 events = event_count(aggregate)
                 if events > counted.get(id(aggregate), 0):
                     seeds.append(aggregate)
@@ -97,7 +103,7 @@ class AggregateGuard:
             return
         with session.no_autoflush:
             for root in _roots(session, seeds):
-                if root in session.new or root in session.deleted:
+                if root in new or root in deleted:
                     continue
                 if _row_changed(root):
                     continue  # its own UPDATE bumps the version already
@@ -142,21 +148,27 @@ def _forget_soft(session: Session, _previous: Any) -> None:
     _forget(session)
 
 
-def _attached(entity: Any) -> bool:
-    """Whether new ``entity`` may be a part of a stored aggregate not otherwise changed.
+def _attached(new: Iterable[Any]) -> list[Any]:
+    """The new objects that may be parts of a stored aggregate not otherwise changed.
 
     A new part added to a loaded collection changes its owner, itself a seed;
     only one attached by its foreign key or its many-to-one to a stored owner
     needs walking (every other new object is a seed of its own, or of a new
     aggregate, whose insert needs no bump).
     """
-    owners = owners_of(type(entity))
-    if not owners:
-        return False
-    values = instance_dict(entity)
+    found = []
+    for entity in new:
+        owners = owners_of(type(entity))
+        if owners and _attached_one(instance_dict(entity), owners):
+            found.append(entity)
+    return found
+
+
+def _attached_one(values: dict[str, Any], owners: tuple[Owner, ...]) -> bool:
     for link in owners:
-        if any(values.get(name) is not None for name in link.dests):
-            return True
+        for name in link.dests:
+            if values.get(name) is not None:
+                return True
         if link.reverse is not None:
             parent = values.get(link.reverse)
             if parent is not None and instance_state(parent).key is not None:

@@ -1022,7 +1022,7 @@ class Transaction:
             return seeds  # no aggregate recorded anything since the last count
         self.clock = event_clock()
         counted = self.counted
-        for aggregate in self.tracker.seen.values():
+        for aggregate in self.tracker.aggregates():
             events = event_count(aggregate)
             if events > counted.get(id(aggregate), 0):
                 seeds.append((aggregate, None, None))

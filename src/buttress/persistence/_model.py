@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -646,19 +647,35 @@ CLOSED: Final[Any] = _Closed()
 
 
 class Tracker:
-    """The bookkeeping of one unit of work: seen aggregates, failure, collected events."""
+    """The bookkeeping of one unit of work: seen aggregates, failure, collected events.
 
-    __slots__ = ("clock", "events", "failure", "marks", "secret", "seen")
+    The aggregates seen in the current transaction are held (a change or an event
+    on one must not be lost with it); once their transaction commits, only
+    weakly: a long unit that commits as it goes keeps no more alive than its
+    caller does, and an aggregate the caller still holds is still tracked.
+    """
+
+    __slots__ = ("clock", "events", "failure", "kept", "marks", "secret", "seen")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self.secret = secret
         self.seen: dict[int, AggregateRoot] = {}
+        # made at the first commit that saw an aggregate (most units never need it)
+        self.kept: weakref.WeakValueDictionary[int, AggregateRoot] | None = None
         self.failure: ButtressError | None = None
         self.events: collections.deque[DomainEvent] = collections.deque()
         self.marks: list[dict[int, int]] = []
         # the event clock at the last pull: while it stands, no seen aggregate has
         # events to pull (-2: one was seen holding events, pull at the next commit)
         self.clock = -1
+
+    def aggregates(self) -> list[AggregateRoot]:
+        """Every tracked aggregate: those seen in this transaction, then earlier ones alive."""
+        seen = self.seen
+        kept = self.kept
+        if not kept:
+            return list(seen.values())
+        return [*seen.values(), *(a for key, a in kept.items() if key not in seen)]
 
     def check(self) -> None:
         """Refuse to go on after a failed write, until the unit rolls back.
@@ -708,22 +725,29 @@ class Tracker:
         """Move the events of every seen aggregate to the queue, in recording order."""
         now = event_clock()
         if now != self.clock:  # an event was recorded since the last pull
-            self.events.extend(event for _, event in pull_numbered_events(self.seen.values()))
+            self.events.extend(event for _, event in pull_numbered_events(self.aggregates()))
             self.clock = now
         self.marks.clear()
+        if self.seen:
+            if self.kept is None:
+                self.kept = weakref.WeakValueDictionary(self.seen)
+            else:
+                self.kept.update(self.seen)
+            self.seen.clear()
 
     def rolled_back(self) -> None:
         """Drop the events of undone work and forget what was seen and failed."""
         if event_clock() != self.clock:  # else no seen aggregate holds an event
-            for aggregate in self.seen.values():
+            for aggregate in self.aggregates():
                 aggregate.pull_events()
         self.seen.clear()
+        self.kept = None
         self.marks.clear()
         self.failure = None
 
     def mark(self) -> None:
         """Note how many events each seen aggregate has, as a savepoint begins."""
-        self.marks.append({key: len(a.pending_events) for key, a in self.seen.items()})
+        self.marks.append({id(a): len(a.pending_events) for a in self.aggregates()})
 
     def release(self) -> None:
         """Forget the innermost mark: the savepoint's work stands."""
@@ -732,8 +756,8 @@ class Tracker:
     def undo(self) -> None:
         """Drop the events recorded since the innermost mark: its work was undone."""
         counts = self.marks.pop()
-        for key, aggregate in self.seen.items():
-            discard_events_after(aggregate, counts.get(key, 0))
+        for aggregate in self.aggregates():
+            discard_events_after(aggregate, counts.get(id(aggregate), 0))
         self.failure = None
 
     def collect(self) -> Iterator[DomainEvent]:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, overload
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import instance_state
 
 from buttress.errors import ConfigurationError, ConflictError, NotFoundError, QueryError
 from buttress.persistence._aggregate import AggregateGuard
@@ -429,22 +430,23 @@ class SqlAlchemyRepository(Generic[T, ID]):
         return Page(items, cursor)
 
     def _check_new(self, entity: object) -> None:
-        self._info.check_entity(entity, "add")
-        state = sa.inspect(entity)
-        if state.deleted or state.was_deleted:
-            self._info.refuse_removed(entity)
-        if state.key is not None and entity not in self._session:
-            self._info.refuse_not_new(entity)
-        if state.key is None:
-            info = self._info
-            key = info.key_of(entity)
-            parts = key if isinstance(key, tuple) else (key,)
-            session = self._session
-            # a key the caller chose: taken by an object loaded here (if any is)?
-            if None not in parts and len(session.identity_map):
-                taken = session.identity_map.get(session.identity_key(info.model, key))
-                if taken is not None and taken is not entity:
-                    raise self._tracker.fail(ConflictError(entity=info.name, key=key))
+        info = self._info
+        info.check_entity(entity, "add")
+        state = instance_state(entity)
+        if state.key is not None:  # stored: removed, or of another session (or a no-op)
+            if state.deleted or state.was_deleted:
+                info.refuse_removed(entity)
+            if entity not in self._session:
+                info.refuse_not_new(entity)
+            return
+        key = info.key_of(entity)
+        parts = key if isinstance(key, tuple) else (key,)
+        identity_map = self._session.identity_map
+        # a key the caller chose: taken by an object loaded here (if any is)?
+        if None not in parts and len(identity_map):
+            taken = identity_map.get(state.mapper.identity_key_from_primary_key(parts))
+            if taken is not None and taken is not entity:
+                raise self._tracker.fail(ConflictError(entity=info.name, key=key))
 
     def _where(self, spec: Specification) -> Any:
         return where(spec, self._info.model)  # checks the fields and values first

@@ -1038,6 +1038,23 @@ class UnitOfWorkContract:
             (uow.repository(ContractOrder).get(key)).pay()
         assert list(uow.collect_events()) == []
 
+    def test_an_aggregate_held_across_commits_still_has_its_events_collected(
+        self, make_uow: MakeUow
+    ) -> None:
+        [key] = _seed(make_uow, 1)
+        uow = make_uow()
+        with uow:
+            order = uow.repository(ContractOrder).get(key)
+            uow.commit()
+            order.pay()  # not fetched again: the unit still knows it
+            uow.commit()
+            with pytest.raises(RuntimeError):
+                with uow.savepoint():
+                    order.pay()
+                    raise RuntimeError
+            uow.commit()
+        assert [e.order_id for e in uow.collect_events()] == [key]  # type: ignore[attr-defined]
+
     def test_events_of_an_undone_savepoint_are_dropped(self, make_uow: MakeUow) -> None:
         [key] = _seed(make_uow, 1)
         uow = make_uow()

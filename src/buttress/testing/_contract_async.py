@@ -1062,6 +1062,23 @@ class AsyncUnitOfWorkContract:
             (await uow.repository(ContractOrder).get(key)).pay()
         assert list(uow.collect_events()) == []
 
+    async def test_an_aggregate_held_across_commits_still_has_its_events_collected(
+        self, make_uow: MakeUow
+    ) -> None:
+        [key] = await _seed(make_uow, 1)
+        uow = make_uow()
+        async with uow:
+            order = await uow.repository(ContractOrder).get(key)
+            await uow.commit()
+            order.pay()  # not fetched again: the unit still knows it
+            await uow.commit()
+            with pytest.raises(RuntimeError):
+                async with uow.savepoint():
+                    order.pay()
+                    raise RuntimeError
+            await uow.commit()
+        assert [e.order_id for e in uow.collect_events()] == [key]  # type: ignore[attr-defined]
+
     async def test_events_of_an_undone_savepoint_are_dropped(self, make_uow: MakeUow) -> None:
         [key] = await _seed(make_uow, 1)
         uow = make_uow()
