@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from buttress.persistence._links import Owner
     from buttress.persistence._model import Tracker
 
 __all__ = ["AggregateGuard", "guarded"]
@@ -84,7 +83,8 @@ class AggregateGuard:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
         new = session.new  # each read of these builds a set: read once
         deleted = session.deleted
-        seeds = [entity for entity in session.dirty if session.is_modified(entity)]
+        dirty = session.dirty
+        seeds = [entity for entity in dirty if session.is_modified(entity)] if dirty else []
         if new:
             seeds += _attached(new)
         if deleted:
@@ -133,8 +133,10 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def _before_commit(session: Session) -> None:
+    # changes not flushed yet are guarded by the flush the commit makes; the commit
+    # itself only has events recorded since the last count to guard
     guard = _guard_of(session)
-    if guard is not None:
+    if guard is not None and event_clock() != guard.clock:
         guard.guard(session, committing=True)
 
 
@@ -148,29 +150,45 @@ def _forget_soft(session: Session, _previous: Any) -> None:
     _forget(session)
 
 
+_ATTACHING: dict[type[Any], tuple[tuple[tuple[str, ...], str | None], ...]] = {}
+
+
+def _attaching(model: type[Any]) -> tuple[tuple[tuple[str, ...], str | None], ...]:
+    """The foreign-key fields and many-to-one of each relationship holding ``model``."""
+    found = _ATTACHING.get(model)
+    if found is None:
+        found = _ATTACHING[model] = tuple((link.dests, link.reverse) for link in owners_of(model))
+    return found
+
+
 def _attached(new: Iterable[Any]) -> list[Any]:
     """The new objects that may be parts of a stored aggregate not otherwise changed.
 
     A new part added to a loaded collection changes its owner, itself a seed;
     only one attached by its foreign key or its many-to-one to a stored owner
     needs walking (every other new object is a seed of its own, or of a new
-    aggregate, whose insert needs no bump).
+    aggregate, whose insert needs no bump). Run at every flush that inserts:
+    kept to plain loops.
     """
     found = []
     for entity in new:
-        owners = owners_of(type(entity))
-        if owners and _attached_one(instance_dict(entity), owners):
+        links = _ATTACHING.get(type(entity))
+        if links is None:
+            links = _attaching(type(entity))
+        if links and _held_by_stored(instance_dict(entity), links):
             found.append(entity)
     return found
 
 
-def _attached_one(values: dict[str, Any], owners: tuple[Owner, ...]) -> bool:
-    for link in owners:
-        for name in link.dests:
+def _held_by_stored(
+    values: dict[str, Any], links: tuple[tuple[tuple[str, ...], str | None], ...]
+) -> bool:
+    for dests, reverse in links:
+        for name in dests:
             if values.get(name) is not None:
                 return True
-        if link.reverse is not None:
-            parent = values.get(link.reverse)
+        if reverse is not None:
+            parent = values.get(reverse)
             if parent is not None and instance_state(parent).key is not None:
                 return True
     return False
