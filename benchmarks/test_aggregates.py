@@ -15,6 +15,12 @@ own), as ``persistence.<hot-path>-<backend>``, set up as in ``test_persistence``
   committed. Baseline: ``session.add(product); session.commit()``; ours:
   ``repo.add(product); uow.commit()``: one INSERT of the product, one of the
   batches (executemany), no version bump (a new aggregate).
+- Both SQL groups' buttress rows carry an ``interleaved`` column: the ratio of
+  their median to the baseline's with the two timed in alternating blocks of
+  rounds in the same test (`interleaved`). Rows of a group are timed one after
+  the other, so the machine's drift between them moves the rows' ratio by a few
+  per cent from run to run; alternating gives both the same moments, and this
+  ratio moves far less.
 - ``persistence.load-aggregate-memory``: one product with its batches and
   allocations loaded by key from a fresh unit of work. Baseline: ours over SQLite
   in a file; ours: the in-memory twin. The twin's ratio is how much faster tests
@@ -24,6 +30,8 @@ own), as ``persistence.<hot-path>-<backend>``, set up as in ``test_persistence``
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -107,6 +115,35 @@ def measure(bench: Any, engine: sa.Engine | None, target: Any, setup: Any, round
     return bench.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=WARMUP)
 
 
+BLOCKS = 10
+"""Blocks of rounds `interleaved` alternates between the baseline and ours."""
+
+
+def interleaved(bench: Any, baseline_target: Any, target: Any, setup: Any, rounds: int) -> None:
+    """Time ``baseline_target`` and ``target`` in alternating blocks; record their ratio.
+
+    ``rounds`` rounds of each, in `BLOCKS` blocks, the baseline first in every
+    other block; ``extra_info["interleaved"]`` gets the ratio of the medians
+    (one block of one round each in smoke mode).
+    """
+    blocks, per_block = (2, 1) if bench.disabled else (BLOCKS, max(rounds // BLOCKS, 1))
+    times: tuple[list[float], list[float]] = ([], [])
+    runs = (baseline_target, target)
+    for run in runs:  # warm both alike
+        for _ in range(WARMUP):
+            args, kwargs = setup()
+            run(*args, **kwargs)
+    for block in range(blocks):
+        for which in (0, 1) if block % 2 == 0 else (1, 0):
+            for _ in range(per_block):
+                args, kwargs = setup()
+                start = time.perf_counter()
+                runs[which](*args, **kwargs)
+                times[which].append(time.perf_counter() - start)
+    ratio = statistics.median(times[1]) / statistics.median(times[0])
+    bench.extra_info["interleaved"] = f"{ratio:.2f}\N{MULTIPLICATION SIGN}"
+
+
 def nothing() -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (), {}
 
@@ -119,33 +156,41 @@ def check_loaded(products: Any) -> None:
 # persistence.load-aggregates-100 ----------------------------------------------------------------
 
 
+def session_loader(factory: sessionmaker[Any]) -> Callable[[], Any]:
+    def load() -> Any:
+        with factory() as session:
+            statement = sa.select(ContractProduct).options(*LOADERS)
+            return session.scalars(statement.order_by(ContractProduct.sku)).all()
+
+    return load
+
+
+def repository_loader(uow: SqlAlchemyUnitOfWork) -> Callable[[], Any]:
+    def load() -> Any:
+        with uow:
+            return uow.repository(ContractProduct, str).find(order_by="sku", load=PATHS)
+
+    return load
+
+
 @backends("load-aggregates-100")
 class TestLoadAggregates:
     """Each round a new session (or unit of work), as each request of a service has."""
 
     def test_session_selectinload(self, baseline, sessions):
         engine, factory = sessions
-
-        def load():
-            with factory() as session:
-                statement = sa.select(ContractProduct).options(*LOADERS)
-                return session.scalars(statement.order_by(ContractProduct.sku)).all()
-
+        load = session_loader(factory)
         found = measure(baseline, engine, load, nothing, ROUNDS["load-aggregates-100"])
         check_loaded(found)
         assert baseline.extra_info["sql"] == "SELECT x3"
 
     def test_repository_find_load(self, ours, sessions):
         engine, factory = sessions
-        uow = SqlAlchemyUnitOfWork(factory)
-
-        def load():
-            with uow:
-                return uow.repository(ContractProduct, str).find(order_by="sku", load=PATHS)
-
+        load = repository_loader(SqlAlchemyUnitOfWork(factory))
         found = measure(ours, engine, load, nothing, ROUNDS["load-aggregates-100"])
         check_loaded(found)
         assert ours.extra_info["sql"] == "SELECT x3"
+        interleaved(ours, session_loader(factory), load, nothing, ROUNDS["load-aggregates-100"])
 
     def test_advanced_alchemy_get_many_load(self, peer, sessions):
         engine, factory = sessions
@@ -175,19 +220,34 @@ def forget_added(engine: sa.Engine) -> None:
         connection.execute(sa.delete(ContractProduct).where(~ContractProduct.sku.like("P%")))
 
 
+def session_adder(session: Any) -> Callable[[Any], Any]:
+    def add_commit(item: Any) -> Any:
+        session.add(item)
+        session.commit()
+        return item
+
+    return add_commit
+
+
+def repository_adder(uow: SqlAlchemyUnitOfWork) -> Callable[[Any], Any]:
+    repo = uow.repository(ContractProduct, str)
+
+    def add_commit(item: Any) -> Any:
+        repo.add(item)
+        uow.commit()
+        return item
+
+    return add_commit
+
+
 @backends("add-aggregate")
 class TestAddAggregate:
     def test_session_add_commit(self, baseline, sessions):
         engine, factory = sessions
         try:
             with factory() as session:
-
-                def add_commit(item):
-                    session.add(item)
-                    session.commit()
-                    return item
-
-                added = measure(baseline, engine, add_commit, new_product, ROUNDS["add-aggregate"])
+                add = session_adder(session)
+                added = measure(baseline, engine, add, new_product, ROUNDS["add-aggregate"])
         finally:
             forget_added(engine)
         assert len(added.batches) == BATCHES
@@ -197,15 +257,11 @@ class TestAddAggregate:
         engine, factory = sessions
         uow = SqlAlchemyUnitOfWork(factory)
         try:
-            with uow:
-                repo = uow.repository(ContractProduct, str)
-
-                def add_commit(item):
-                    repo.add(item)
-                    uow.commit()
-                    return item
-
-                added = measure(ours, engine, add_commit, new_product, ROUNDS["add-aggregate"])
+            with uow, factory() as session:
+                add = repository_adder(uow)
+                added = measure(ours, engine, add, new_product, ROUNDS["add-aggregate"])
+                rounds = ROUNDS["add-aggregate"]
+                interleaved(ours, session_adder(session), add, new_product, rounds)
         finally:
             forget_added(engine)
         assert len(added.batches) == BATCHES
