@@ -1353,6 +1353,23 @@ class UnitOfWorkContract:
             assert [b.reference for b in product.batches] == ["b1", "b2", "b3", "b4"]
             assert product.version == 3
 
+    def test_a_part_removed_through_its_own_repository_bumps_the_root(
+        self, make_uow: MakeUow
+    ) -> None:
+        _stock(make_uow)
+        with make_uow() as uow:  # the root not loaded
+            batches = uow.repository(ContractBatch)
+            batches.remove(batches.get_by(F("reference") == "b2"))
+            uow.commit()
+        with make_uow() as uow:  # a part of a part, by a specification
+            count = uow.repository(ContractAllocation).remove_many(F("orderid") == "o1")
+            uow.commit()
+            assert count == 1
+        with make_uow() as uow:
+            product = uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [(b.reference, len(b.allocations)) for b in product.batches] == [("b1", 0)]
+            assert product.version == 3
+
     def test_events_recorded_before_the_aggregate_was_added_are_collected(
         self, make_uow: MakeUow
     ) -> None:

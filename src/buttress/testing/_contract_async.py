@@ -1383,6 +1383,23 @@ class AsyncUnitOfWorkContract:
             assert [b.reference for b in product.batches] == ["b1", "b2", "b3", "b4"]
             assert product.version == 3
 
+    async def test_a_part_removed_through_its_own_repository_bumps_the_root(
+        self, make_uow: MakeUow
+    ) -> None:
+        await _stock(make_uow)
+        async with make_uow() as uow:  # the root not loaded
+            batches = uow.repository(ContractBatch)
+            await batches.remove(await batches.get_by(F("reference") == "b2"))
+            await uow.commit()
+        async with make_uow() as uow:  # a part of a part, by a specification
+            count = await uow.repository(ContractAllocation).remove_many(F("orderid") == "o1")
+            await uow.commit()
+            assert count == 1
+        async with make_uow() as uow:
+            product = await uow.repository(ContractProduct).get("S1", load=_EVERYTHING)
+            assert [(b.reference, len(b.allocations)) for b in product.batches] == [("b1", 0)]
+            assert product.version == 3
+
     async def test_events_recorded_before_the_aggregate_was_added_are_collected(
         self, make_uow: MakeUow
     ) -> None:
