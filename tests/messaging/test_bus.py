@@ -1,0 +1,614 @@
+"""The message bus as a service uses it: the allocation domain, on every backend.
+
+A command allocates stock of a product (the contract suite's aggregate with two
+levels of parts); the `Allocated` event it records is handled inline by a
+handler that places an order through its own unit, whose `OrderPaid` event is
+handled in turn. Memory, SQLite and PostgreSQL (sync), and memory, aiosqlite,
+asyncpg and async psycopg (asyncio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from buttress.domain import DomainEvent
+from buttress.errors import ConcurrencyError, ConfigurationError
+from buttress.messaging import (
+    AsyncMessageBus,
+    Command,
+    DispatchReport,
+    HandlerFailure,
+    Handlers,
+    MessageBus,
+    _bus,
+)
+from buttress.resilience import retry
+from buttress.testing import (
+    Allocated,
+    ContractBatch,
+    ContractOrder,
+    ContractProduct,
+    OrderPaid,
+)
+
+
+class Allocate(Command, name="tests.bus.allocate"):
+    sku: str
+    orderid: str
+    qty: int
+
+
+class Stock(Command, name="tests.bus.stock"):
+    sku: str
+    batches: dict[str, int]
+
+
+def stock(uow: Any, sku: str, **batches: int) -> None:
+    with uow:
+        uow.repository(ContractProduct, str).add(
+            ContractProduct(
+                sku=sku,
+                batches=[ContractBatch(reference=ref, qty=qty) for ref, qty in batches.items()],
+            )
+        )
+        uow.commit()
+
+
+def allocation_handlers(seen_units: list[Any] | None = None) -> Handlers:
+    """The service: allocate; on Allocated place a paid order; on OrderPaid note it."""
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    def allocate(command: Allocate, uow: Any) -> str:
+        if seen_units is not None:
+            seen_units.append(uow)
+        with uow:
+            product = uow.repository(ContractProduct, str).get(
+                command.sku, load=("batches", "batches.allocations")
+            )
+            reference = product.allocate(command.orderid, command.qty)
+            uow.commit()
+        return reference
+
+    @handlers.event(Allocated)
+    def place_order(event: Allocated, uow: Any) -> None:
+        with uow:
+            order = uow.repository(ContractOrder).add(ContractOrder(ref=event.orderid, total=1))
+            order.pay()
+            uow.commit()
+
+    @handlers.event(OrderPaid)
+    def note_payment(event: OrderPaid, notes: list[str]) -> None:
+        notes.append(f"paid {event.order_id}")
+
+    return handlers
+
+
+# -- the scenario, sync ---------------------------------------------------------------------
+
+
+def test_a_command_runs_then_the_events_of_its_committed_work(make_uow):
+    stock(make_uow(), "S1", b1=10)
+    notes: list[str] = []
+    units: list[Any] = []
+    bus = MessageBus(
+        allocation_handlers(units), dependencies={"uow": make_uow, "notes": lambda: notes}
+    )
+
+    report = bus.handle(Allocate(sku="S1", orderid="o1", qty=3))
+
+    assert isinstance(report, DispatchReport)
+    assert (report.result, report.ok) == ("b1", True)
+    assert [type(event) for event in report.events] == [Allocated, OrderPaid]
+    assert notes == [f"paid {report.events[1].order_id}"]  # type: ignore[attr-defined]
+    with make_uow() as uow:
+        product = uow.repository(ContractProduct, str).get("S1", load="batches.allocations")
+        assert [(a.orderid, a.qty) for a in product.batches[0].allocations] == [("o1", 3)]
+        assert product.version == 2
+        assert [order.ref for order in uow.repository(ContractOrder).find()] == ["o1"]
+
+
+def test_every_dispatch_gets_its_own_unit_of_work(make_uow):
+    stock(make_uow(), "S1", b1=10)
+    units: list[Any] = []
+    bus = MessageBus(allocation_handlers(units), dependencies={"uow": make_uow, "notes": list})
+    for n in range(3):
+        bus.handle(Allocate(sku="S1", orderid=f"o{n}", qty=1))
+    assert len({id(unit) for unit in units}) == 3
+
+
+def test_a_failing_command_propagates_and_its_undone_work_has_no_events(make_uow):
+    stock(make_uow(), "S1", b1=1)
+    notes: list[str] = []
+    bus = MessageBus(allocation_handlers(), dependencies={"uow": make_uow, "notes": lambda: notes})
+    with pytest.raises(ValueError, match="no batch of S1 has 5 left"):
+        bus.handle(Allocate(sku="S1", orderid="o1", qty=5))
+    assert notes == []
+    with make_uow() as uow:
+        assert uow.repository(ContractOrder).find() == []
+
+
+def test_events_of_work_committed_before_a_command_failed_are_still_handled(make_uow):
+    stock(make_uow(), "S1", b1=10)
+    handlers = Handlers()
+    handled: list[str] = []
+
+    @handlers.command(Allocate)
+    def allocate_then_fail(command: Allocate, uow: Any) -> None:
+        with uow:
+            product = uow.repository(ContractProduct, str).get(command.sku)
+            product.allocate(command.orderid, command.qty)
+            uow.commit()
+        raise RuntimeError("the mail server is down")
+
+    @handlers.event(Allocated)
+    def record(event: Allocated) -> None:
+        handled.append(event.orderid)
+
+    bus = MessageBus(handlers, dependencies={"uow": make_uow})
+    with pytest.raises(RuntimeError, match="mail server"):
+        bus.handle(Allocate(sku="S1", orderid="o1", qty=1))
+    assert handled == ["o1"]  # the allocation is stored: what it caused happened
+
+
+def test_an_event_handler_failure_is_isolated_logged_and_reported(make_uow, caplog):
+    stock(make_uow(), "S1", b1=10)
+    handlers = allocation_handlers()
+    after: list[str] = []
+
+    @handlers.event(Allocated)
+    def flaky(event: Allocated) -> None:
+        raise ConnectionError("the warehouse API is down")
+
+    @handlers.event(Allocated)
+    def later(event: Allocated) -> None:
+        after.append(event.orderid)
+
+    failures: list[HandlerFailure] = []
+    notes: list[str] = []
+    bus = MessageBus(
+        handlers,
+        dependencies={"uow": make_uow, "notes": lambda: notes},
+        on_failure=failures.append,
+    )
+    with caplog.at_level(logging.ERROR, logger="buttress.messaging"):
+        report = bus.handle(Allocate(sku="S1", orderid="o1", qty=1))
+
+    assert report.result == "b1"
+    assert not report.ok
+    [failure] = report.failures
+    assert failure.handler.endswith("flaky")
+    assert isinstance(failure.error, ConnectionError)
+    assert failure.event is report.events[0]
+    assert failures == report.failures
+    assert after == ["o1"]  # the handler after the failing one ran
+    assert len(notes) == 1  # and the order placed by the first one was paid and noted
+    assert "flaky" in caplog.text
+    assert "warehouse API is down" in caplog.text
+
+
+def test_a_failing_listener_does_not_fail_the_dispatch(caplog):
+    handlers = Handlers()
+
+    class Happened(DomainEvent):
+        pass
+
+    @handlers.event(Happened)
+    def broken(event: Happened) -> None:
+        raise RuntimeError("boom")
+
+    def listener(failure: HandlerFailure) -> None:
+        raise RuntimeError("the listener is broken too")
+
+    bus = MessageBus(handlers, on_failure=listener)
+    with caplog.at_level(logging.ERROR, logger="buttress.messaging"):
+        report = bus.handle(Happened())
+    assert len(report.failures) == 1
+    assert "listener raised" in caplog.text
+
+
+# -- breadth-first, and cycles ----------------------------------------------------------------
+
+
+class Root(DomainEvent, name="tests.bus.root"):
+    pass
+
+
+class Child(DomainEvent, name="tests.bus.child"):
+    label: str
+
+
+class Grandchild(DomainEvent, name="tests.bus.grandchild"):
+    label: str
+
+
+class EventUnit:
+    """A stand-in unit of work whose commit queued ``events`` (the bus asks units, not types)."""
+
+    def __init__(self, events: list[DomainEvent]) -> None:
+        self.events = events
+
+    def collect_events(self) -> list[DomainEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+def test_events_are_handled_breadth_first():
+    handlers = Handlers()
+    order: list[str] = []
+    pending: dict[str, list[DomainEvent]] = {
+        "first": [Child(label="a1"), Child(label="a2")],
+        "second": [Child(label="b1")],
+        "a1": [Grandchild(label="a1.x")],
+    }
+    current: list[str] = []
+
+    @handlers.event(Root)
+    def first(event: Root, unit: EventUnit) -> None:
+        order.append("first")
+
+    @handlers.event(Root)
+    def second(event: Root, unit: EventUnit) -> None:
+        order.append("second")
+
+    @handlers.event(Child)
+    def child(event: Child, unit: EventUnit) -> None:
+        order.append(event.label)
+
+    @handlers.event(Grandchild)
+    def grandchild(event: Grandchild) -> None:
+        order.append(event.label)
+
+    def unit() -> EventUnit:
+        # the unit of the handler running now gets what that handler "committed"
+        name = current.pop(0)
+        return EventUnit(pending.get(name, []))
+
+    current.extend(["first", "second", "a1", "a2", "b1"])
+    report = MessageBus(handlers, dependencies={"unit": unit}).handle(Root())
+    assert order == ["first", "second", "a1", "a2", "b1", "a1.x"]
+    labels = [getattr(event, "label", "root") for event in report.events]
+    assert labels == ["root", "a1", "a2", "b1", "a1.x"]
+
+
+def test_handlers_of_a_base_event_class_get_its_subclasses_after_their_own():
+    handlers = Handlers()
+    order: list[str] = []
+
+    @handlers.event(DomainEvent)
+    def every_event(event: DomainEvent) -> None:
+        order.append("any")
+
+    @handlers.event(Child)
+    def child(event: Child) -> None:
+        order.append("child")
+
+    bus = MessageBus(handlers)
+    bus.handle(Child(label="x"))
+    bus.handle(Root())
+    assert order == ["child", "any", "any"]
+
+
+def test_a_cycle_of_events_is_stopped_and_reported(monkeypatch):
+    monkeypatch.setattr(_bus, "MAX_EVENTS", 50)
+    handlers = Handlers()
+
+    @handlers.event(Root)
+    def again(event: Root, unit: EventUnit) -> None:
+        pass
+
+    made = iter(range(200))  # a bounded cycle: without the limit the test ends, and fails
+
+    def unit() -> EventUnit:
+        return EventUnit([Root()] if next(made, None) is not None else [])
+
+    report = MessageBus(handlers, dependencies={"unit": unit}).handle(Root())
+    assert len(report.events) == 50
+    [failure] = report.failures
+    assert "cycle" in str(failure.error)
+
+
+# -- registration and check() -------------------------------------------------------------------
+
+
+def test_a_command_has_exactly_one_handler():
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    def one(command: Allocate) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="already has a handler.*one") as caught:
+
+        @handlers.command(Allocate)
+        def two(command: Allocate) -> None: ...
+
+    assert "two" in str(caught.value)
+    assert handlers.command_handler(Allocate).function is one
+
+
+@pytest.mark.parametrize(
+    ("register", "message"),
+    [
+        (lambda h: h.command(Allocated), "Command subclass"),
+        (lambda h: h.command(object), "Command subclass"),
+        (lambda h: h.event(Allocate), "DomainEvent subclass"),
+        (lambda h: h.event("Allocated"), "DomainEvent subclass"),
+        (lambda h: h.command(Allocate)(lambda: None), "first parameter must take the message"),
+        (lambda h: h.command(Allocate)(42), "not callable"),
+        (lambda h: h.event(Root)(lambda *, event: None), "first parameter"),
+        (lambda h: h.event(Root)(lambda event, uow, /: None), "positional-only"),
+    ],
+)
+def test_registering_something_that_cannot_work_is_refused(register, message):
+    with pytest.raises(ConfigurationError, match=message):
+        register(Handlers())
+
+
+def test_an_event_handler_is_registered_once_per_event():
+    handlers = Handlers()
+
+    def handle(event: Root) -> None: ...
+
+    handlers.event(Root)(handle)
+    handlers.event(Child)(handle)  # another event: fine
+    with pytest.raises(ConfigurationError, match="already"):
+        handlers.event(Root)(handle)
+
+
+def test_a_command_without_a_handler_and_a_non_message_are_refused():
+    bus = MessageBus(Handlers())
+    with pytest.raises(ConfigurationError, match=r"no handler .* Allocate.*@handlers.command"):
+        bus.handle(Allocate(sku="S", orderid="o", qty=1))
+    with pytest.raises(ConfigurationError, match="Command and DomainEvent"):
+        bus.handle("allocate please")  # type: ignore[arg-type]
+
+
+def test_an_event_nobody_handles_is_fine():
+    event = Root()
+    report = MessageBus(Handlers()).handle(event)
+    assert (report.events, report.failures, report.ok, report.result) == ([event], [], True, None)
+
+
+def test_check_lists_every_handler_that_could_not_run():
+    handlers = allocation_handlers()
+
+    @handlers.event(Allocated)
+    async def remote(event: Allocated, client: Any) -> None: ...
+
+    with pytest.raises(ConfigurationError) as caught:
+        MessageBus(handlers, dependencies={"uow": lambda: None}).check()
+    text = str(caught.value)
+    assert "note_payment needs 'notes'" in text
+    assert "remote needs 'client'" in text
+    assert "remote is async def" in text
+    assert "allocate needs" not in text  # its uow is provided
+    assert "place_order needs" not in text
+    everything = {"uow": lambda: None, "notes": list, "client": object}
+    AsyncMessageBus(handlers, dependencies=everything).check()  # every one can run
+
+
+def test_a_missing_dependency_fails_the_dispatch_with_the_same_message():
+    bus = MessageBus(allocation_handlers(), dependencies={"notes": list})
+    with pytest.raises(ConfigurationError, match="allocate needs 'uow'"):
+        bus.handle(Allocate(sku="S", orderid="o", qty=1))
+
+
+def test_an_optional_parameter_keeps_its_default_unless_provided():
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    def allocate(command: Allocate, retries: int = 3) -> int:
+        return retries
+
+    assert MessageBus(handlers).handle(Allocate(sku="S", orderid="o", qty=1)).result == 3
+    bus = MessageBus(handlers, dependencies={"retries": lambda: 5})
+    assert bus.handle(Allocate(sku="S", orderid="o", qty=1)).result == 5
+
+
+@pytest.mark.parametrize("bad", [42, "uow", None])
+def test_a_dependency_that_is_not_a_provider_is_refused(bad):
+    with pytest.raises(ConfigurationError, match="not a provider"):
+        MessageBus(Handlers(), dependencies={"uow": bad})
+    with pytest.raises(ConfigurationError, match="mapping of names to providers"):
+        MessageBus(Handlers(), dependencies=[("uow", list)])
+
+
+def test_a_handler_registered_after_the_bus_was_made_is_used():
+    handlers = Handlers()
+    bus = MessageBus(handlers)
+    seen: list[str] = []
+    bus.handle(Root())  # no handler yet (and the bus has looked)
+
+    @handlers.event(Root)
+    def late(event: Root) -> None:
+        seen.append("late")
+
+    bus.handle(Root())
+    assert seen == ["late"]
+
+
+# -- units of work are never shared -------------------------------------------------------------
+
+
+def test_a_unit_in_use_by_another_dispatch_is_refused(make_uow):
+    stock(make_uow(), "S1", b1=10)
+    shared = make_uow()  # a singleton provider: the mistake this catches
+    handlers = Handlers()
+    inner: list[Any] = []
+
+    @handlers.command(Allocate)
+    def outer(command: Allocate, uow: Any, bus: MessageBus) -> None:
+        with uow:
+            inner.append(bus.handle(Root()))  # a nested dispatch asks for the same unit
+
+    @handlers.event(Root)
+    def nested(event: Root, uow: Any) -> None: ...
+
+    bus: MessageBus = MessageBus(handlers, dependencies={"uow": lambda: shared, "bus": lambda: bus})
+    bus.handle(Allocate(sku="S1", orderid="o1", qty=1))
+    [report] = inner
+    [failure] = report.failures
+    assert isinstance(failure.error, ConfigurationError)
+    assert "another dispatch is using" in str(failure.error)
+    # once the first dispatch is over, the unit is free again
+    assert MessageBus(handlers, dependencies={"uow": lambda: shared}).handle(Root()).ok
+
+
+def test_threads_dispatching_at_once_each_get_their_own_unit(make_uow):
+    stock(make_uow(), "S1", b1=100)
+    units: list[Any] = []
+    notes: list[str] = []
+    bus = MessageBus(
+        allocation_handlers(units), dependencies={"uow": make_uow, "notes": lambda: notes}
+    )
+    handle = retry(on=ConcurrencyError, attempts=30, wait_initial=0.001, wait_max=0.02)(bus.handle)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for k in range(3):
+                handle(Allocate(sku="S1", orderid=f"t{n}-{k}", qty=1))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(notes) == 12  # each allocation placed one order, paid and noted once
+    with make_uow() as uow:
+        product = uow.repository(ContractProduct, str).get("S1", load="batches.allocations")
+        assert sorted(a.orderid for a in product.batches[0].allocations) == sorted(
+            f"t{n}-{k}" for n in range(4) for k in range(3)
+        )
+        assert len(uow.repository(ContractOrder).find()) == 12
+
+
+# -- asyncio --------------------------------------------------------------------------------------
+
+
+def async_allocation_handlers(seen_units: list[Any]) -> Handlers:
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    async def allocate(command: Allocate, uow: Any) -> str:
+        seen_units.append(uow)
+        async with uow:
+            product = await uow.repository(ContractProduct, str).get(
+                command.sku, load=("batches", "batches.allocations")
+            )
+            reference = product.allocate(command.orderid, command.qty)
+            await asyncio.sleep(0)  # let the other dispatches interleave
+            await uow.commit()
+        return reference
+
+    @handlers.event(Allocated)
+    async def place_order(event: Allocated, uow: Any) -> None:
+        seen_units.append(uow)
+        async with uow:
+            order = await uow.repository(ContractOrder).add(
+                ContractOrder(ref=event.orderid, total=1)
+            )
+            order.pay()
+            await uow.commit()
+
+    @handlers.event(OrderPaid)
+    def note_payment(event: OrderPaid, notes: list[str]) -> None:  # a plain def: called inline
+        notes.append(f"paid {event.order_id}")
+
+    return handlers
+
+
+@pytest.mark.asyncio
+async def test_concurrent_async_commands_each_get_their_own_unit(make_async_uow):
+    products = 10
+    async with make_async_uow() as uow:
+        for n in range(products):
+            await uow.repository(ContractProduct, str).add(
+                ContractProduct(sku=f"S{n}", batches=[ContractBatch(reference=f"b{n}", qty=100)])
+            )
+        await uow.commit()
+    units: list[Any] = []
+    notes: list[str] = []
+    bus = AsyncMessageBus(
+        async_allocation_handlers(units),
+        dependencies={"uow": make_async_uow, "notes": lambda: notes},
+    )
+
+    @retry(on=ConcurrencyError, attempts=60, wait_initial=0.001, wait_max=0.02)
+    async def handle(command: Allocate) -> DispatchReport:
+        return await bus.handle(command)
+
+    reports = await asyncio.gather(
+        *(handle(Allocate(sku=f"S{n % products}", orderid=f"o{n}", qty=1)) for n in range(100))
+    )
+    assert all(report.ok for report in reports)
+    assert len({id(unit) for unit in units}) == len(units)  # never one unit for two dispatches
+    assert len(notes) == 100
+    async with make_async_uow() as uow:
+        stored = await uow.repository(ContractProduct, str).find(load="batches.allocations")
+        allocated = sorted(a.orderid for p in stored for a in p.batches[0].allocations)
+        assert allocated == sorted(f"o{n}" for n in range(100))
+        assert len(await uow.repository(ContractOrder).find()) == 100
+
+
+@pytest.mark.asyncio
+async def test_async_bus_awaits_async_providers_and_isolates_failures():
+    handlers = Handlers()
+    seen: list[Any] = []
+
+    @handlers.event(Root)
+    async def broken(event: Root) -> None:
+        raise RuntimeError("boom")
+
+    @handlers.event(Root)
+    async def uses_client(event: Root, client: str) -> None:
+        seen.append(client)
+
+    async def connect() -> str:
+        await asyncio.sleep(0)
+        return "client"
+
+    report = await AsyncMessageBus(handlers, dependencies={"client": connect}).handle(Root())
+    assert seen == ["client"]
+    assert [f.handler.rsplit(".", 1)[-1] for f in report.failures] == ["broken"]
+
+
+@pytest.mark.asyncio
+async def test_an_async_command_error_propagates():
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    async def refuse(command: Allocate) -> None:
+        raise PermissionError("not allowed")
+
+    with pytest.raises(PermissionError):
+        await AsyncMessageBus(handlers).handle(Allocate(sku="S", orderid="o", qty=1))
+
+
+def test_the_sync_bus_refuses_async_handlers_and_providers():
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    async def allocate(command: Allocate) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="AsyncMessageBus"):
+        MessageBus(handlers).handle(Allocate(sku="S", orderid="o", qty=1))
+
+    other = Handlers()
+
+    @other.event(Root)
+    def needs(event: Root, client: Any) -> None: ...
+
+    async def connect() -> str:
+        return "client"
+
+    report = MessageBus(other, dependencies={"client": connect}).handle(Root())
+    assert "asynchronous" in str(report.failures[0].error)
