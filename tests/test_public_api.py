@@ -119,6 +119,15 @@ EXPORTS = {
         "retry",
         "timeout",
     ],
+    "buttress.messaging": [
+        "AsyncMessageBus",
+        "Command",
+        "DispatchReport",
+        "Handler",
+        "HandlerFailure",
+        "Handlers",
+        "MessageBus",
+    ],
     "buttress.settings": [
         "BreakerSettings",
         "ButtressSettings",
@@ -161,6 +170,7 @@ HEAVY = ("sqlalchemy", "redis", "dependency_injector", "tenacity", "pybreaker", 
     [
         "buttress, buttress.errors, buttress.settings, buttress.domain",
         "buttress.resilience",  # not even tenacity: it waits for the first failure
+        "buttress.messaging",  # the bus alone: the outbox's SQL comes with the outbox
     ],
 )
 def test_importing_a_block_loads_no_database_redis_or_di_library(modules: str) -> None:

@@ -15,7 +15,9 @@ import threading
 from typing import Any
 
 import pytest
+from dependency_injector import containers, providers
 
+from buttress.di import check
 from buttress.domain import DomainEvent
 from buttress.errors import ConcurrencyError, ConfigurationError
 from buttress.messaging import (
@@ -612,3 +614,41 @@ def test_the_sync_bus_refuses_async_handlers_and_providers():
 
     report = MessageBus(other, dependencies={"client": connect}).handle(Root())
     assert "asynchronous" in str(report.failures[0].error)
+
+
+# -- dependency-injector ---------------------------------------------------------------------------
+
+
+def test_dependencies_come_from_a_containers_providers_by_name(make_uow):
+    stock(make_uow(), "S1", b1=10)
+    noted: list[str] = []
+
+    class Service(containers.DeclarativeContainer):
+        uow = providers.Factory(make_uow)
+        notes = providers.Object(noted)
+
+    container = Service()
+    bus = MessageBus(allocation_handlers(), dependencies=container)
+    bus.check()
+    assert bus.handle(Allocate(sku="S1", orderid="o1", qty=1)).ok
+    assert len(noted) == 1
+
+    class WithBus(containers.DeclarativeContainer):
+        uow = providers.Factory(make_uow)
+        bus = providers.Singleton(
+            MessageBus, allocation_handlers(), dependencies=providers.Dict(uow=uow.provider)
+        )
+
+    with pytest.raises(ConfigurationError, match=r"bus: .*note_payment needs 'notes'"):
+        check(WithBus())
+
+    class Fixed(WithBus):
+        notes = providers.Object(noted)
+        bus = providers.Singleton(
+            MessageBus,
+            allocation_handlers(),
+            dependencies=providers.Dict(uow=WithBus.uow.provider, notes=notes.provider),
+        )
+
+    check(Fixed())
+    assert Fixed().bus().handle(Allocate(sku="S1", orderid="o2", qty=1)).ok

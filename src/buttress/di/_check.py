@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import TYPE_CHECKING, Any
 
 from dependency_injector import containers, providers
@@ -36,6 +37,9 @@ def check(container: containers.Container) -> None:
     - a request-scoped object (a unit of work, a session, a context-local
       provider) injected into a singleton or resource, which would keep one
       for every request.
+    - a message bus (`buttress.messaging`) with a handler it could not run:
+      a parameter no dependency provides, or an ``async def`` handler on a
+      sync bus (the bus's own `check`).
 
     Args:
         container: The container to check, as the application will use it
@@ -66,6 +70,7 @@ def check(container: containers.Container) -> None:
                 "give the provider those arguments"
             )
             continue
+        problems.extend(_bus_problems(name, provider))
         if isinstance(provider, _LONG_LIVED):
             problems.extend(
                 f"{name} is built once but holds {held}, which is made per request: inject "
@@ -104,6 +109,23 @@ def _engine_problems(container: Any, names: dict[int, str]) -> Iterator[str]:
         except (ButtressError, ValueError) as error:
             name = names.get(id(answering), names.get(id(resource), "an engine"))
             yield f"{name} cannot be built: {error}"
+
+
+def _bus_problems(name: str, provider: Any) -> Iterator[str]:
+    """Why a message bus ``provider`` makes could not run every handler (its own `check`)."""
+    messaging = sys.modules.get("buttress.messaging")  # a bus provider imported it
+    made = provider.provides
+    if messaging is None or not (
+        isinstance(made, type)
+        and issubclass(made, (messaging.MessageBus, messaging.AsyncMessageBus))
+    ):
+        return
+    try:
+        problems = provider().problems()
+    except (ButtressError, ValueError, TypeError) as error:
+        yield f"{name} cannot be built: {error}"
+        return
+    yield from (f"{name}: {problem}" for problem in problems)
 
 
 def _walk(container: Any, prefix: str) -> Iterator[tuple[str, Any]]:

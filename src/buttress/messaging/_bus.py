@@ -345,6 +345,10 @@ class MessageBus:
         """
         self._core.check(asynchronous=False)
 
+    def problems(self) -> list[str]:
+        """What `check` would raise for, one line per problem (empty when every handler can run)."""
+        return self._core.problems(asynchronous=False)
+
     def _run(self, handler: Handler, message: Any, events: list[DomainEvent]) -> Any:
         core = self._core
         if handler.is_async:
@@ -450,6 +454,10 @@ class AsyncMessageBus:
                 dependency provides.
         """
         self._core.check(asynchronous=True)
+
+    def problems(self) -> list[str]:
+        """What `check` would raise for, one line per problem (empty when every handler can run)."""
+        return self._core.problems(asynchronous=True)
 
     async def _run(self, handler: Handler, message: Any, events: list[DomainEvent]) -> Any:
         core = self._core
