@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
 import logging
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +74,6 @@ class _Core:
     __slots__ = (
         "_busy",
         "_events",
-        "_lock",
         "_plans",
         "_providers",
         "_version",
@@ -92,8 +89,7 @@ class _Core:
     ) -> None:
         self.handlers = handlers
         self.on_failure = on_failure
-        self._lock = threading.Lock()
-        self._busy: set[int] = set()  # the units of work of dispatches running now
+        self._busy: dict[int, object] = {}  # units of work in use: id -> their dispatch
         self._version = -1
         self._plans: dict[int, tuple[Plan, tuple[str, ...]]] = {}
         self._events: dict[type[DomainEvent], tuple[Handler, ...]] = {}
@@ -146,28 +142,33 @@ class _Core:
             ConfigurationError: One is in use by another dispatch running now
                 (its provider is a singleton): nothing is marked.
         """
-        units = []
-        for name, value in values.items():
-            if callable(getattr(value, "collect_events", None)):
-                units.append((name, value))
+        units = [
+            (name, value)
+            for name, value in values.items()
+            if callable(getattr(value, "collect_events", None))
+        ]
         if not units:
             return []
-        with self._lock:
-            busy = self._busy
-            for name, unit in units:
-                if id(unit) in busy:
-                    raise ConfigurationError(
-                        f"the dependency {name!r} gave {handler.name} a unit of work another "
-                        "dispatch is using; every dispatch needs its own: provide units with a "
-                        "factory (providers.Factory, or a function making one), not a singleton"
-                    )
-            busy.update(id(unit) for _, unit in units)
-        return [unit for _, unit in units]
+        busy = self._busy
+        token = object()  # this dispatch: setdefault and pop are atomic, no lock needed
+        claimed: list[Any] = []
+        for name, unit in units:
+            if busy.setdefault(id(unit), token) is not token:
+                for taken in claimed:
+                    busy.pop(id(taken), None)
+                raise ConfigurationError(
+                    f"the dependency {name!r} gave {handler.name} a unit of work another "
+                    "dispatch is using; every dispatch needs its own: provide units with a "
+                    "factory (providers.Factory, or a function making one), not a singleton"
+                )
+            claimed.append(unit)
+        return claimed
 
     def release(self, units: list[Any], events: list[DomainEvent]) -> None:
         """Give ``units`` back and add the events of their committed work to ``events``."""
-        with self._lock:
-            self._busy.difference_update(id(unit) for unit in units)
+        busy = self._busy
+        for unit in units:
+            busy.pop(id(unit), None)
         for unit in units:
             events.extend(unit.collect_events())
 
@@ -356,7 +357,7 @@ class MessageBus:
         values = {}
         for name, provider in core.plan(handler):
             value = provider()
-            if inspect.isawaitable(value):
+            if _awaitable(value):
                 _discard(value)
                 raise ConfigurationError(
                     f"the provider of {name!r} for {handler.name} is asynchronous: "
@@ -375,7 +376,7 @@ class MessageBus:
         queue = collections.deque(events)
         while queue:
             event = queue.popleft()
-            if core.too_many(report, event):
+            if len(report.events) >= MAX_EVENTS and core.too_many(report, event):
                 return
             report.events.append(event)
             for handler in core.event_handlers(type(event)):
@@ -464,7 +465,7 @@ class AsyncMessageBus:
         values = {}
         for name, provider in core.plan(handler):
             value = provider()
-            if inspect.isawaitable(value):
+            if _awaitable(value):
                 value = await value
             values[name] = value
         units = core.claim(handler, values)
@@ -482,7 +483,7 @@ class AsyncMessageBus:
         queue = collections.deque(events)
         while queue:
             event = queue.popleft()
-            if core.too_many(report, event):
+            if len(report.events) >= MAX_EVENTS and core.too_many(report, event):
                 return
             report.events.append(event)
             for handler in core.event_handlers(type(event)):
@@ -492,6 +493,11 @@ class AsyncMessageBus:
                 except Exception as error:  # noqa: BLE001 - isolated, whatever it is
                     core.failed(report, handler.name, event, error)
                 queue.extend(caused)
+
+
+def _awaitable(value: object) -> bool:
+    """Whether ``value`` is awaitable (a coroutine, a future): its type has ``__await__``."""
+    return getattr(type(value), "__await__", None) is not None
 
 
 def _discard(awaitable: Any) -> None:
