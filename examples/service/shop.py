@@ -6,6 +6,9 @@ Products with stock, and orders that reserve it and charge a payment gateway:
   ``BUTTRESS_DATABASE__URL``), optimistic locking on stock;
 - product reads cached (in memory by default, Redis with ``BUTTRESS_CACHE__BACKEND``)
   and invalidated when an order changes the stock;
+- orders placed through a command and the message bus: the command's handler runs
+  in a unit of work of its own, and the ``OrderPlaced`` event it commits is handled
+  after the commit (the cached product view is forgotten);
 - the payment call protected by a `Policy` (retry, breaker, timeout): when the
   gateway is down the breaker opens and the service answers 503 with Retry-After;
 - containers checked at startup, resources released at shutdown.
@@ -30,14 +33,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from buttress.caching import cached
 from buttress.di import CachingContainer, PersistenceContainer, ResilienceContainer
-from buttress.di.fastapi import install_error_handlers, lifespan, provided, unit_of_work
+from buttress.di.fastapi import install_error_handlers, lifespan, unit_of_work
 from buttress.domain import AggregateRoot, DomainEvent
 from buttress.errors import ConflictError
+from buttress.messaging import AsyncMessageBus, Command, Handlers
 from buttress.resilience import Policy
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class PlaceOrder(Command, name="shop-service.place-order"):
+    sku: str
+    quantity: int
 
 
 class OrderPlaced(DomainEvent, name="shop-service.order-placed"):
@@ -157,6 +166,35 @@ class ProductOut(BaseModel):
     stock: int
 
 
+handlers = Handlers()
+
+
+@handlers.command(PlaceOrder)
+async def place_order(
+    command: PlaceOrder, uow: Any, gateway: PaymentGateway, payments: Policy
+) -> OrderOut:
+    """Reserve the stock, charge the payment, keep the order: all or nothing."""
+    async with uow:
+        product = await uow.repository(Product, str).get(command.sku)
+        product.reserve(command.quantity)
+        order = await uow.repository(Order, int).add(
+            Order(sku=command.sku, quantity=command.quantity)
+        )
+        order.record_event(
+            OrderPlaced(order_id=order.id, sku=command.sku, quantity=command.quantity)
+        )
+        await payments(gateway.charge)(order.id, product.price * command.quantity)
+        order.paid = True
+        await uow.commit()
+    return OrderOut(id=order.id, sku=order.sku, quantity=order.quantity, paid=order.paid)
+
+
+@handlers.event(OrderPlaced)
+async def forget_cached_product(event: OrderPlaced, product_view: Any) -> None:
+    """The stock changed: the next read of the product goes to the database."""
+    await product_view.ainvalidate(event.sku)
+
+
 def create_app(shop: Shop) -> FastAPI:
     """The application, wired to ``shop``'s providers."""
     checked = lifespan(shop)
@@ -173,7 +211,6 @@ def create_app(shop: Shop) -> FastAPI:
     # The gateway's own error, left after the last retry, is an outage for our clients.
     install_error_handlers(app, statuses={ConnectionError: 503})
     Uow = Annotated[Any, Depends(unit_of_work(shop.persistence.async_unit_of_work))]  # noqa: N806
-    Gateway = Annotated[PaymentGateway, Depends(provided(shop.gateway))]  # noqa: N806
 
     payments = Policy(
         retry=shop.resilience.retry()(on=ConnectionError, attempts=2, wait_initial=0.01),
@@ -203,17 +240,22 @@ def create_app(shop: Shop) -> FastAPI:
     async def read_product(sku: Annotated[Sku, Path()]) -> ProductOut:
         return await product_view(sku)
 
+    bus = AsyncMessageBus(
+        handlers,
+        dependencies={
+            "uow": shop.persistence.async_unit_of_work,  # a new unit for every dispatch
+            "gateway": shop.gateway,
+            "payments": lambda: payments,
+            "product_view": lambda: product_view,
+        },
+    )
+    bus.check()
+
     @app.post("/orders", status_code=201)
-    async def place_order(body: NewOrder, uow: Uow, gateway: Gateway) -> OrderOut:
-        product = await uow.repository(Product, str).get(body.sku)
-        product.reserve(body.quantity)
-        order = await uow.repository(Order, int).add(Order(sku=body.sku, quantity=body.quantity))
-        order.record_event(OrderPlaced(order_id=order.id, sku=body.sku, quantity=body.quantity))
-        await payments(gateway.charge)(order.id, product.price * body.quantity)
-        order.paid = True
-        await uow.commit()
-        await product_view.ainvalidate(body.sku)
-        return OrderOut(id=order.id, sku=order.sku, quantity=order.quantity, paid=order.paid)
+    async def place_order_route(body: NewOrder) -> OrderOut:
+        report = await bus.handle(PlaceOrder(sku=body.sku, quantity=body.quantity))
+        result: OrderOut = report.result
+        return result
 
     @app.get("/orders/{order_id}")
     async def read_order(order_id: Annotated[int, Path(ge=1, le=MAX_INT)], uow: Uow) -> OrderOut:
@@ -221,6 +263,7 @@ def create_app(shop: Shop) -> FastAPI:
         return OrderOut(id=order.id, sku=order.sku, quantity=order.quantity, paid=order.paid)
 
     app.state.product_view = product_view
+    app.state.bus = bus
     return app
 
 
