@@ -10,9 +10,11 @@ asyncpg and async psycopg (asyncio).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from typing import Any
+from unittest import mock
 
 import pytest
 from dependency_injector import containers, providers
@@ -484,6 +486,8 @@ def test_threads_dispatching_at_once_each_get_their_own_unit(make_uow):
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
+    assert len(units) >= 12  # the provider was called for every dispatch (retries add more)
+    assert len({id(unit) for unit in units}) == len(units)
     assert len(notes) == 12  # each allocation placed one order, paid and noted once
     with make_uow() as uow:
         product = uow.repository(ContractProduct, str).get("S1", load="batches.allocations")
@@ -552,7 +556,9 @@ async def test_concurrent_async_commands_each_get_their_own_unit(make_async_uow)
         *(handle(Allocate(sku=f"S{n % products}", orderid=f"o{n}", qty=1)) for n in range(100))
     )
     assert all(report.ok for report in reports)
-    assert len({id(unit) for unit in units}) == len(units)  # never one unit for two dispatches
+    # the provider was called for every dispatch: each command's and each event's
+    assert len(units) >= 200
+    assert len({id(unit) for unit in units}) == len(units)
     assert len(notes) == 100
     async with make_async_uow() as uow:
         stored = await uow.repository(ContractProduct, str).find(load="batches.allocations")
@@ -652,3 +658,254 @@ def test_dependencies_come_from_a_containers_providers_by_name(make_uow):
 
     check(Fixed())
     assert Fixed().bus().handle(Allocate(sku="S1", orderid="o2", qty=1)).ok
+
+
+# -- what a review found ---------------------------------------------------------------------------
+
+
+class GatedUnit(EventUnit):
+    """A unit whose ``collect_events`` waits for a gate, so another dispatch can try it then."""
+
+    def __init__(self, events: list[DomainEvent]) -> None:
+        super().__init__(events)
+        self.collecting = threading.Event()
+        self.gate = threading.Event()
+
+    def collect_events(self) -> list[DomainEvent]:
+        self.collecting.set()
+        assert self.gate.wait(10)
+        return super().collect_events()
+
+
+def test_a_unit_is_given_back_only_after_its_events_are_collected():
+    handlers = Handlers()
+    handled: list[str] = []
+
+    @handlers.command(Allocate)
+    def commit_one(command: Allocate, unit: EventUnit) -> None:
+        unit.events.append(Child(label=command.orderid))
+
+    @handlers.event(Child)
+    def record(event: Child) -> None:
+        handled.append(event.label)
+
+    shared = GatedUnit([])
+    bus = MessageBus(handlers, dependencies={"unit": lambda: shared})
+    reports: list[DispatchReport] = []
+    first = threading.Thread(
+        target=lambda: reports.append(bus.handle(Allocate(sku="S", orderid="A", qty=1)))
+    )
+    first.start()
+    assert shared.collecting.wait(10)
+    with pytest.raises(ConfigurationError, match="another dispatch is using"):
+        bus.handle(Allocate(sku="S", orderid="B", qty=1))  # A's unit is not free yet
+    shared.gate.set()
+    first.join(10)
+    [report] = reports
+    assert [event.label for event in report.events] == ["A"]  # type: ignore[attr-defined]
+    assert handled == ["A"]
+    assert bus.handle(Allocate(sku="S", orderid="C", qty=1)).ok  # free again now
+
+
+def test_a_second_unit_refused_gives_the_first_back():
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    def two_units(command: Allocate, mine: EventUnit, theirs: EventUnit) -> None: ...
+
+    @handlers.event(Root)
+    def holds_theirs(event: Root, theirs: EventUnit, bus: MessageBus) -> None:
+        # while this dispatch holds "theirs", the command asks for it: refused, "mine" freed
+        with pytest.raises(ConfigurationError, match="'theirs'"):
+            bus.handle(Allocate(sku="S", orderid="o", qty=1))
+        assert bus.handle(Root.model_construct()).failures  # "theirs" still busy here
+
+    mine, theirs = EventUnit([]), EventUnit([])
+    bus: MessageBus = MessageBus(
+        handlers,
+        dependencies={"mine": lambda: mine, "theirs": lambda: theirs, "bus": lambda: bus},
+    )
+    assert bus.handle(Root()).ok
+    assert bus.handle(Allocate(sku="S", orderid="o", qty=1)).ok  # both free again
+
+
+def test_two_threads_on_a_singleton_unit_one_is_refused():
+    handlers = Handlers()
+    inside = threading.Barrier(2, timeout=10)
+    entered = threading.Event()
+    leave = threading.Event()
+
+    @handlers.command(Allocate)
+    def slow(command: Allocate, unit: EventUnit) -> None:
+        entered.set()
+        assert leave.wait(10)
+
+    shared = EventUnit([])
+    bus = MessageBus(handlers, dependencies={"unit": lambda: shared})
+    outcomes: list[object] = []
+
+    def dispatch() -> None:
+        inside.wait()
+        try:
+            outcomes.append(bus.handle(Allocate(sku="S", orderid="o", qty=1)).ok)
+        except ConfigurationError as error:
+            outcomes.append(error)
+            leave.set()
+
+    threads = [threading.Thread(target=dispatch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert entered.is_set()
+    assert sorted(map(type, outcomes), key=str) == sorted([bool, ConfigurationError], key=str)
+
+
+class AsyncNotifier:
+    """A handler object with ``async def __call__``."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def __call__(self, event: Root) -> None:
+        await asyncio.sleep(0)
+        self.seen.append("notified")
+
+
+def logged(function: Any) -> Any:
+    """A plain decorator (functools.wraps) around an ``async def``: a def returning a coroutine."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.asyncio
+async def test_whatever_returns_an_awaitable_is_awaited_on_the_async_bus():
+    handlers = Handlers()
+    notifier = AsyncNotifier()
+    handlers.event(Root)(notifier)
+    ran: list[str] = []
+
+    @handlers.command(Allocate)
+    @logged
+    async def wrapped(command: Allocate) -> str:
+        ran.append("command")
+        return "done"
+
+    told: list[HandlerFailure] = []
+
+    @handlers.event(Child)
+    def broken(event: Child) -> None:
+        raise RuntimeError("boom")
+
+    async def on_failure(failure: HandlerFailure) -> None:
+        await asyncio.sleep(0)
+        told.append(failure)
+
+    bus = AsyncMessageBus(handlers, on_failure=on_failure)
+    assert (await bus.handle(Allocate(sku="S", orderid="o", qty=1))).result == "done"
+    assert (await bus.handle(Root())).ok
+    assert (ran, notifier.seen) == (["command"], ["notified"])
+    report = await bus.handle(Child(label="x"))
+    assert told == report.failures
+    assert handlers.event_handlers(Root)[0].name == f"{__name__}.AsyncNotifier"
+    assert handlers.event_handlers(Root)[0].is_async
+
+
+def test_the_sync_bus_refuses_what_it_cannot_await():
+    handlers = Handlers()
+
+    @handlers.command(Allocate)
+    @logged
+    async def wrapped(command: Allocate) -> str:
+        return "never"
+
+    with pytest.raises(ConfigurationError, match="returned an awaitable"):
+        MessageBus(handlers).handle(Allocate(sku="S", orderid="o", qty=1))
+
+    async def on_failure(failure: HandlerFailure) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="on_failure is async def"):
+        MessageBus(handlers, on_failure=on_failure)
+
+    async def connect() -> str:
+        return "client"
+
+    other = Handlers()
+
+    @other.event(Root)
+    def needs(event: Root, client: Any) -> None: ...
+
+    assert "from an asynchronous provider" in " ".join(
+        MessageBus(other, dependencies={"client": connect}).problems()
+    )
+    assert AsyncMessageBus(other, dependencies={"client": connect}).problems() == []
+
+
+def test_only_objects_whose_class_collects_events_are_units():
+    handlers = Handlers()
+    got: list[Any] = []
+
+    @handlers.command(Allocate)
+    def uses(command: Allocate, gateway: Any, kind: Any) -> None:
+        got.extend([gateway, kind])
+
+    gateway = mock.Mock()  # every attribute exists, collect_events included
+    bus = MessageBus(handlers, dependencies={"gateway": lambda: gateway, "kind": lambda: EventUnit})
+    report = bus.handle(Allocate(sku="S", orderid="o", qty=1))
+    assert (report.ok, report.events, got) == (True, [], [gateway, EventUnit])
+    gateway.collect_events.assert_not_called()
+
+
+def test_a_bound_method_is_registered_once_per_event():
+    notifier = AsyncNotifier()
+    handlers = Handlers()
+    handlers.event(Root)(notifier.__call__)
+    with pytest.raises(ConfigurationError, match="already"):
+        handlers.event(Root)(notifier.__call__)
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_dispatch_does_not_go_on_to_the_events():
+    handlers = Handlers()
+    handled: list[str] = []
+
+    @handlers.command(Allocate)
+    async def commit_then_wait(command: Allocate, unit: EventUnit) -> None:
+        unit.events.append(Child(label="committed"))
+        await asyncio.sleep(10)  # cancelled here, after its "commit"
+
+    @handlers.event(Child)
+    async def slow(event: Child) -> None:
+        await asyncio.sleep(1)
+        handled.append(event.label)
+
+    bus = AsyncMessageBus(handlers, dependencies={"unit": lambda: EventUnit([])})
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(bus.handle(Allocate(sku="S", orderid="o", qty=1)), 0.05)
+    assert asyncio.get_running_loop().time() - started < 0.5  # no event handler was awaited
+    assert handled == []
+
+
+def test_di_check_lists_a_bus_that_cannot_be_built():
+    def broken_bus() -> MessageBus:
+        raise RuntimeError("connects to the broker at build time")
+
+    class Broken(containers.DeclarativeContainer):
+        bus = providers.Singleton(broken_bus)
+
+    check(Broken())  # not a provider of a bus class: not built
+
+    class BrokenBus(MessageBus):
+        def __init__(self) -> None:
+            raise RuntimeError("connects to the broker at build time")
+
+    class Building(containers.DeclarativeContainer):
+        bus = providers.Singleton(BrokenBus)
+
+    with pytest.raises(ConfigurationError, match="bus cannot be built: connects to the broker"):
+        check(Building())

@@ -28,7 +28,7 @@ _PER_CONTEXT = tuple(
 def check(container: containers.Container) -> None:
     """Check every provider of ``container`` (and of the containers in it) at once.
 
-    It finds, without building anything but settings:
+    It finds, without building anything but settings and message buses:
 
     - a provider whose callable needs an argument nobody gives (the first
       resolve would fail with a `TypeError`);
@@ -37,9 +37,10 @@ def check(container: containers.Container) -> None:
     - a request-scoped object (a unit of work, a session, a context-local
       provider) injected into a singleton or resource, which would keep one
       for every request.
-    - a message bus (`buttress.messaging`) with a handler it could not run:
-      a parameter no dependency provides, or an ``async def`` handler on a
-      sync bus (the bus's own `check`).
+    - a message bus (a provider of `buttress.messaging`'s `MessageBus` or
+      `AsyncMessageBus`) with a handler it could not run: a parameter no
+      dependency provides, or an ``async def`` handler on a sync bus. The bus
+      is built to ask it (its `problems`; building one does no I/O).
 
     Args:
         container: The container to check, as the application will use it
@@ -122,7 +123,7 @@ def _bus_problems(name: str, provider: Any) -> Iterator[str]:
         return
     try:
         problems = provider().problems()
-    except (ButtressError, ValueError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever stops it is a problem to list
         yield f"{name} cannot be built: {error}"
         return
     yield from (f"{name}: {problem}" for problem in problems)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -142,11 +143,7 @@ class _Core:
             ConfigurationError: One is in use by another dispatch running now
                 (its provider is a singleton): nothing is marked.
         """
-        units = [
-            (name, value)
-            for name, value in values.items()
-            if callable(getattr(value, "collect_events", None))
-        ]
+        units = [(name, value) for name, value in values.items() if _is_unit(value)]
         if not units:
             return []
         busy = self._busy
@@ -165,17 +162,23 @@ class _Core:
         return claimed
 
     def release(self, units: list[Any], events: list[DomainEvent]) -> None:
-        """Give ``units`` back and add the events of their committed work to ``events``."""
-        busy = self._busy
-        for unit in units:
-            busy.pop(id(unit), None)
-        for unit in units:
-            events.extend(unit.collect_events())
+        """Add the events of ``units``' committed work to ``events``, then give them back.
+
+        Collected before they are given back: a dispatch that takes a unit next
+        cannot take this one's events.
+        """
+        try:
+            for unit in units:
+                events.extend(unit.collect_events())
+        finally:
+            busy = self._busy
+            for unit in units:
+                busy.pop(id(unit), None)
 
     def failed(
         self, report: DispatchReport, handler: str, event: DomainEvent, error: Exception
-    ) -> None:
-        """Report an event handler's failure: log it, tell the listener, add it to ``report``."""
+    ) -> HandlerFailure:
+        """Record a handler's failure in ``report`` and log it (the bus tells the listener)."""
         failure = HandlerFailure(handler=handler, event=event, error=error)
         report.failures.append(failure)
         logger.error(
@@ -184,22 +187,18 @@ class _Core:
             event.event_name,
             exc_info=error,
         )
-        if self.on_failure is not None:
-            try:
-                self.on_failure(failure)
-            except Exception:
-                logger.exception("the bus's on_failure listener raised; ignored")
+        return failure
 
-    def too_many(self, report: DispatchReport, event: DomainEvent) -> bool:
-        """Whether ``report`` reached `MAX_EVENTS`: then the rest is reported, not handled."""
-        if len(report.events) < MAX_EVENTS:
-            return False
+    def listener_failed(self, error: Exception) -> None:
+        logger.error("the bus's on_failure listener raised; ignored", exc_info=error)
+
+    def too_many(self, report: DispatchReport, event: DomainEvent, bus: str) -> HandlerFailure:
+        """Record that ``report`` reached `MAX_EVENTS`: the rest is dropped."""
         error = ConfigurationError(
             f"one dispatch reached {MAX_EVENTS} events, the last {event.event_name}; the "
             "remaining events are dropped: do event handlers cause each other in a cycle?"
         )
-        self.failed(report, "buttress.messaging.MessageBus", event, error)
-        return True
+        return self.failed(report, f"buttress.messaging.{bus}", event, error)
 
     def problems(self, *, asynchronous: bool) -> list[str]:
         """Why some handlers could not run on this bus (empty when every one can)."""
@@ -210,6 +209,13 @@ class _Core:
                 found.append(_missing(handler, missing))
             if handler.is_async and not asynchronous:
                 found.append(f"{handler.name} is async def: run it on an AsyncMessageBus")
+            if not asynchronous:
+                found.extend(
+                    f"{handler.name} gets {name!r} from an asynchronous provider: "
+                    "run it on an AsyncMessageBus"
+                    for name in (*handler.required, *handler.optional)
+                    if name in self._providers and _asynchronous(self._providers[name])
+                )
         return found
 
     def check(self, *, asynchronous: bool) -> None:
@@ -302,6 +308,11 @@ class MessageBus:
         dependencies: Mapping[str, Any] | Any = None,
         on_failure: Callable[[HandlerFailure], object] | None = None,
     ) -> None:
+        if on_failure is not None and _asynchronous(on_failure):
+            raise ConfigurationError(
+                "on_failure is async def: a MessageBus cannot await it; pass a plain function "
+                "or use an AsyncMessageBus"
+            )
         self._core = _Core(handlers, dependencies, on_failure)
 
     def handle(self, message: Command | DomainEvent) -> DispatchReport:
@@ -330,9 +341,12 @@ class MessageBus:
         events: list[DomainEvent] = []
         try:
             report.result = self._run(handler, message, events)
-        finally:
-            if events:  # committed work's events, even if the handler raised after
+        except Exception:
+            if events:  # what it committed before it failed happened: handle those events
                 self._publish(events, report)
+            raise
+        if events:
+            self._publish(events, report)
         return report
 
     def check(self) -> None:
@@ -366,17 +380,25 @@ class MessageBus:
             values[name] = value
         units = core.claim(handler, values)
         try:
-            return handler.function(message, **values)
+            result = handler.function(message, **values)
         finally:
             if units:
                 core.release(units, events)
+        if _awaitable(result):
+            _discard(result)
+            raise ConfigurationError(
+                f"{handler.name} returned an awaitable, so it did not run: run it on an "
+                "AsyncMessageBus"
+            )
+        return result
 
     def _publish(self, events: list[DomainEvent], report: DispatchReport) -> None:
         core = self._core
         queue = collections.deque(events)
         while queue:
             event = queue.popleft()
-            if len(report.events) >= MAX_EVENTS and core.too_many(report, event):
+            if len(report.events) >= MAX_EVENTS:
+                self._tell(core.too_many(report, event, "MessageBus"))
                 return
             report.events.append(event)
             for handler in core.event_handlers(type(event)):
@@ -384,8 +406,18 @@ class MessageBus:
                 try:
                     self._run(handler, event, caused)
                 except Exception as error:  # noqa: BLE001 - isolated, whatever it is
-                    core.failed(report, handler.name, event, error)
+                    self._tell(core.failed(report, handler.name, event, error))
                 queue.extend(caused)
+
+    def _tell(self, failure: HandlerFailure) -> None:
+        """Pass ``failure`` to ``on_failure``; a listener's own error is logged, not raised."""
+        listener = self._core.on_failure
+        if listener is None:
+            return
+        try:
+            listener(failure)
+        except Exception as error:  # noqa: BLE001 - the listener cannot fail the dispatch
+            self._core.listener_failed(error)
 
 
 class AsyncMessageBus:
@@ -442,9 +474,12 @@ class AsyncMessageBus:
         events: list[DomainEvent] = []
         try:
             report.result = await self._run(handler, message, events)
-        finally:
+        except Exception:  # not on cancellation: a cancelled dispatch stops at once
             if events:
                 await self._publish(events, report)
+            raise
+        if events:
+            await self._publish(events, report)
         return report
 
     def check(self) -> None:
@@ -471,7 +506,7 @@ class AsyncMessageBus:
         units = core.claim(handler, values)
         try:
             result = handler.function(message, **values)
-            if handler.is_async:
+            if _awaitable(result):  # an async def, or anything returning an awaitable
                 result = await result
             return result
         finally:
@@ -483,7 +518,8 @@ class AsyncMessageBus:
         queue = collections.deque(events)
         while queue:
             event = queue.popleft()
-            if len(report.events) >= MAX_EVENTS and core.too_many(report, event):
+            if len(report.events) >= MAX_EVENTS:
+                await self._tell(core.too_many(report, event, "AsyncMessageBus"))
                 return
             report.events.append(event)
             for handler in core.event_handlers(type(event)):
@@ -491,8 +527,44 @@ class AsyncMessageBus:
                 try:
                     await self._run(handler, event, caused)
                 except Exception as error:  # noqa: BLE001 - isolated, whatever it is
-                    core.failed(report, handler.name, event, error)
+                    await self._tell(core.failed(report, handler.name, event, error))
                 queue.extend(caused)
+
+    async def _tell(self, failure: HandlerFailure) -> None:
+        """Pass ``failure`` to ``on_failure`` (awaited if it is ``async def``)."""
+        listener = self._core.on_failure
+        if listener is None:
+            return
+        try:
+            outcome: Any = listener(failure)
+            if _awaitable(outcome):
+                await outcome
+        except Exception as error:  # noqa: BLE001 - the listener cannot fail the dispatch
+            self._core.listener_failed(error)
+
+
+_UNIT_TYPES: dict[type[Any], bool] = {}
+
+
+def _is_unit(value: object) -> bool:
+    """Whether ``value`` is a unit of work: its class defines ``collect_events``.
+
+    Read on the class, so a class passed as a value or a ``Mock`` (whose
+    attributes all exist) is not taken for one.
+    """
+    kind = type(value)
+    found = _UNIT_TYPES.get(kind)
+    if found is None:
+        found = _UNIT_TYPES[kind] = callable(getattr(kind, "collect_events", None))
+    return found
+
+
+def _asynchronous(provider: object) -> bool:
+    """Whether ``provider`` gives awaitables: an ``async def``, or an async-mode provider."""
+    if inspect.iscoroutinefunction(provider):
+        return True
+    mode = getattr(provider, "is_async_mode_enabled", None)
+    return bool(mode()) if callable(mode) else False
 
 
 def _awaitable(value: object) -> bool:

@@ -41,9 +41,9 @@ class Handler:
             ConfigurationError: ``function`` is not callable, or takes no
                 positional parameter for the message.
         """
-        name = (
-            f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
-        )
+        module = getattr(function, "__module__", None) or type(function).__module__
+        qualname = getattr(function, "__qualname__", None) or type(function).__qualname__
+        name = f"{module}.{qualname}"
         if not callable(function):
             raise ConfigurationError(
                 f"cannot register {function!r} for {message.__qualname__}: it is not callable"
@@ -77,7 +77,8 @@ class Handler:
             name=name,
             required=tuple(p.name for p in rest if p.default is inspect.Parameter.empty),
             optional=tuple(p.name for p in rest if p.default is not inspect.Parameter.empty),
-            is_async=inspect.iscoroutinefunction(function),
+            is_async=inspect.iscoroutinefunction(function)
+            or inspect.iscoroutinefunction(type(function).__call__),  # an object, async __call__
         )
 
 
@@ -178,7 +179,7 @@ class Handlers:
         def register(function: H) -> H:
             handler = Handler.of(function, event_type)
             registered = self._events.setdefault(event_type, [])
-            if any(other.function is function for other in registered):
+            if any(other.function == function for other in registered):  # bound methods
                 raise ConfigurationError(
                     f"{handler.name} is registered for {event_type.__qualname__} already"
                 )
