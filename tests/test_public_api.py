@@ -47,6 +47,7 @@ EXPORTS = {
         "InMemoryRepository",
         "InMemoryStore",
         "InMemoryUnitOfWork",
+        "OutboxWriter",
         "Page",
         "Repository",
         "SqlAlchemyRepository",
@@ -127,6 +128,7 @@ EXPORTS = {
         "HandlerFailure",
         "Handlers",
         "MessageBus",
+        "Outbox",
     ],
     "buttress.settings": [
         "BreakerSettings",

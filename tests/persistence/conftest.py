@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
-from postgres_schemas import emptied
+from persistence_backends import BACKENDS, foreign_keys_on, own_units  # noqa: F401 - re-exported
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
@@ -32,6 +32,7 @@ from buttress.persistence import (
     _query,
 )
 from buttress.testing import contract_metadata
+from postgres_schemas import emptied
 
 POSTGRES = pytest.mark.postgres
 
@@ -76,14 +77,6 @@ def contract_schema(postgres_url: str) -> Iterator[str]:
         with engine.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
-
-
-def foreign_keys_on(engine: sa.Engine) -> None:
-    """Make SQLite enforce foreign keys on every connection, as PostgreSQL does."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _on(connection: Any, _record: Any) -> None:
-        connection.execute("PRAGMA foreign_keys=ON")
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
@@ -133,40 +126,3 @@ async def make_async_uow(
     factory = async_sessionmaker(engine)
     yield lambda **options: AsyncSqlAlchemyUnitOfWork(factory, **options)
     await engine.dispose()
-
-
-BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)]
-"""The sync backends of `own_units`, for ``@pytest.fixture(params=BACKENDS)``."""
-
-
-def own_units(
-    request: pytest.FixtureRequest, tmp_path: Any, metadata: sa.MetaData
-) -> Iterator[tuple[Callable[..., Any], sa.Engine | None]]:
-    """Sync units of work over a test module's own tables, on the backend ``request`` names.
-
-    Yields the factory of units and the engine (None in memory); PostgreSQL gets a
-    schema of its own, dropped afterwards.
-    """
-    if request.param == "memory":
-        store = InMemoryStore()
-        yield (lambda: InMemoryUnitOfWork(store=store)), None
-        return
-    schema = None
-    if request.param == "sqlite":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'own.db'}")
-        foreign_keys_on(engine)  # as PostgreSQL and the in-memory twin enforce them
-    else:
-        postgres_url = request.getfixturevalue("postgres_url")
-        schema = f"own_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(postgres_url)
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        admin.dispose()
-        engine = sa.create_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
-    metadata.create_all(engine)
-    factory = sessionmaker(engine)
-    yield (lambda: SqlAlchemyUnitOfWork(factory)), engine
-    if schema is not None:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from persistence_backends import BACKENDS, own_units
 from sqlalchemy.orm import registry, relationship, sessionmaker
 
 from buttress.domain import AggregateRoot, DomainEvent
@@ -30,7 +31,6 @@ from buttress.testing import (
     ContractProduct,
     contract_metadata,
 )
-from conftest import BACKENDS, own_units
 
 LEVELS = ["READ COMMITTED", "REPEATABLE READ"]
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from persistence_backends import BACKENDS, own_units
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from buttress.domain import F
 from buttress.errors import QueryError
 from buttress.persistence import InMemoryUnitOfWork
-from conftest import BACKENDS, own_units
 
 
 class Base(DeclarativeBase):

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from persistence_backends import BACKENDS, own_units
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from buttress.errors import QueryError
-from conftest import BACKENDS, own_units
 
 
 class Base(DeclarativeBase):

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from persistence_backends import foreign_keys_on
 from sqlalchemy.orm import sessionmaker
 from test_query import ORDERS, ROWS, SPECS, Base, Plain, Row
 
@@ -33,7 +34,6 @@ from buttress.testing import (
     ContractProduct,
     contract_metadata,
 )
-from conftest import foreign_keys_on
 
 SLOW = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

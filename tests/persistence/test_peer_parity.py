@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
+from persistence_backends import BACKENDS, own_units
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from buttress.domain import F
 from buttress.errors import NotFoundError, QueryError
 from buttress.testing import ContractSetting
-from conftest import BACKENDS, own_units
 
 with warnings.catch_warnings():
     # advanced-alchemy 1.12 marks its mixins with declarative_mixin, deprecated in SQLAlchemy 2.1

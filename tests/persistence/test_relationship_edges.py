@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from persistence_backends import BACKENDS, own_units
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -32,7 +33,6 @@ from buttress.testing import (
     ContractProduct,
     ContractTag,
 )
-from conftest import BACKENDS, own_units
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from persistence_backends import BACKENDS, own_units
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -27,7 +28,6 @@ from buttress.persistence import (
     SqlAlchemyUnitOfWork,
 )
 from buttress.testing import ContractSetting, contract_metadata
-from conftest import BACKENDS, own_units
 
 
 class _Base(DeclarativeBase):

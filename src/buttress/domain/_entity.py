@@ -284,6 +284,30 @@ def pull_numbered_events(aggregates: Iterable[AggregateRoot]) -> list[tuple[int,
     return pulled
 
 
+def pull_sourced_events(
+    aggregates: Iterable[AggregateRoot],
+) -> list[tuple[int, DomainEvent, AggregateRoot]]:
+    """`pull_numbered_events`, each event with the aggregate that recorded it.
+
+    An outbox writes where each event came from (its stream) next to it.
+    """
+    pulled: list[tuple[int, DomainEvent, AggregateRoot]] = []
+    sources = 0
+    for aggregate in aggregates:
+        stored = aggregate.__dict__.get(_EVENTS_ATTR)
+        if stored is not None and stored[1] and stored[0] == id(aggregate):
+            pulled += [(number, event, aggregate) for number, event in stored[1]]
+            stored[1].clear()
+            sources += 1
+    if sources > 1:
+        pulled.sort(key=_number)
+    return pulled
+
+
+def _number(item: tuple[int, DomainEvent, AggregateRoot]) -> int:
+    return item[0]
+
+
 def discard_events_after(aggregate: AggregateRoot, count: int) -> None:
     """Forget the events ``aggregate`` recorded after its first ``count`` pending ones.
 

@@ -7,11 +7,18 @@ command's handler with its dependencies provided by name (a unit-of-work
 factory gives every dispatch its own unit), lets its error reach the caller,
 then hands the events of the work it committed to the events' handlers,
 breadth-first, each failure isolated and reported in a `DispatchReport`.
+`Outbox` is where a unit of work writes the events of each commit, in that
+commit's transaction.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from buttress.messaging._bus import AsyncMessageBus, DispatchReport, HandlerFailure, MessageBus
 from buttress.messaging._commands import Command
 from buttress.messaging._handlers import Handler, Handlers
+
+if TYPE_CHECKING:
+    from buttress.messaging._outbox import Outbox
 
 __all__ = [
     "AsyncMessageBus",
@@ -21,4 +28,14 @@ __all__ = [
     "HandlerFailure",
     "Handlers",
     "MessageBus",
+    "Outbox",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`Outbox` is imported on first use: the bus alone does not load SQLAlchemy."""
+    if name == "Outbox":
+        from buttress.messaging._outbox import Outbox  # noqa: PLC0415
+
+        return Outbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

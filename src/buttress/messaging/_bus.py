@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from buttress.domain import DomainEvent
 from buttress.errors import ConfigurationError
 from buttress.messaging._commands import Command
+from buttress.messaging._context import causation, correlation
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -332,6 +333,10 @@ class MessageBus:
                 its unit of work is in use by another dispatch.
             Exception: Whatever the command's handler raised.
         """
+        with correlation(_id_of(message)):
+            return self._handle(message)
+
+    def _handle(self, message: Command | DomainEvent) -> DispatchReport:
         core = self._core
         report = DispatchReport(message)
         if isinstance(message, DomainEvent):
@@ -380,7 +385,8 @@ class MessageBus:
             values[name] = value
         units = core.claim(handler, values)
         try:
-            result = handler.function(message, **values)
+            with causation(_id_of(message)):
+                result = handler.function(message, **values)
         finally:
             if units:
                 core.release(units, events)
@@ -465,6 +471,10 @@ class AsyncMessageBus:
                 use by another dispatch.
             Exception: Whatever the command's handler raised.
         """
+        with correlation(_id_of(message)):
+            return await self._handle(message)
+
+    async def _handle(self, message: Command | DomainEvent) -> DispatchReport:
         core = self._core
         report = DispatchReport(message)
         if isinstance(message, DomainEvent):
@@ -505,9 +515,10 @@ class AsyncMessageBus:
             values[name] = value
         units = core.claim(handler, values)
         try:
-            result = handler.function(message, **values)
-            if _awaitable(result):  # an async def, or anything returning an awaitable
-                result = await result
+            with causation(_id_of(message)):
+                result = handler.function(message, **values)
+                if _awaitable(result):  # an async def, or anything returning an awaitable
+                    result = await result
             return result
         finally:
             if units:
@@ -565,6 +576,13 @@ def _asynchronous(provider: object) -> bool:
         return True
     mode = getattr(provider, "is_async_mode_enabled", None)
     return bool(mode()) if callable(mode) else False
+
+
+def _id_of(message: Any) -> object:
+    """The id of a command or event (``None`` for anything else, refused later)."""
+    return (
+        message.command_id if isinstance(message, Command) else getattr(message, "event_id", None)
+    )
 
 
 def _awaitable(value: object) -> bool:

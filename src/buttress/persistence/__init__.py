@@ -14,6 +14,7 @@ from buttress.persistence._memory_core import InMemoryStore
 from buttress.persistence._protocols import (
     AsyncRepository,
     AsyncUnitOfWork,
+    OutboxWriter,
     Page,
     Repository,
     UnitOfWork,
@@ -34,6 +35,7 @@ __all__ = [
     "InMemoryRepository",
     "InMemoryStore",
     "InMemoryUnitOfWork",
+    "OutboxWriter",
     "Page",
     "Repository",
     "SqlAlchemyRepository",

@@ -79,6 +79,10 @@ class AggregateGuard:
         if not _HOOKED:
             _hook()
 
+    def before_commit(self, session: Session) -> None:
+        """Guard as a commit does, before a unit pulls the events it is about to write."""
+        self.guard(session, committing=True)
+
     def guard(self, session: Session, *, committing: bool) -> None:
         """Bump every guarded root whose aggregate this flush (or commit) writes."""
         new = session.new  # each read of these builds a set: read once

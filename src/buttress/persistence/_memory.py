@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from buttress.domain import DomainEvent, Specification
-    from buttress.persistence._protocols import Page
+    from buttress.persistence._protocols import OutboxWriter, Page
 
 __all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
 
@@ -252,6 +252,9 @@ class InMemoryUnitOfWork:
         isolation_level: Accepted (and checked) as `SqlAlchemyUnitOfWork`
             takes it, so code can pass it to either; the twin's transactions
             read a consistent view and refuse lost updates at every level.
+        outbox: Where each commit writes the events it carries, with its
+            changes (`buttress.messaging.Outbox`); the rows are kept in the
+            store (`InMemoryStore.outbox_rows`).
     """
 
     def __init__(
@@ -260,8 +263,10 @@ class InMemoryUnitOfWork:
         store: InMemoryStore | None = None,
         cursor_secret: bytes | str | None = None,
         isolation_level: str | None = None,
+        outbox: OutboxWriter | None = None,
     ) -> None:
         check_isolation_level(isolation_level)
+        self._outbox = outbox
         self._store = InMemoryStore() if store is None else store
         self._tracker = Tracker(secret_bytes(cursor_secret))
         self._transaction: Transaction | None = None
@@ -326,8 +331,7 @@ class InMemoryUnitOfWork:
         transaction = self._active()
         self._tracker.check_outside_savepoint("commit")
         self._tracker.check()
-        transaction.commit()
-        self._tracker.committed()
+        self._tracker.committed(transaction.commit(self._outbox))
 
     def rollback(self) -> None:
         """See `SqlAlchemyUnitOfWork.rollback`."""

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from buttress.domain import DomainEvent, Specification
-    from buttress.persistence._protocols import Page
+    from buttress.persistence._protocols import OutboxWriter, Page
 
 __all__ = ["AsyncInMemoryRepository", "AsyncInMemoryUnitOfWork"]
 
@@ -253,6 +253,9 @@ class AsyncInMemoryUnitOfWork:
         isolation_level: Accepted (and checked) as `AsyncSqlAlchemyUnitOfWork`
             takes it, so code can pass it to either; the twin's transactions
             read a consistent view and refuse lost updates at every level.
+        outbox: Where each commit writes the events it carries, with its
+            changes (`buttress.messaging.Outbox`); the rows are kept in the
+            store (`InMemoryStore.outbox_rows`).
     """
 
     __enter__ = __exit__ = use_async_with  # unasync: drop
@@ -263,8 +266,10 @@ class AsyncInMemoryUnitOfWork:
         store: InMemoryStore | None = None,
         cursor_secret: bytes | str | None = None,
         isolation_level: str | None = None,
+        outbox: OutboxWriter | None = None,
     ) -> None:
         check_isolation_level(isolation_level)
+        self._outbox = outbox
         self._store = InMemoryStore() if store is None else store
         self._tracker = Tracker(secret_bytes(cursor_secret))
         self._transaction: Transaction | None = None
@@ -331,8 +336,7 @@ class AsyncInMemoryUnitOfWork:
         transaction = self._active()
         self._tracker.check_outside_savepoint("commit")
         self._tracker.check()
-        transaction.commit()
-        self._tracker.committed()
+        self._tracker.committed(transaction.commit(self._outbox))
 
     async def rollback(self) -> None:
         """See `AsyncSqlAlchemyUnitOfWork.rollback`."""

@@ -41,8 +41,15 @@ from buttress.errors import (
 from buttress.persistence._aggregate import guarded
 from buttress.persistence._cursor import decode_cursor, encode_cursor
 from buttress.persistence._links import Link, check_load, link_of, links_of, owners_of
-from buttress.persistence._model import ModelInfo, Tracker, check_size, check_window, model_info
-from buttress.persistence._protocols import Page
+from buttress.persistence._model import (
+    ModelInfo,
+    Tracker,
+    check_size,
+    check_window,
+    model_info,
+    outbox_rows,
+)
+from buttress.persistence._protocols import OutboxWriter, Page
 from buttress.persistence._query import after_in_python, sort_in_python, where
 
 if TYPE_CHECKING:
@@ -298,6 +305,16 @@ class InMemoryStore:
         self._sequences: dict[type[Any], int] = {}
         self.linked = False  # some model has relationships: flushes walk them
         self._indexes: dict[tuple[Any, tuple[str, ...]], tuple[Any, dict[Any, list[Any]]]] = {}
+        self._outboxes: dict[str, list[Row]] = {}  # outbox table name -> its rows, by id
+
+    def outbox_rows(self, table: str) -> list[dict[str, Any]]:
+        """The rows units of work wrote to the outbox table named ``table``, oldest first.
+
+        Each is the row its outbox made, with the ``id`` the store gave it (1, 2, ...).
+        Copies: changing them changes nothing stored.
+        """
+        with self._lock:
+            return [dict(row) for row in self._outboxes.get(table, ())]
 
     def table(self, model: type[Any]) -> _Table:
         """What the store enforces for ``model``, read from its metadata once."""
@@ -1254,8 +1271,12 @@ class Transaction:
 
     # -- ending ------------------------------------------------------------------------
 
-    def commit(self) -> None:
+    def commit(self, outbox: OutboxWriter | None = None) -> list[Any]:
         """Apply this transaction's changes to the store, all or none of them.
+
+        With ``outbox``, the events of the aggregates the unit saw are pulled
+        after the last flush and written as its rows with the changes; they are
+        returned (as `Tracker.pull_sourced` gives them) for the unit's queue.
 
         Raises:
             ConflictError: Another unit committed a row with the same key or unique value.
@@ -1263,6 +1284,8 @@ class Transaction:
         """
         self.flush(committing=True)
         self.counted.clear()  # the events move on with the commit
+        pulled = self.tracker.pull_sourced() if outbox is not None else []
+        rows = outbox_rows(outbox, pulled) if pulled else []
         store = self.store
         with store._lock:  # noqa: SLF001 - the store and its transactions are one unit
             tables = {
@@ -1271,10 +1294,14 @@ class Transaction:
             }
             self._check_links(tables)
             store._rows.update(tables)  # noqa: SLF001
+            if rows:
+                written = store._outboxes.setdefault(outbox.table.name, [])  # type: ignore[union-attr]  # noqa: SLF001
+                written.extend({**row, "id": len(written) + n} for n, row in enumerate(rows, 1))
         self.changes.clear()
         self.new.clear()
         self.deleted.update(self.removed)
         self.removed.clear()
+        return pulled
 
     def _merged(
         self, table: _Table | _Secondary, rows: dict[Any, Row], changes: dict[Any, _Change]

@@ -33,6 +33,7 @@ from buttress.domain._entity import (
     event_count,
     move_events,
     pull_numbered_events,
+    pull_sourced_events,
 )
 from buttress.domain._spec import Specification
 from buttress.errors import (
@@ -61,7 +62,9 @@ __all__ = [
     "check_removal",
     "check_upsert",
     "model_info",
+    "outbox_rows",
     "report_discarded",
+    "stream_of",
     "the_one",
     "translate",
     "upsert_statement",
@@ -376,6 +379,21 @@ def _first_line(error: Exception) -> str:
 
 
 _INFOS: dict[type[Any], ModelInfo] = {}
+
+
+def stream_of(aggregate: Any) -> str:
+    """The stream of an aggregate's events: ``"<Model>:<key>"`` (a composite key joined by ,)."""
+    info = model_info(type(aggregate))
+    key = info.key_of(aggregate)
+    text = ",".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
+    return f"{info.name}:{text}"
+
+
+def outbox_rows(
+    outbox: Any, pulled: Sequence[tuple[int, DomainEvent, AggregateRoot]]
+) -> list[dict[str, Any]]:
+    """The rows ``outbox`` writes for the events of one commit, in recording order."""
+    return list(outbox.rows([(event, stream_of(aggregate)) for _, event, aggregate in pulled]))
 
 
 def model_info(model: type[Any]) -> ModelInfo:
@@ -721,8 +739,21 @@ class Tracker:
             if event_count(entity):
                 self.clock = -2
 
-    def committed(self) -> None:
-        """Move the events of every seen aggregate to the queue, in recording order."""
+    def pull_sourced(self) -> list[tuple[int, DomainEvent, AggregateRoot]]:
+        """Pull the events of every seen aggregate, each with its aggregate, for an outbox.
+
+        Called just before the commit that writes them; pass them to `committed`.
+        """
+        now = event_clock()
+        if now == self.clock:  # no event recorded since the last pull
+            return []
+        self.clock = now
+        return pull_sourced_events(self.aggregates())
+
+    def committed(self, pulled: Sequence[tuple[int, DomainEvent, AggregateRoot]] = ()) -> None:
+        """Move the events of every seen aggregate (and ``pulled``) to the queue, in order."""
+        if pulled:
+            self.events.extend(event for _, event, _ in pulled)
         now = event_clock()
         if now != self.clock:  # an event was recorded since the last pull
             self.events.extend(event for _, event in pull_numbered_events(self.aggregates()))

@@ -10,9 +10,18 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from types import TracebackType
 
+    import sqlalchemy as sa
+
     from buttress.domain import DomainEvent, Specification
 
-__all__ = ["AsyncRepository", "AsyncUnitOfWork", "Page", "Repository", "UnitOfWork"]
+__all__ = [
+    "AsyncRepository",
+    "AsyncUnitOfWork",
+    "OutboxWriter",
+    "Page",
+    "Repository",
+    "UnitOfWork",
+]
 
 T = TypeVar("T")
 ID = TypeVar("ID")
@@ -355,4 +364,24 @@ class AsyncUnitOfWork(Protocol):
 
     def collect_events(self) -> Iterator[DomainEvent]:
         """See `UnitOfWork.collect_events`."""
+        ...
+
+
+class OutboxWriter(Protocol):
+    """Where a unit of work writes the events of each commit, in that commit's transaction.
+
+    Pass one as ``outbox=`` to a unit of work (`buttress.messaging.Outbox` is
+    one): at each commit that carries events, the unit flushes, then inserts
+    ``rows(...)`` into ``table`` with one statement, then commits, so the events
+    are stored exactly when the changes that caused them are. The in-memory
+    units keep the rows in their store (`InMemoryStore.outbox_rows`).
+    """
+
+    @property
+    def table(self) -> sa.Table:
+        """The outbox table (on the application's metadata, so migrations see it)."""
+        ...
+
+    def rows(self, events: Sequence[tuple[DomainEvent, str]]) -> list[dict[str, Any]]:
+        """The rows of ``events``, each given with its stream (``"<Model>:<key>"``), in order."""
         ...

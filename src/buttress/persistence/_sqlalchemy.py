@@ -31,13 +31,14 @@ from buttress.persistence._model import (
     logger,
     model_info,
     not_in_transaction,
+    outbox_rows,
     secret_bytes,
     the_one,
     translate,
     upsert_statement,
     upserted,
 )
-from buttress.persistence._protocols import Page
+from buttress.persistence._protocols import OutboxWriter, Page
 from buttress.persistence._query import keyset_filter, order_by_clauses, where
 
 if TYPE_CHECKING:
@@ -497,6 +498,11 @@ def _key_clause(info: ModelInfo, key: Any) -> Any:
     )
 
 
+OUTBOX_CHUNK: Final = 2000
+"""Outbox rows per INSERT: one statement for a commit's events, past this many a few
+(PostgreSQL takes at most 65 535 parameters in one statement)."""
+
+
 class SqlAlchemyUnitOfWork:
     """A unit of work over sessions from a SQLAlchemy `sessionmaker`.
 
@@ -518,6 +524,9 @@ class SqlAlchemyUnitOfWork:
             ``"SERIALIZABLE"`` for each transaction of the unit; the engine's
             (``DatabaseSettings.isolation_level``) by default. A serialization
             failure or a deadlock is then a `ConcurrencyError`: run the unit again.
+        outbox: Where each commit writes the events it carries, in its own
+            transaction, with one INSERT (`buttress.messaging.Outbox`): the
+            events are stored exactly when the changes that caused them are.
     """
 
     def __init__(
@@ -527,6 +536,7 @@ class SqlAlchemyUnitOfWork:
         cursor_secret: bytes | str | None = None,
         expire_on_commit: bool = False,
         isolation_level: str | None = None,
+        outbox: OutboxWriter | None = None,
     ) -> None:
         if not callable(session_factory):
             raise ConfigurationError(
@@ -535,6 +545,8 @@ class SqlAlchemyUnitOfWork:
             )
         check_isolation_level(isolation_level)
         self._isolation_level = isolation_level
+        self._outbox = outbox
+        self._guard: AggregateGuard | None = None
         self._factory = session_factory
         self._secret = secret_bytes(cursor_secret)
         self._expire_on_commit = expire_on_commit
@@ -575,7 +587,7 @@ class SqlAlchemyUnitOfWork:
         self._session = session
         self._repositories = {}
         self._flushed = FlushedWrites(sync) if logger.isEnabledFor(logging.DEBUG) else None
-        AggregateGuard(sync, self._tracker)
+        self._guard = AggregateGuard(sync, self._tracker)
         if self._isolation_level is not None:
             try:
                 self._begin_isolated(session)
@@ -656,13 +668,34 @@ class SqlAlchemyUnitOfWork:
         tracker = self._tracker
         tracker.check_outside_savepoint("commit")
         tracker.check()
+        pulled: list[Any] = []
         try:
+            if self._outbox is not None:
+                pulled = self._write_outbox(session, self._outbox)
             session.commit()
         except DRIVER_ERRORS as error:
             raise tracker.fail(translate(error, session=session)) from error
-        tracker.committed()
+        tracker.committed(pulled)
         if self._isolation_level is not None:
             self._begin_isolated(session)  # the next transaction: at the same level
+
+    def _write_outbox(self, session: Session, outbox: OutboxWriter) -> list[Any]:
+        """Flush, then insert the events of the aggregates seen into ``outbox``; return them.
+
+        The guard counts the events first, so a root that only recorded events is
+        bumped by this flush; one INSERT then carries every event (one per
+        `OUTBOX_CHUNK` events, past that many).
+        """
+        guard = self._guard
+        if guard is not None:
+            count = guard.before_commit  # bumps the roots whose events are new
+            count(session)
+        session.flush()
+        pulled = self._tracker.pull_sourced()
+        rows = outbox_rows(outbox, pulled) if pulled else []
+        for start in range(0, len(rows), OUTBOX_CHUNK):
+            session.execute(sa.insert(outbox.table).values(rows[start : start + OUTBOX_CHUNK]))
+        return pulled
 
     def rollback(self) -> None:
         """Undo the work done since the last commit, and drop its events."""

@@ -31,6 +31,7 @@ from buttress.persistence._model import (
     logger,
     model_info,
     not_in_transaction,
+    outbox_rows,
     secret_bytes,
     the_one,
     translate,
@@ -38,7 +39,7 @@ from buttress.persistence._model import (
     upserted,
     use_async_with,  # unasync: drop
 )
-from buttress.persistence._protocols import Page
+from buttress.persistence._protocols import OutboxWriter, Page
 from buttress.persistence._query import keyset_filter, order_by_clauses, where
 
 if TYPE_CHECKING:
@@ -507,6 +508,11 @@ def _key_clause(info: ModelInfo, key: Any) -> Any:
     )
 
 
+OUTBOX_CHUNK: Final = 2000
+"""Outbox rows per INSERT: one statement for a commit's events, past this many a few
+(PostgreSQL takes at most 65 535 parameters in one statement)."""
+
+
 class AsyncSqlAlchemyUnitOfWork:
     """A unit of work over sessions from a SQLAlchemy `async_sessionmaker`.
 
@@ -528,6 +534,9 @@ class AsyncSqlAlchemyUnitOfWork:
             ``"SERIALIZABLE"`` for each transaction of the unit; the engine's
             (``DatabaseSettings.isolation_level``) by default. A serialization
             failure or a deadlock is then a `ConcurrencyError`: run the unit again.
+        outbox: Where each commit writes the events it carries, in its own
+            transaction, with one INSERT (`buttress.messaging.Outbox`): the
+            events are stored exactly when the changes that caused them are.
     """
 
     __enter__ = __exit__ = use_async_with  # unasync: drop
@@ -539,6 +548,7 @@ class AsyncSqlAlchemyUnitOfWork:
         cursor_secret: bytes | str | None = None,
         expire_on_commit: bool = False,
         isolation_level: str | None = None,
+        outbox: OutboxWriter | None = None,
     ) -> None:
         if not callable(session_factory):
             raise ConfigurationError(
@@ -547,6 +557,8 @@ class AsyncSqlAlchemyUnitOfWork:
             )
         check_isolation_level(isolation_level)
         self._isolation_level = isolation_level
+        self._outbox = outbox
+        self._guard: AggregateGuard | None = None
         self._factory = session_factory
         self._secret = secret_bytes(cursor_secret)
         self._expire_on_commit = expire_on_commit
@@ -587,7 +599,7 @@ class AsyncSqlAlchemyUnitOfWork:
         self._session = session
         self._repositories = {}
         self._flushed = FlushedWrites(sync) if logger.isEnabledFor(logging.DEBUG) else None
-        AggregateGuard(sync, self._tracker)
+        self._guard = AggregateGuard(sync, self._tracker)
         if self._isolation_level is not None:
             try:
                 await self._begin_isolated(session)
@@ -668,13 +680,36 @@ class AsyncSqlAlchemyUnitOfWork:
         tracker = self._tracker
         tracker.check_outside_savepoint("commit")
         tracker.check()
+        pulled: list[Any] = []
         try:
+            if self._outbox is not None:
+                pulled = await self._write_outbox(session, self._outbox)
             await session.commit()
         except DRIVER_ERRORS as error:
             raise tracker.fail(translate(error, session=session.sync_session)) from error
-        tracker.committed()
+        tracker.committed(pulled)
         if self._isolation_level is not None:
             await self._begin_isolated(session)  # the next transaction: at the same level
+
+    async def _write_outbox(self, session: AsyncSession, outbox: OutboxWriter) -> list[Any]:
+        """Flush, then insert the events of the aggregates seen into ``outbox``; return them.
+
+        The guard counts the events first, so a root that only recorded events is
+        bumped by this flush; one INSERT then carries every event (one per
+        `OUTBOX_CHUNK` events, past that many).
+        """
+        guard = self._guard
+        if guard is not None:
+            count = guard.before_commit  # bumps the roots whose events are new
+            await session.run_sync(count)  # unasync: sync: count(session)
+        await session.flush()
+        pulled = self._tracker.pull_sourced()
+        rows = outbox_rows(outbox, pulled) if pulled else []
+        for start in range(0, len(rows), OUTBOX_CHUNK):
+            await session.execute(
+                sa.insert(outbox.table).values(rows[start : start + OUTBOX_CHUNK])
+            )
+        return pulled
 
     async def rollback(self) -> None:
         """Undo the work done since the last commit, and drop its events."""
