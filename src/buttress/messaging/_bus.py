@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from buttress.domain import DomainEvent
 from buttress.errors import ConfigurationError
 from buttress.messaging._commands import Command
-from buttress.messaging._context import causation, correlation
+from buttress.messaging._context import CAUSATION, CORRELATION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -333,8 +333,12 @@ class MessageBus:
                 its unit of work is in use by another dispatch.
             Exception: Whatever the command's handler raised.
         """
-        with correlation(_id_of(message)):
+        token = CORRELATION.set(_id_of(message)) if CORRELATION.get() is None else None
+        try:
             return self._handle(message)
+        finally:
+            if token is not None:
+                CORRELATION.reset(token)
 
     def _handle(self, message: Command | DomainEvent) -> DispatchReport:
         core = self._core
@@ -384,10 +388,11 @@ class MessageBus:
                 )
             values[name] = value
         units = core.claim(handler, values)
+        cause = CAUSATION.set(_id_of(message))
         try:
-            with causation(_id_of(message)):
-                result = handler.function(message, **values)
+            result = handler.function(message, **values)
         finally:
+            CAUSATION.reset(cause)
             if units:
                 core.release(units, events)
         if _awaitable(result):
@@ -471,8 +476,12 @@ class AsyncMessageBus:
                 use by another dispatch.
             Exception: Whatever the command's handler raised.
         """
-        with correlation(_id_of(message)):
+        token = CORRELATION.set(_id_of(message)) if CORRELATION.get() is None else None
+        try:
             return await self._handle(message)
+        finally:
+            if token is not None:
+                CORRELATION.reset(token)
 
     async def _handle(self, message: Command | DomainEvent) -> DispatchReport:
         core = self._core
@@ -514,13 +523,14 @@ class AsyncMessageBus:
                 value = await value
             values[name] = value
         units = core.claim(handler, values)
+        cause = CAUSATION.set(_id_of(message))
         try:
-            with causation(_id_of(message)):
-                result = handler.function(message, **values)
-                if _awaitable(result):  # an async def, or anything returning an awaitable
-                    result = await result
+            result = handler.function(message, **values)
+            if _awaitable(result):  # an async def, or anything returning an awaitable
+                result = await result
             return result
         finally:
+            CAUSATION.reset(cause)
             if units:
                 core.release(units, events)
 
@@ -585,9 +595,16 @@ def _id_of(message: Any) -> object:
     )
 
 
+_AWAITABLE_TYPES: dict[type[Any], bool] = {}
+
+
 def _awaitable(value: object) -> bool:
     """Whether ``value`` is awaitable (a coroutine, a future): its type has ``__await__``."""
-    return getattr(type(value), "__await__", None) is not None
+    kind = type(value)
+    found = _AWAITABLE_TYPES.get(kind)
+    if found is None:
+        found = _AWAITABLE_TYPES[kind] = getattr(kind, "__await__", None) is not None
+    return found
 
 
 def _discard(awaitable: Any) -> None:

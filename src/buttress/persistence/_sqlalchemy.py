@@ -498,11 +498,6 @@ def _key_clause(info: ModelInfo, key: Any) -> Any:
     )
 
 
-OUTBOX_CHUNK: Final = 2000
-"""Outbox rows per INSERT: one statement for a commit's events, past this many a few
-(PostgreSQL takes at most 65 535 parameters in one statement)."""
-
-
 class SqlAlchemyUnitOfWork:
     """A unit of work over sessions from a SQLAlchemy `sessionmaker`.
 
@@ -683,8 +678,7 @@ class SqlAlchemyUnitOfWork:
         """Flush, then insert the events of the aggregates seen into ``outbox``; return them.
 
         The guard counts the events first, so a root that only recorded events is
-        bumped by this flush; one INSERT then carries every event (one per
-        `OUTBOX_CHUNK` events, past that many).
+        bumped by this flush; one INSERT (an executemany) then carries every event.
         """
         guard = self._guard
         if guard is not None:
@@ -692,9 +686,9 @@ class SqlAlchemyUnitOfWork:
             count(session)
         session.flush()
         pulled = self._tracker.pull_sourced()
-        rows = outbox_rows(outbox, pulled) if pulled else []
-        for start in range(0, len(rows), OUTBOX_CHUNK):
-            session.execute(sa.insert(outbox.table).values(rows[start : start + OUTBOX_CHUNK]))
+        if pulled:  # one statement (an executemany for several), compiled once and cached
+            rows = outbox_rows(outbox, pulled)
+            session.execute(sa.insert(outbox.table), rows[0] if len(rows) == 1 else rows)
         return pulled
 
     def rollback(self) -> None:
