@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
-from postgres_schemas import emptied
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
@@ -29,6 +28,7 @@ from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.resilience import retry
 from buttress.testing import ContractAllocation, ContractBatch, ContractProduct
 from fault_proxy import FaultProxy
+from postgres_schemas import emptied
 
 pytestmark = pytest.mark.postgres
 

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
-from postgres_schemas import emptied
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
@@ -25,6 +24,7 @@ from buttress.errors import ConcurrencyError, ConfigurationError, UnavailableErr
 from buttress.persistence import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 from buttress.resilience import retry
 from buttress.testing import ContractOrder
+from postgres_schemas import emptied
 
 pytestmark = pytest.mark.postgres
 
