@@ -127,6 +127,7 @@ EXPORTS = {
         "Handler",
         "HandlerFailure",
         "Handlers",
+        "Inbox",
         "MessageBus",
         "Outbox",
     ],

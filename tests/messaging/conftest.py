@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from buttress.messaging import Outbox
+from buttress.messaging import Inbox, Outbox
 from buttress.persistence import (
     AsyncInMemoryUnitOfWork,
     AsyncSqlAlchemyUnitOfWork,
@@ -32,8 +32,9 @@ from postgres_schemas import emptied
 
 POSTGRES = pytest.mark.postgres
 
-OUTBOX_METADATA = sa.MetaData()
-OUTBOX = Outbox(OUTBOX_METADATA, table_name="buttress_test_outbox")
+MESSAGING_METADATA = sa.MetaData()
+OUTBOX = Outbox(MESSAGING_METADATA, table_name="buttress_test_outbox")
+INBOX = Inbox(MESSAGING_METADATA, table_name="buttress_test_inbox")
 
 
 @dataclasses.dataclass
@@ -59,14 +60,14 @@ class Backend:
 
 @pytest.fixture(scope="session")
 def messaging_schema(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL schema holding the contract tables and the outbox, dropped at the end."""
+    """A PostgreSQL schema holding the contract tables, the outbox and the inbox, dropped after."""
     schema = f"buttress_messaging_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(postgres_url)
     with engine.begin() as connection:
         connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         connection.execute(sa.text(f'SET search_path TO "{schema}"'))
         contract_metadata.create_all(connection)
-        OUTBOX_METADATA.create_all(connection)
+        MESSAGING_METADATA.create_all(connection)
     try:
         yield schema
     finally:
@@ -81,7 +82,8 @@ def _postgres(request: pytest.FixtureRequest, driver: str) -> tuple[str, dict[st
     url, connect_args = emptied(postgres_url, schema, driver)
     admin = sa.create_engine(postgres_url)
     with admin.begin() as connection:
-        connection.execute(sa.text(f'TRUNCATE "{schema}"."{OUTBOX.table.name}"'))
+        for table in (OUTBOX.table, INBOX.table):
+            connection.execute(sa.text(f'TRUNCATE "{schema}"."{table.name}"'))
     admin.dispose()
     return url, connect_args, schema
 
@@ -97,7 +99,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
     if request.param == "sqlite":
         engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'bus.db'}")
         contract_metadata.create_all(engine)
-        OUTBOX_METADATA.create_all(engine)
+        MESSAGING_METADATA.create_all(engine)
     else:
         url, connect_args, _ = _postgres(request, "psycopg")
         engine = sa.create_engine(url, connect_args=connect_args)
@@ -130,7 +132,7 @@ async def async_backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncI
         path = tmp_path / "bus.db"
         sync = sa.create_engine(f"sqlite+pysqlite:///{path}")
         contract_metadata.create_all(sync)
-        OUTBOX_METADATA.create_all(sync)
+        MESSAGING_METADATA.create_all(sync)
         engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
     else:
         url, connect_args, schema = _postgres(request, request.param)

@@ -8,7 +8,7 @@ factory gives every dispatch its own unit), lets its error reach the caller,
 then hands the events of the work it committed to the events' handlers,
 breadth-first, each failure isolated and reported in a `DispatchReport`.
 `Outbox` is where a unit of work writes the events of each commit, in that
-commit's transaction.
+commit's transaction; `Inbox` makes a redelivered message's effect happen once.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from buttress.messaging._commands import Command
 from buttress.messaging._handlers import Handler, Handlers
 
 if TYPE_CHECKING:
+    from buttress.messaging._inbox import Inbox
     from buttress.messaging._outbox import Outbox
 
 __all__ = [
@@ -27,15 +28,20 @@ __all__ = [
     "Handler",
     "HandlerFailure",
     "Handlers",
+    "Inbox",
     "MessageBus",
     "Outbox",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """`Outbox` is imported on first use: the bus alone does not load SQLAlchemy."""
+    """`Outbox` and `Inbox` are imported on first use: the bus alone does not load SQLAlchemy."""
     if name == "Outbox":
         from buttress.messaging._outbox import Outbox  # noqa: PLC0415
 
         return Outbox
+    if name == "Inbox":
+        from buttress.messaging._inbox import Inbox  # noqa: PLC0415
+
+        return Inbox
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
