@@ -8,18 +8,16 @@ outbox's rows back; ``make_uow`` and ``make_async_uow`` are their unit factories
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
+from messaging_backends import INBOX, MESSAGING_METADATA, OUTBOX, Backend
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from buttress.messaging import Inbox, Outbox
 from buttress.persistence import (
     AsyncInMemoryUnitOfWork,
     AsyncSqlAlchemyUnitOfWork,
@@ -28,52 +26,17 @@ from buttress.persistence import (
     SqlAlchemyUnitOfWork,
 )
 from buttress.testing import contract_metadata
-from postgres_schemas import emptied
+from postgres_schemas import emptied, schema_holding
 
 POSTGRES = pytest.mark.postgres
-
-MESSAGING_METADATA = sa.MetaData()
-OUTBOX = Outbox(MESSAGING_METADATA, table_name="buttress_test_outbox")
-INBOX = Inbox(MESSAGING_METADATA, table_name="buttress_test_inbox")
-
-
-@dataclasses.dataclass
-class Backend:
-    """Units of work over one database, and what its outbox holds."""
-
-    name: str
-    make: Callable[..., Any]
-    engine: sa.Engine | None = None  # the sync engine (of an async one too); None in memory
-    store: InMemoryStore | None = None
-
-    def uow(self, *, outbox: bool = False) -> Any:
-        return self.make(outbox=OUTBOX) if outbox else self.make()
-
-    def outbox_rows(self) -> list[dict[str, Any]]:
-        if self.store is not None:
-            return self.store.outbox_rows(OUTBOX.table.name)
-        assert self.engine is not None
-        with self.engine.connect() as connection:
-            statement = sa.select(OUTBOX.table).order_by(OUTBOX.table.c.id)
-            return [dict(row._mapping) for row in connection.execute(statement)]
 
 
 @pytest.fixture(scope="session")
 def messaging_schema(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL schema holding the contract tables, the outbox and the inbox, dropped after."""
-    schema = f"buttress_messaging_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
-        contract_metadata.create_all(connection)
-        MESSAGING_METADATA.create_all(connection)
-    try:
+    metadata = (contract_metadata, MESSAGING_METADATA)
+    with schema_holding(postgres_url, "buttress_messaging", *metadata) as schema:
         yield schema
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def _postgres(request: pytest.FixtureRequest, driver: str) -> tuple[str, dict[str, Any], str]:

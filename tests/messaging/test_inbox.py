@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from messaging_backends import INBOX
 
 from buttress.errors import ConfigurationError, ConflictError
 from buttress.messaging import Inbox
 from buttress.testing import ContractOrder
-from conftest import INBOX
 
 
 def deliver(uow: Any, message_id: uuid.UUID, handler: str = "orders.place") -> bool:

@@ -9,7 +9,6 @@ database, so a test can run two units against the same rows.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -32,7 +31,7 @@ from buttress.persistence import (
     _query,
 )
 from buttress.testing import contract_metadata
-from postgres_schemas import emptied
+from postgres_schemas import emptied, schema_holding
 
 POSTGRES = pytest.mark.postgres
 
@@ -65,18 +64,8 @@ def _fresh_model_caches() -> None:
 @pytest.fixture(scope="session")
 def contract_schema(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL schema holding the contract tables, dropped at the end."""
-    schema = f"buttress_contract_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
-        contract_metadata.create_all(connection)
-    try:
+    with schema_holding(postgres_url, "buttress_contract", contract_metadata) as schema:
         yield schema
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
