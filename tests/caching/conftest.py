@@ -8,54 +8,14 @@ matching way (one event loop per test, so async Redis clients live as long as it
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from caching_flavours import Flavour
 
 from buttress.caching import MemoryCache
-
-
-class Flavour:
-    """Builds a def or an async def from one body and calls it the matching way."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.is_async = name == "async"
-        self._runner: asyncio.Runner | None = None
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def twin(self, body: Callable[..., Any]) -> Callable[..., Any]:
-        """``body`` itself, or an ``async def`` with its signature and annotations."""
-        if not self.is_async:
-            return body
-
-        @functools.wraps(body)
-        async def twin(*args: Any, **kwargs: Any) -> Any:
-            await asyncio.sleep(0)
-            return body(*args, **kwargs)
-
-        return twin
-
-    def run(self, value: Any) -> Any:
-        """Await ``value`` on this test's loop when it is awaitable, else return it."""
-        if self.is_async and asyncio.iscoroutine(value):
-            if self._runner is None:
-                self._runner = asyncio.Runner()
-            return self._runner.run(value)
-        return value
-
-    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self.run(function(*args, **kwargs))
-
-    def close(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
 
 
 @pytest.fixture(params=["sync", "async"])

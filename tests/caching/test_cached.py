@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import redis
+from caching_flavours import Flavour
 
 from buttress.caching import CacheListener, MemoryCache, RedisCache, TieredCache, cached
 from buttress.errors import CacheKeyError, ConfigurationError, UnavailableError
-from conftest import Flavour
 
 
 class Heard(CacheListener):

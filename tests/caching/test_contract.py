@@ -14,9 +14,9 @@ from typing import Any
 
 import pydantic
 import pytest
+from caching_flavours import Flavour
 
 from buttress.caching import CacheStats, cached
-from conftest import Flavour
 
 
 @dataclasses.dataclass(frozen=True)

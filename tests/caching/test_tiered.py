@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from caching_flavours import Flavour
 
 from buttress.caching import cached
 from buttress.caching._backend import MISSING
 from buttress.caching._redis import RedisCache
 from buttress.caching._tiered import _KEYS_PER_MESSAGE, TieredCache
 from buttress.errors import ConfigurationError, UnavailableError
-from conftest import Flavour
 from fault_proxy import FaultProxy
 from peers import Peer
 
