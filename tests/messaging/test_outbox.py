@@ -7,17 +7,27 @@ conflict), and the ids of the dispatch that caused them in the headers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from messaging_backends import OUTBOX
 
 from buttress.domain import DomainEvent
-from buttress.errors import ConcurrencyError, ConfigurationError
+from buttress.errors import ButtressError, ConcurrencyError, ConfigurationError, ConflictError
 from buttress.messaging import AsyncMessageBus, Command, Handlers, MessageBus, Outbox
-from buttress.testing import Allocated, ContractBatch, ContractOrder, ContractProduct, OrderPaid
+from buttress.testing import (
+    Allocated,
+    ContractBatch,
+    ContractNote,
+    ContractOrder,
+    ContractProduct,
+    NoteEdited,
+    OrderPaid,
+)
 
 
 def stock(uow: Any, *skus: str) -> None:
@@ -223,3 +233,82 @@ def test_a_commit_with_thousands_of_events_is_written_whole(backend):
     rows = backend.outbox_rows()
     assert len(rows) == 2500
     assert len({row["message_id"] for row in rows}) == len(rows)
+
+
+# -- what a review found ---------------------------------------------------------------------------
+
+
+class Blob(DomainEvent, name="tests.outbox.blob"):
+    data: bytes
+
+
+def test_a_commit_that_fails_after_taking_the_events_fails_the_unit(backend):
+    with backend.uow() as uow:
+        uow.repository(ContractNote).add(ContractNote(text="before"))
+        uow.commit()
+    uow = backend.uow(outbox=True)
+    with uow:
+        note = uow.repository(ContractNote).get(1)
+        note.text = "changed"
+        note.record_event(Blob(data=b"\xff"))  # cannot be written as JSON
+        with pytest.raises(ValueError, match="invalid utf-8"):
+            uow.commit()
+        with pytest.raises(ButtressError, match="events were taken for the outbox"):
+            uow.commit()  # not again: its events are gone
+        uow.rollback()
+    with backend.uow() as uow:
+        assert uow.repository(ContractNote).get(1).text == "before"
+    assert backend.outbox_rows() == []
+    assert list(uow.collect_events()) == []
+
+
+def test_one_event_recorded_on_two_aggregates_is_refused(backend):
+    stock(backend.uow(), "A", "B")
+    uow = backend.uow(outbox=True)
+    with uow:
+        products = uow.repository(ContractProduct, str)
+        shared = Allocated(sku="A", orderid="transfer", reference="-")
+        products.get("A").record_event(shared)
+        products.get("B").record_event(shared)
+        with pytest.raises(ConflictError):
+            uow.commit()
+    assert backend.outbox_rows() == []
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_expired_aggregates_cost_no_statement_to_name_their_stream(backend):
+    with backend.uow() as uow:
+        uow.repository(ContractNote).add(ContractNote(text="n"))
+        uow.commit()
+    uow = backend.make(outbox=OUTBOX, expire_on_commit=True)
+    with uow:
+        note = uow.repository(ContractNote).get(1)
+        note.text = "first"
+        uow.commit()  # expires the note
+        note.record_event(NoteEdited(note_id=1, text="again"))  # an event alone
+        seen = statements_of(backend)
+        uow.commit()
+        seen = list(seen)
+    assert seen == ["INSERT"]
+    assert [row["stream"] for row in backend.outbox_rows()] == ["ContractNote:1"]
+
+
+@pytest.mark.asyncio
+async def test_an_async_unit_writes_the_events_of_an_aggregate_a_savepoint_expired(async_backend):
+    async with async_backend.uow() as uow:
+        await uow.repository(ContractNote).add(ContractNote(text="n"))
+        await uow.commit()
+    uow = async_backend.uow(outbox=True)
+    async with uow:
+        notes = uow.repository(ContractNote)
+        note = await notes.get(1)
+        with contextlib.suppress(RuntimeError):
+            async with uow.savepoint():
+                note.text = "undone"
+                await notes.count()  # flushed, then rolled back: the note is expired
+                raise RuntimeError
+        note.record_event(NoteEdited(note_id=1, text="x"))
+        await uow.commit()
+    assert [row["stream"] for row in async_backend.outbox_rows()] == ["ContractNote:1"]

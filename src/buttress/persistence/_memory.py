@@ -24,6 +24,7 @@ from buttress.persistence._model import (
     logger,
     model_info,
     not_in_transaction,
+    outbox_failed,
     report_discarded,
     secret_bytes,
     the_one,
@@ -331,7 +332,13 @@ class InMemoryUnitOfWork:
         transaction = self._active()
         self._tracker.check_outside_savepoint("commit")
         self._tracker.check()
-        self._tracker.committed(transaction.commit(self._outbox))
+        try:
+            pulled = transaction.commit(self._outbox)
+        except BaseException as error:
+            if self._outbox is not None and self._tracker.failure is None:
+                self._tracker.fail(outbox_failed(error))  # its events are off their aggregates
+            raise
+        self._tracker.committed(pulled)
 
     def rollback(self) -> None:
         """See `SqlAlchemyUnitOfWork.rollback`."""

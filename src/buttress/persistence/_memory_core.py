@@ -1293,6 +1293,8 @@ class Transaction:
                 for model, changes in self.changes.items()
             }
             self._check_links(tables)
+            if rows:
+                self._check_outbox(store, outbox.table.name, rows)  # type: ignore[union-attr]
             store._rows.update(tables)  # noqa: SLF001
             if rows:
                 written = store._outboxes.setdefault(outbox.table.name, [])  # type: ignore[union-attr]  # noqa: SLF001
@@ -1302,6 +1304,23 @@ class Transaction:
         self.deleted.update(self.removed)
         self.removed.clear()
         return pulled
+
+    def _check_outbox(self, store: InMemoryStore, name: str, rows: list[Row]) -> None:
+        """Refuse rows whose message id is taken, as the outbox table's unique index does."""
+        taken = {row["message_id"] for row in store._outboxes.get(name, ())}  # noqa: SLF001
+        for row in rows:
+            message_id = row["message_id"]
+            if message_id in taken:
+                raise self.tracker.fail(
+                    ConflictError(
+                        f"writing the outbox {name} violates a constraint of the stored data: "
+                        f"the message id {message_id} is taken (an event recorded on two "
+                        "aggregates? record a new event on each)",
+                        entity=name,
+                        key=message_id,
+                    )
+                )
+            taken.add(message_id)
 
     def _merged(
         self, table: _Table | _Secondary, rows: dict[Any, Row], changes: dict[Any, _Change]

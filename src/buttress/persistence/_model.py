@@ -382,11 +382,24 @@ _INFOS: dict[type[Any], ModelInfo] = {}
 
 
 def stream_of(aggregate: Any) -> str:
-    """The stream of an aggregate's events: ``"<Model>:<key>"`` (a composite key joined by ,)."""
+    """The stream of an aggregate's events: ``"<Model>:<key>"`` (a composite key joined by ,).
+
+    The key is read from the identity SQLAlchemy holds for a stored object (no
+    attribute is loaded, even an expired one), else from the object itself.
+    """
     info = model_info(type(aggregate))
-    key = info.key_of(aggregate)
-    text = ",".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
-    return f"{info.name}:{text}"
+    identity = sa.inspect(aggregate).identity
+    key = identity if identity is not None else info.key_of(aggregate)
+    parts = key if isinstance(key, tuple) else (key,)
+    return f"{info.name}:{','.join(str(part) for part in parts)}"
+
+
+def outbox_failed(error: BaseException) -> ButtressError:
+    """What a unit whose commit failed after its events left their aggregates says next."""
+    return ButtressError(
+        f"the commit failed after its events were taken for the outbox ({error!r}): nothing "
+        "was kept; roll back (leave the with block or call rollback()) and run the unit again"
+    )
 
 
 def outbox_rows(

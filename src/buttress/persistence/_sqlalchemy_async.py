@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, overload
@@ -31,6 +32,7 @@ from buttress.persistence._model import (
     logger,
     model_info,
     not_in_transaction,
+    outbox_failed,
     outbox_rows,
     secret_bytes,
     the_one,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session as SyncSession
 
     from buttress.domain import DomainEvent, Specification
 
@@ -682,6 +685,10 @@ class AsyncSqlAlchemyUnitOfWork:
             await session.commit()
         except DRIVER_ERRORS as error:
             raise tracker.fail(translate(error, session=session.sync_session)) from error
+        except BaseException as error:
+            if self._outbox is not None and tracker.failure is None:
+                tracker.fail(outbox_failed(error))  # its events are off their aggregates
+            raise
         tracker.committed(pulled)
         if self._isolation_level is not None:
             await self._begin_isolated(session)  # the next transaction: at the same level
@@ -689,19 +696,27 @@ class AsyncSqlAlchemyUnitOfWork:
     async def _write_outbox(self, session: AsyncSession, outbox: OutboxWriter) -> list[Any]:
         """Flush, then insert the events of the aggregates seen into ``outbox``; return them.
 
-        The guard counts the events first, so a root that only recorded events is
-        bumped by this flush; one INSERT (an executemany) then carries every event.
+        One INSERT (an executemany for several rows) carries every event.
         """
-        guard = self._guard
-        if guard is not None:
-            count = guard.before_commit  # bumps the roots whose events are new
-            await session.run_sync(count)  # unasync: sync: count(session)
-        await session.flush()
-        pulled = self._tracker.pull_sourced()
-        if pulled:  # one statement (an executemany for several), compiled once and cached
-            rows = outbox_rows(outbox, pulled)
+        pull = functools.partial(self._pull_events, outbox=outbox)
+        pulled, rows = await session.run_sync(pull)  # unasync: sync: pulled, rows = pull(session)
+        if rows:  # one statement, compiled once and cached
             await session.execute(sa.insert(outbox.table), rows[0] if len(rows) == 1 else rows)
         return pulled
+
+    def _pull_events(
+        self, session: SyncSession, *, outbox: OutboxWriter
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Bump the roots whose events are new, flush, pull the events and make their rows.
+
+        Run in the session's own context (SQLAlchemy's greenlet under asyncio): reading
+        an expired attribute may load it.
+        """
+        if self._guard is not None:
+            self._guard.before_commit(session)
+        session.flush()
+        pulled = self._tracker.pull_sourced()
+        return pulled, outbox_rows(outbox, pulled) if pulled else []
 
     async def rollback(self) -> None:
         """Undo the work done since the last commit, and drop its events."""
