@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from buttress._text import a
@@ -379,6 +380,45 @@ def _first_line(error: Exception) -> str:
 
 
 _INFOS: dict[type[Any], ModelInfo] = {}
+
+
+_VERSION_NAMES: dict[type[Any], str | None] = {}
+
+
+def loaded_versions(session: Any) -> list[tuple[Any, str, Any]]:
+    """``(object, version attribute, value)`` of every versioned object ``session`` holds loaded.
+
+    Taken as a savepoint begins: rolling the savepoint back expires what it
+    changed, and a reload would read a version another unit committed since,
+    so a later change would not be checked against the version it was based on.
+    """
+    found = []
+    for entity in session.identity_map.values():
+        kind = type(entity)
+        name = _VERSION_NAMES.get(kind, "")
+        if name == "":
+            mapper = sa.inspect(kind)
+            column = mapper.version_id_col
+            name = _VERSION_NAMES[kind] = (
+                None if column is None else mapper.get_property_by_column(column).key
+            )
+        if name is not None:
+            value = instance_dict(entity).get(name)
+            if value is not None:
+                found.append((entity, name, value))
+    return found
+
+
+def restore_versions(versions: list[tuple[Any, str, Any]]) -> None:
+    """Give objects a savepoint's rollback expired back the version they were loaded with.
+
+    The rest of each reloads as it is read; the version stays what this unit's
+    changes were based on, so the next flush of a change conflicts if another unit
+    committed the row meanwhile (as the in-memory twin, which keeps it, does).
+    """
+    for entity, name, value in versions:
+        if name not in instance_dict(entity):  # expired by the rollback
+            set_committed_value(entity, name, value)
 
 
 def stream_of(aggregate: Any) -> str:

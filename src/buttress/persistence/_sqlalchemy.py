@@ -29,11 +29,13 @@ from buttress.persistence._model import (
     check_size,
     check_upsert,
     check_window,
+    loaded_versions,
     logger,
     model_info,
     not_in_transaction,
     outbox_failed,
     outbox_rows,
+    restore_versions,
     secret_bytes,
     the_one,
     translate,
@@ -731,6 +733,7 @@ class SqlAlchemyUnitOfWork:
         tracker = self._tracker
         tracker.check()
         nested = session.begin_nested()
+        versions = loaded_versions(session)
         tracker.mark()
         try:
             yield
@@ -738,6 +741,7 @@ class SqlAlchemyUnitOfWork:
             session.flush()
         except BaseException as error:
             nested.rollback()  # also after a failed flush deactivated it
+            restore_versions(versions)
             tracker.undo()
             if isinstance(error, DRIVER_ERRORS):
                 raise translate(error, session=session) from error

@@ -29,11 +29,13 @@ from buttress.persistence._model import (
     check_size,
     check_upsert,
     check_window,
+    loaded_versions,
     logger,
     model_info,
     not_in_transaction,
     outbox_failed,
     outbox_rows,
+    restore_versions,
     secret_bytes,
     the_one,
     translate,
@@ -743,6 +745,7 @@ class AsyncSqlAlchemyUnitOfWork:
         tracker = self._tracker
         tracker.check()
         nested = await session.begin_nested()
+        versions = loaded_versions(session.sync_session)
         tracker.mark()
         try:
             yield
@@ -750,6 +753,7 @@ class AsyncSqlAlchemyUnitOfWork:
             await session.flush()
         except BaseException as error:
             await nested.rollback()  # also after a failed flush deactivated it
+            restore_versions(versions)
             tracker.undo()
             if isinstance(error, DRIVER_ERRORS):
                 raise translate(error, session=session.sync_session) from error

@@ -1079,6 +1079,28 @@ class AsyncUnitOfWorkContract:
             await uow.commit()
         assert [e.order_id for e in uow.collect_events()] == [key]  # type: ignore[attr-defined]
 
+    async def test_a_change_after_an_undone_savepoint_is_checked_against_what_was_read(
+        self, make_uow: MakeUow
+    ) -> None:
+        [key] = await _seed(make_uow, 1)
+        mine, theirs = make_uow(), make_uow()
+        async with mine, theirs:
+            orders = mine.repository(ContractOrder)
+            order = await orders.get(key)  # read at version 1
+            with contextlib.suppress(RuntimeError):
+                async with mine.savepoint():
+                    order.total = 50  # undone with the block: SQL expires the order
+                    raise RuntimeError
+            other = await theirs.repository(ContractOrder).get(key)
+            other.total = 99
+            await theirs.commit()
+            order.ref = "after"  # based on what this unit read before: stale now
+            with pytest.raises(ConcurrencyError):
+                await mine.commit()
+        async with make_uow() as uow:
+            stored = await uow.repository(ContractOrder).get(key)
+            assert (stored.total, stored.ref) == (99, "o0")
+
     async def test_events_of_an_undone_savepoint_are_dropped(self, make_uow: MakeUow) -> None:
         [key] = await _seed(make_uow, 1)
         uow = make_uow()
