@@ -29,7 +29,7 @@ from buttress.messaging import (
     HandlerFailure,
     Handlers,
     MessageBus,
-    _bus,
+    _dispatch,
 )
 from buttress.resilience import retry
 from buttress.testing import (
@@ -299,7 +299,7 @@ def test_handlers_of_a_base_event_class_get_its_subclasses_after_their_own():
 
 
 def test_a_cycle_of_events_is_stopped_and_reported(monkeypatch):
-    monkeypatch.setattr(_bus, "MAX_EVENTS", 50)
+    monkeypatch.setattr(_dispatch, "MAX_EVENTS", 50)
     handlers = Handlers()
 
     @handlers.event(Root)

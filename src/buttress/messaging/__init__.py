@@ -13,8 +13,10 @@ commit's transaction; `Inbox` makes a redelivered message's effect happen once.
 
 from typing import TYPE_CHECKING, Any
 
-from buttress.messaging._bus import AsyncMessageBus, DispatchReport, HandlerFailure, MessageBus
+from buttress.messaging._bus import MessageBus
+from buttress.messaging._bus_async import AsyncMessageBus
 from buttress.messaging._commands import Command
+from buttress.messaging._dispatch import DispatchReport, HandlerFailure
 from buttress.messaging._handlers import Handler, Handlers
 
 if TYPE_CHECKING:
