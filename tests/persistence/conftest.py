@@ -41,6 +41,8 @@ _CACHES: tuple[dict[Any, Any], ...] = (
     _links._LOADS,
     _model._INFOS,
     _aggregate._GUARDED,
+    _aggregate._ATTACHING,
+    _model._VERSION_NAMES,
     _query._FIELDS,
 )
 """What the persistence modules read from a model once and keep for the process."""

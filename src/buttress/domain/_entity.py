@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from buttress.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from buttress.domain._events import DomainEvent
 
@@ -273,12 +273,9 @@ def pull_numbered_events(aggregates: Iterable[AggregateRoot]) -> list[tuple[int,
     """
     pulled: list[tuple[int, DomainEvent]] = []
     sources = 0
-    for aggregate in aggregates:
-        stored = aggregate.__dict__.get(_EVENTS_ATTR)
-        if stored is not None and stored[1] and stored[0] == id(aggregate):
-            pulled += stored[1]
-            stored[1].clear()
-            sources += 1
+    for _, events in _pull(aggregates):
+        pulled += events
+        sources += 1
     if sources > 1:
         pulled.sort()  # numbers are unique, so events themselves are never compared
     return pulled
@@ -291,17 +288,24 @@ def pull_sourced_events(
 
     An outbox writes where each event came from (its stream) next to it.
     """
-    pulled: list[tuple[int, DomainEvent, AggregateRoot]] = []
-    sources = 0
+    pulled = [
+        (number, event, aggregate)
+        for aggregate, events in _pull(aggregates)
+        for number, event in events
+    ]
+    pulled.sort(key=_number)
+    return pulled
+
+
+def _pull(
+    aggregates: Iterable[AggregateRoot],
+) -> Iterator[tuple[AggregateRoot, list[tuple[int, DomainEvent]]]]:
+    """Each aggregate holding pending events, with them; emptied once the caller took them."""
     for aggregate in aggregates:
         stored = aggregate.__dict__.get(_EVENTS_ATTR)
         if stored is not None and stored[1] and stored[0] == id(aggregate):
-            pulled += [(number, event, aggregate) for number, event in stored[1]]
+            yield aggregate, stored[1]
             stored[1].clear()
-            sources += 1
-    if sources > 1:
-        pulled.sort(key=_number)
-    return pulled
 
 
 def _number(item: tuple[int, DomainEvent, AggregateRoot]) -> int:

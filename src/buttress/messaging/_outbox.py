@@ -59,7 +59,7 @@ class Outbox:
     def __init__(self, metadata: sa.MetaData, *, table_name: str = "buttress_outbox") -> None:
         existing = metadata.tables.get(table_name)
         if existing is not None:
-            if set(existing.columns.keys()) != set(_COLUMNS):
+            if set(existing.columns.keys()) != {column.name for column in _columns()}:
                 raise ConfigurationError(
                     f"the metadata already has a table {table_name!r} that is not an outbox; "
                     "pass another table_name="
@@ -101,23 +101,6 @@ class Outbox:
             }
             for event, stream in events
         ]
-
-
-_COLUMNS = (
-    "id",
-    "message_id",
-    "stream",
-    "topic",
-    "payload",
-    "headers",
-    "created_at",
-    "available_at",
-    "attempts",
-    "status",
-    "last_error",
-    "lease_token",
-    "leased_until",
-)
 
 
 def _columns() -> Iterator[sa.Column[Any]]:

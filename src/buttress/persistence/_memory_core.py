@@ -306,6 +306,7 @@ class InMemoryStore:
         self.linked = False  # some model has relationships: flushes walk them
         self._indexes: dict[tuple[Any, tuple[str, ...]], tuple[Any, dict[Any, list[Any]]]] = {}
         self._outboxes: dict[str, list[Row]] = {}  # outbox table name -> its rows, by id
+        self._outbox_ids: dict[str, set[Any]] = {}  # ... and the message ids they hold
 
     def outbox_rows(self, table: str) -> list[dict[str, Any]]:
         """The rows units of work wrote to the outbox table named ``table``, oldest first.
@@ -1286,6 +1287,7 @@ class Transaction:
         self.counted.clear()  # the events move on with the commit
         pulled = self.tracker.pull_sourced() if outbox is not None else []
         rows = outbox_rows(outbox, pulled) if pulled else []
+        name = outbox.table.name if outbox is not None else ""
         store = self.store
         with store._lock:  # noqa: SLF001 - the store and its transactions are one unit
             tables = {
@@ -1293,24 +1295,25 @@ class Transaction:
                 for model, changes in self.changes.items()
             }
             self._check_links(tables)
-            if rows:
-                self._check_outbox(store, outbox.table.name, rows)  # type: ignore[union-attr]
+            ids = self._outbox_ids(store, name, rows)
             store._rows.update(tables)  # noqa: SLF001
             if rows:
-                written = store._outboxes.setdefault(outbox.table.name, [])  # type: ignore[union-attr]  # noqa: SLF001
+                written = store._outboxes.setdefault(name, [])  # noqa: SLF001
                 written.extend({**row, "id": len(written) + n} for n, row in enumerate(rows, 1))
+                store._outbox_ids.setdefault(name, set()).update(ids)  # noqa: SLF001
         self.changes.clear()
         self.new.clear()
         self.deleted.update(self.removed)
         self.removed.clear()
         return pulled
 
-    def _check_outbox(self, store: InMemoryStore, name: str, rows: list[Row]) -> None:
-        """Refuse rows whose message id is taken, as the outbox table's unique index does."""
-        taken = {row["message_id"] for row in store._outboxes.get(name, ())}  # noqa: SLF001
+    def _outbox_ids(self, store: InMemoryStore, name: str, rows: list[Row]) -> set[Any]:
+        """The message ids of ``rows``, refused when one is taken (as the unique index does)."""
+        taken = store._outbox_ids.get(name, set())  # noqa: SLF001
+        ids: set[Any] = set()
         for row in rows:
             message_id = row["message_id"]
-            if message_id in taken:
+            if message_id in taken or message_id in ids:
                 raise self.tracker.fail(
                     ConflictError(
                         f"writing the outbox {name} violates a constraint of the stored data: "
@@ -1320,7 +1323,8 @@ class Transaction:
                         key=message_id,
                     )
                 )
-            taken.add(message_id)
+            ids.add(message_id)
+        return ids
 
     def _merged(
         self, table: _Table | _Secondary, rows: dict[Any, Row], changes: dict[Any, _Change]
