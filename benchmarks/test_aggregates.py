@@ -13,8 +13,9 @@ own), as ``persistence.<hot-path>-<backend>``, set up as in ``test_persistence``
   loader options. Every row runs 3 SELECTs.
 - ``persistence.add-aggregate``: a new product with `BATCHES` batches, added and
   committed. Baseline: ``session.add(product); session.commit()``; ours:
-  ``repo.add(product); uow.commit()``: one INSERT of the product, one of the
-  batches (executemany), no version bump (a new aggregate).
+  ``repo.add(product); uow.commit()``; peer: advanced-alchemy's ``add(product,
+  auto_commit=True)`` without its refresh: one INSERT of the product, one of
+  the batches (executemany), no version bump (a new aggregate).
 - Both SQL groups' buttress rows carry an ``interleaved`` column: the ratio of
   their median to the baseline's with the two timed in alternating blocks of
   rounds in the same test (`interleaved`). Rows of a group are timed one after
@@ -266,6 +267,22 @@ class TestAddAggregate:
             forget_added(engine)
         assert len(added.batches) == BATCHES
         assert added.version == 1  # a new aggregate: no bump
+
+    def test_advanced_alchemy_add_auto_commit(self, peer, sessions):
+        """advanced-alchemy's ``add(..., auto_commit=True)``, without its refresh (the same SQL)."""
+        engine, factory = sessions
+        try:
+            with factory() as session:
+                repo = ProductRepository(session=session, auto_refresh=False)
+
+                def add_commit(item):
+                    return repo.add(item, auto_commit=True)
+
+                added = measure(peer, engine, add_commit, new_product, ROUNDS["add-aggregate"])
+        finally:
+            forget_added(engine)
+        assert len(added.batches) == BATCHES
+        assert added.version == 1
 
 
 # persistence.load-aggregate-memory --------------------------------------------------------------
