@@ -22,6 +22,7 @@ PAIRS = {
     "src/buttress/persistence/_memory_async.py": "src/buttress/persistence/_memory.py",
     "src/buttress/testing/_contract_async.py": "src/buttress/testing/_contract.py",
     "src/buttress/messaging/_bus_async.py": "src/buttress/messaging/_bus.py",
+    "src/buttress/messaging/_relay_async.py": "src/buttress/messaging/_relay.py",
 }
 
 RULES: list[tuple[str, str]] = [

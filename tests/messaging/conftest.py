@@ -13,20 +13,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import sqlalchemy as sa
-from messaging_backends import INBOX, MESSAGING_METADATA, OUTBOX, Backend
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
+from messaging_backends import MESSAGING_METADATA, Backend, asyncio_backend, sync_backend
 
-from buttress.persistence import (
-    AsyncInMemoryUnitOfWork,
-    AsyncSqlAlchemyUnitOfWork,
-    InMemoryStore,
-    InMemoryUnitOfWork,
-    SqlAlchemyUnitOfWork,
-)
 from buttress.testing import contract_metadata
-from postgres_schemas import emptied, schema_holding
+from postgres_schemas import schema_holding
 
 POSTGRES = pytest.mark.postgres
 
@@ -39,36 +29,9 @@ def messaging_schema(postgres_url: str) -> Iterator[str]:
         yield schema
 
 
-def _postgres(request: pytest.FixtureRequest, driver: str) -> tuple[str, dict[str, Any], str]:
-    schema = request.getfixturevalue("messaging_schema")
-    postgres_url = request.getfixturevalue("postgres_url")
-    url, connect_args = emptied(postgres_url, schema, driver)
-    admin = sa.create_engine(postgres_url)
-    with admin.begin() as connection:
-        for table in (OUTBOX.table, INBOX.table):
-            connection.execute(sa.text(f'TRUNCATE "{schema}"."{table.name}"'))
-    admin.dispose()
-    return url, connect_args, schema
-
-
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=POSTGRES)])
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
-    if request.param == "memory":
-        store = InMemoryStore()
-        yield Backend(
-            "memory", lambda **options: InMemoryUnitOfWork(store=store, **options), store=store
-        )
-        return
-    if request.param == "sqlite":
-        engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'bus.db'}")
-        contract_metadata.create_all(engine)
-        MESSAGING_METADATA.create_all(engine)
-    else:
-        url, connect_args, _ = _postgres(request, "psycopg")
-        engine = sa.create_engine(url, connect_args=connect_args)
-    factory = sessionmaker(engine)
-    yield Backend(request.param, lambda **options: SqlAlchemyUnitOfWork(factory, **options), engine)
-    engine.dispose()
+    yield from sync_backend(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -85,31 +48,8 @@ def make_uow(backend: Backend) -> Callable[[], Any]:
     ]
 )
 async def async_backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        store = InMemoryStore()
-        yield Backend(
-            "memory", lambda **options: AsyncInMemoryUnitOfWork(store=store, **options), store=store
-        )
-        return
-    if request.param == "aiosqlite":
-        path = tmp_path / "bus.db"
-        sync = sa.create_engine(f"sqlite+pysqlite:///{path}")
-        contract_metadata.create_all(sync)
-        MESSAGING_METADATA.create_all(sync)
-        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    else:
-        url, connect_args, schema = _postgres(request, request.param)
-        engine = create_async_engine(url, connect_args=connect_args)
-        sync = sa.create_engine(
-            request.getfixturevalue("postgres_url"),
-            connect_args={"options": f"-csearch_path={schema}"},
-        )
-    factory = async_sessionmaker(engine)
-    yield Backend(
-        request.param, lambda **options: AsyncSqlAlchemyUnitOfWork(factory, **options), sync
-    )
-    await engine.dispose()
-    sync.dispose()
+    async for backend in asyncio_backend(request.param, request, tmp_path):
+        yield backend
 
 
 @pytest.fixture

@@ -7,13 +7,24 @@ another directory's ``conftest`` module may be the one ``import conftest`` finds
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
 
 from buttress.messaging import Inbox, Outbox
-from buttress.persistence import InMemoryStore
+from buttress.persistence import (
+    AsyncInMemoryUnitOfWork,
+    AsyncSqlAlchemyUnitOfWork,
+    InMemoryStore,
+    InMemoryUnitOfWork,
+    SqlAlchemyUnitOfWork,
+)
+from buttress.testing import contract_metadata
+from postgres_schemas import emptied
 
 MESSAGING_METADATA = sa.MetaData()
 OUTBOX = Outbox(MESSAGING_METADATA, table_name="buttress_test_outbox")
@@ -28,6 +39,11 @@ class Backend:
     make: Callable[..., Any]
     engine: sa.Engine | None = None  # the sync engine (of an async one too); None in memory
     store: InMemoryStore | None = None
+    relay_source: Any = None  # what a relay reads: the engine (async for async units), or the store
+
+    @property
+    def source(self) -> Any:
+        return self.store if self.store is not None else self.relay_source or self.engine
 
     def uow(self, *, outbox: bool = False) -> Any:
         return self.make(outbox=OUTBOX) if outbox else self.make()
@@ -39,3 +55,71 @@ class Backend:
         with self.engine.connect() as connection:
             statement = sa.select(OUTBOX.table).order_by(OUTBOX.table.c.id)
             return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def postgres_database(
+    request: pytest.FixtureRequest, driver: str
+) -> tuple[str, dict[str, Any], str]:
+    schema = request.getfixturevalue("messaging_schema")
+    postgres_url = request.getfixturevalue("postgres_url")
+    url, connect_args = emptied(postgres_url, schema, driver)
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as connection:
+        for table in (OUTBOX.table, INBOX.table):
+            connection.execute(sa.text(f'TRUNCATE "{schema}"."{table.name}"'))
+    admin.dispose()
+    return url, connect_args, schema
+
+
+def sync_backend(name: str, request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """Sync units of work over an empty database ``name``: memory, sqlite or postgres."""
+    if name == "memory":
+        store = InMemoryStore()
+        yield Backend(
+            "memory", lambda **options: InMemoryUnitOfWork(store=store, **options), store=store
+        )
+        return
+    if name == "sqlite":
+        engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'bus.db'}")
+        contract_metadata.create_all(engine)
+        MESSAGING_METADATA.create_all(engine)
+    else:
+        url, connect_args, _ = postgres_database(request, "psycopg")
+        engine = sa.create_engine(url, connect_args=connect_args)
+    factory = sessionmaker(engine)
+    yield Backend(name, lambda **options: SqlAlchemyUnitOfWork(factory, **options), engine)
+    engine.dispose()
+
+
+async def asyncio_backend(
+    name: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> AsyncIterator[Backend]:
+    """Asyncio units of work over an empty database: memory, aiosqlite, asyncpg or psycopg."""
+    if name == "memory":
+        store = InMemoryStore()
+        yield Backend(
+            "memory", lambda **options: AsyncInMemoryUnitOfWork(store=store, **options), store=store
+        )
+        return
+    if name == "aiosqlite":
+        path = tmp_path / "bus.db"
+        sync = sa.create_engine(f"sqlite+pysqlite:///{path}")
+        contract_metadata.create_all(sync)
+        MESSAGING_METADATA.create_all(sync)
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    else:
+        url, connect_args, schema = postgres_database(request, name)
+        engine = create_async_engine(url, connect_args=connect_args)
+        sync = sa.create_engine(
+            request.getfixturevalue("postgres_url"),
+            connect_args={"options": f"-csearch_path={schema}"},
+        )
+    factory = async_sessionmaker(engine)
+    yield Backend(
+        name,
+        lambda **options: AsyncSqlAlchemyUnitOfWork(factory, **options),
+        sync,
+        relay_source=engine,
+    )
+    await engine.dispose()
+    sync.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -12,7 +14,7 @@ from buttress.errors import ConfigurationError
 from buttress.messaging._context import dispatch_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from buttress.domain import DomainEvent
 
@@ -54,9 +56,10 @@ class Outbox:
         ```
     """
 
-    __slots__ = ("_table",)
+    __slots__ = ("_table", "_wakers")
 
     def __init__(self, metadata: sa.MetaData, *, table_name: str = "buttress_outbox") -> None:
+        self._wakers: list[Callable[[], None]] = []
         existing = metadata.tables.get(table_name)
         if existing is not None:
             if set(existing.columns.keys()) != {column.name for column in _columns()}:
@@ -72,6 +75,20 @@ class Outbox:
     def table(self) -> sa.Table:
         """The outbox table."""
         return self._table
+
+    def written(self) -> None:
+        """Wake the relays of this process waiting on this outbox (a unit just committed rows)."""
+        for wake in tuple(self._wakers):
+            wake()
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` after each commit that writes rows here; return what unsubscribes it.
+
+        ``wake`` runs in the committing thread, right after the commit: it
+        should only signal (set an event), never block.
+        """
+        self._wakers.append(wake)
+        return functools.partial(_discard, self._wakers, wake)
 
     def rows(self, events: Sequence[tuple[DomainEvent, str]]) -> list[dict[str, Any]]:
         """The rows of ``events``, each given with its stream, in order.
@@ -101,6 +118,11 @@ class Outbox:
             }
             for event, stream in events
         ]
+
+
+def _discard(wakers: list[Callable[[], None]], wake: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):
+        wakers.remove(wake)
 
 
 def _columns() -> Iterator[sa.Column[Any]]:

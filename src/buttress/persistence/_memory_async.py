@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast, overload
 
 from buttress.errors import NotFoundError
 from buttress.persistence._memory_core import InMemoryStore, Transaction, find_in, page_of
@@ -344,6 +344,8 @@ class AsyncInMemoryUnitOfWork:
                 self._tracker.fail(outbox_failed(error))  # its events are off their aggregates
             raise
         self._tracker.committed(pulled)
+        if pulled:
+            cast("OutboxWriter", self._outbox).written()  # wake this process's relays
 
     async def rollback(self) -> None:
         """See `AsyncSqlAlchemyUnitOfWork.rollback`."""

@@ -23,7 +23,7 @@ import enum
 import functools
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import attributes
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryStore", "Transaction"]
 
 Row = dict[str, Any]
+T = TypeVar("T")
 _ISSUED: Final = "buttress.memory.store"  # the store an entity came from, on its state
 _LOADER: Final = "buttress.memory.unit"  # the transaction that loads its relationships
 _DELETED: Final[Any] = None  # an overlay entry of None: the row was deleted
@@ -307,6 +308,7 @@ class InMemoryStore:
         self._indexes: dict[tuple[Any, tuple[str, ...]], tuple[Any, dict[Any, list[Any]]]] = {}
         self._outboxes: dict[str, list[Row]] = {}  # outbox table name -> its rows, by id
         self._outbox_ids: dict[str, set[Any]] = {}  # ... and the message ids they hold
+        self._outbox_next: dict[str, int] = {}  # ... and the id the next row gets
 
     def outbox_rows(self, table: str) -> list[dict[str, Any]]:
         """The rows units of work wrote to the outbox table named ``table``, oldest first.
@@ -316,6 +318,29 @@ class InMemoryStore:
         """
         with self._lock:
             return [dict(row) for row in self._outboxes.get(table, ())]
+
+    def edit_outbox(self, table: str, edit: Callable[[list[dict[str, Any]]], T]) -> T:
+        """Run ``edit`` on the live rows of the outbox table ``table``, under the store's lock.
+
+        What a relay does to the rows (leases them, marks them, removes the
+        delivered ones) it does here, atomically with respect to every commit
+        and every other edit, as one statement would in a database.
+
+        Args:
+            table: The outbox table's name.
+            edit: Changes the rows in place (oldest first) and returns what it found.
+
+        Returns:
+            What ``edit`` returned.
+        """
+        with self._lock:
+            rows = self._outboxes.setdefault(table, [])
+            count = len(rows)
+            try:
+                return edit(rows)
+            finally:
+                if len(rows) != count:  # removed rows give their message ids back
+                    self._outbox_ids[table] = {row["message_id"] for row in rows}
 
     def table(self, model: type[Any]) -> _Table:
         """What the store enforces for ``model``, read from its metadata once."""
@@ -1299,7 +1324,9 @@ class Transaction:
             store._rows.update(tables)  # noqa: SLF001
             if rows:
                 written = store._outboxes.setdefault(name, [])  # noqa: SLF001
-                written.extend({**row, "id": len(written) + n} for n, row in enumerate(rows, 1))
+                first = store._outbox_next.get(name, 1)  # noqa: SLF001
+                written.extend({**row, "id": first + n} for n, row in enumerate(rows))
+                store._outbox_next[name] = first + len(rows)  # noqa: SLF001
                 store._outbox_ids.setdefault(name, set()).update(ids)  # noqa: SLF001
         self.changes.clear()
         self.new.clear()

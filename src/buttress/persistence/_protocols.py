@@ -385,3 +385,7 @@ class OutboxWriter(Protocol):
     def rows(self, events: Sequence[tuple[DomainEvent, str]]) -> list[dict[str, Any]]:
         """The rows of ``events``, each given with its stream (``"<Model>:<key>"``), in order."""
         ...
+
+    def written(self) -> None:
+        """Called after a commit that wrote rows: wakes the relays waiting in this process."""
+        ...

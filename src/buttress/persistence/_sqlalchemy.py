@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import instance_state
@@ -680,6 +680,8 @@ class SqlAlchemyUnitOfWork:
                 tracker.fail(outbox_failed(error))  # its events are off their aggregates
             raise
         tracker.committed(pulled)
+        if pulled:
+            cast("OutboxWriter", self._outbox).written()  # wake this process's relays
         if self._isolation_level is not None:
             self._begin_isolated(session)  # the next transaction: at the same level
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import instance_state
@@ -692,6 +692,8 @@ class AsyncSqlAlchemyUnitOfWork:
                 tracker.fail(outbox_failed(error))  # its events are off their aggregates
             raise
         tracker.committed(pulled)
+        if pulled:
+            cast("OutboxWriter", self._outbox).written()  # wake this process's relays
         if self._isolation_level is not None:
             await self._begin_isolated(session)  # the next transaction: at the same level
 

@@ -316,6 +316,13 @@ class Retrier:
 
 def _exponential_jitter(retrier: Retrier) -> Callable[[tenacity.RetryCallState], float]:
     """Exponential backoff with jitter, tenacity's, with jitter, starting at ``wait_initial``."""
+    return exponential_jitter(retrier.wait_initial, retrier.wait_max, retrier.wait_jitter)
+
+
+def exponential_jitter(
+    initial: float, maximum: float, jitter: float
+) -> Callable[[tenacity.RetryCallState], float]:
+    """Exponential wait by tenacity: ``initial * 2**(n-1)`` plus up to ``jitter``, capped."""
     import tenacity  # noqa: PLC0415 - only failures pay for importing it
 
     # tenacity 9.2 renamed the first wait from `initial` to `multiplier`.
@@ -324,9 +331,16 @@ def _exponential_jitter(retrier: Retrier) -> Callable[[tenacity.RetryCallState],
         if "multiplier" in inspect.signature(tenacity.wait_exponential_jitter).parameters
         else "initial"
     )
-    return tenacity.wait_exponential_jitter(
-        **{first: retrier.wait_initial}, max=retrier.wait_max, jitter=retrier.wait_jitter
-    )
+    return tenacity.wait_exponential_jitter(**{first: initial}, max=maximum, jitter=jitter)
+
+
+def wait_before(attempt: int, wait: Callable[[tenacity.RetryCallState], float]) -> float:
+    """The seconds ``wait`` (a tenacity wait) gives after failed attempt number ``attempt``."""
+    import tenacity  # noqa: PLC0415 - only failures pay for importing it
+
+    state = tenacity.RetryCallState(cast("Any", None), None, (), {})
+    state.attempt_number = attempt
+    return wait(state)
 
 
 _REASONS = {

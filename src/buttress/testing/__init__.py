@@ -43,9 +43,11 @@ from buttress.testing._models import (
     OrderPaid,
     contract_metadata,
 )
+from buttress.testing._transports import AsyncRecordingTransport, RecordingTransport
 
 __all__ = [
     "Allocated",
+    "AsyncRecordingTransport",
     "AsyncUnitOfWorkContract",
     "ContractAllocation",
     "ContractBatch",
@@ -59,6 +61,7 @@ __all__ = [
     "ContractTag",
     "NoteEdited",
     "OrderPaid",
+    "RecordingTransport",
     "UnitOfWorkContract",
     "contract_metadata",
     "fresh_breakers",

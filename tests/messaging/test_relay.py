@@ -1,0 +1,354 @@
+"""The relay: the outbox's messages delivered at least once, in order per stream, on every backend.
+
+One contract, run by `Relay` on the sync backends (memory, SQLite, PostgreSQL) and by
+`AsyncRelay` on the asyncio ones (memory, aiosqlite, asyncpg, async psycopg): what is
+delivered is removed, a failure backs its message off and holds its stream, the last
+attempt makes a dead letter that can be listed, replayed and purged, a relay whose
+lease ran out changes nothing, and a commit wakes a running relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from messaging_backends import OUTBOX, Backend, asyncio_backend, sync_backend
+
+from buttress.domain import F
+from buttress.errors import ConfigurationError
+from buttress.messaging import AsyncRelay, Message, Relay, RelayReport
+from buttress.testing import AsyncRecordingTransport, ContractOrder, OrderPaid, RecordingTransport
+
+
+@dataclasses.dataclass
+class Case:
+    """One backend, driven by the relay of its flavour."""
+
+    backend: Backend
+    asynchronous: bool
+
+    async def call(self, value: Any) -> Any:
+        return await value if inspect.isawaitable(value) else value
+
+    async def write(self, counts: dict[str, int]) -> dict[str, str]:
+        """For each order ref, ``count`` payments (totals 1, 2, ...) in one commit per order.
+
+        Returns each order's stream.
+        """
+        streams = {}
+        for ref, count in counts.items():
+            uow = self.backend.uow(outbox=True)
+            await self.call(uow.__aenter__() if self.asynchronous else uow.__enter__())
+            try:
+                orders = uow.repository(ContractOrder)
+                order = await self.call(orders.first(F("ref") == ref))
+                if order is None:
+                    order = ContractOrder(ref=ref)
+                    await self.call(orders.add(order))
+                for _ in range(count):
+                    order.total += 1
+                    order.pay()
+                await self.call(uow.commit())
+                streams[ref] = f"ContractOrder:{order.id}"
+            finally:
+                exit_ = uow.__aexit__ if self.asynchronous else uow.__exit__
+                await self.call(exit_(None, None, None))
+        return streams
+
+    def transport(self, **options: Any) -> RecordingTransport:
+        kind = AsyncRecordingTransport if self.asynchronous else RecordingTransport
+        return kind(**options)
+
+    def relay(self, transport: RecordingTransport, **options: Any) -> Any:
+        options.setdefault("retry_initial", 0.0)
+        options.setdefault("retry_jitter", 0.0)
+        kind = AsyncRelay if self.asynchronous else Relay
+        return kind(self.backend.source, OUTBOX, transport, **options)
+
+    async def drain(self, relay: Any, rounds: int = 50) -> list[RelayReport]:
+        """Run rounds until one claims nothing (at most ``rounds``)."""
+        reports = []
+        for _ in range(rounds):
+            report = await self.call(relay.run_once())
+            reports.append(report)
+            if report.claimed == 0:
+                return reports
+        raise AssertionError(f"the outbox did not drain in {rounds} rounds")
+
+
+def paid(messages: list[Message]) -> dict[str, list[int]]:
+    """The totals each order's delivered payments carried, by stream, in delivery order."""
+    streams: dict[str, list[int]] = {}
+    for message in messages:
+        event = message.event()
+        assert isinstance(event, OrderPaid)
+        streams.setdefault(message.stream, []).append(event.total)
+    return streams
+
+
+POSTGRES = pytest.mark.postgres
+CASES = [
+    pytest.param(("sync", "memory"), id="sync-memory"),
+    pytest.param(("sync", "sqlite"), id="sync-sqlite"),
+    pytest.param(("sync", "postgres"), id="sync-postgres", marks=POSTGRES),
+    pytest.param(("async", "memory"), id="async-memory"),
+    pytest.param(("async", "aiosqlite"), id="async-aiosqlite"),
+    pytest.param(("async", "asyncpg"), id="async-asyncpg", marks=POSTGRES),
+    pytest.param(("async", "psycopg"), id="async-psycopg", marks=POSTGRES),
+]
+
+
+@pytest_asyncio.fixture(params=CASES)
+async def case(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Case]:
+    flavour, name = request.param
+    if flavour == "sync":
+        for backend in sync_backend(name, request, tmp_path):
+            yield Case(backend, asynchronous=False)
+    else:
+        async for backend in asyncio_backend(name, request, tmp_path):
+            yield Case(backend, asynchronous=True)
+
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_it_delivers_each_stream_in_commit_order_and_removes_what_it_delivered(case):
+    await case.write({"A": 3, "B": 2})
+    await case.write({"A": 2})
+    transport = case.transport()
+    relay = case.relay(transport)
+    reports = await case.drain(relay)
+    assert sum(report.delivered for report in reports) == 7
+    assert all(report.claimed == report.delivered for report in reports)
+    streams = {stream.split(":")[0] for stream in paid(transport.delivered)}
+    assert streams == {"ContractOrder"}
+    assert sorted(paid(transport.delivered).values()) == [[1, 2], [1, 2, 3, 4, 5]]
+    assert case.backend.outbox_rows() == []
+    assert (await case.call(relay.backlog())).pending == 0
+
+
+async def test_a_round_claims_one_message_per_stream(case):
+    await case.write({"A": 3, "B": 2, "C": 1})
+    transport = case.transport()
+    report = await case.call(case.relay(transport).run_once())
+    assert report == RelayReport(claimed=3, delivered=3)
+    assert [message.attempt for message in transport.published] == [1, 1, 1]
+    assert sorted(len(v) for v in paid(transport.delivered).values()) == [1, 1, 1]
+
+
+async def test_a_failed_message_is_backed_off_and_holds_its_stream_only(case):
+    streams = await case.write({"A": 2, "B": 2})
+    refused = []
+
+    def fail(message: Message) -> BaseException | None:
+        if message.stream == streams["A"] and not refused:
+            refused.append(message)
+            return ConnectionError("broker away")
+        return None
+
+    transport = case.transport(fail=fail)
+    relay = case.relay(transport, retry_initial=60.0)
+    await case.drain(relay)
+    held = case.backend.outbox_rows()
+    assert [(row["stream"], row["attempts"], row["status"]) for row in held] == [
+        (streams["A"], 1, "pending"),
+        (streams["A"], 0, "pending"),
+    ]
+    assert held[0]["last_error"] == "ConnectionError: broker away"
+    assert held[0]["lease_token"] is None
+    assert aware(held[0]["available_at"]) > datetime.now(UTC) + timedelta(seconds=50)
+    assert paid(transport.delivered) == {streams["B"]: [1, 2]}
+    backlog = await case.call(relay.backlog())
+    assert (backlog.pending, backlog.dead) == (2, 0)
+    assert backlog.oldest_age is not None
+    assert timedelta(0) <= backlog.oldest_age < timedelta(minutes=1)
+
+
+async def test_a_whole_batch_fails_when_the_transport_raises(case):
+    await case.write({"A": 1, "B": 1})
+
+    class Down(RecordingTransport):
+        def publish(self, messages: Any) -> Any:
+            raise ConnectionRefusedError("no broker")
+
+    class AsyncDown(AsyncRecordingTransport):
+        async def publish(self, messages: Any) -> Any:  # type: ignore[override]
+            raise ConnectionRefusedError("no broker")
+
+    relay = case.relay(AsyncDown() if case.asynchronous else Down(), retry_initial=60.0)
+    report = await case.call(relay.run_once())
+    assert report == RelayReport(claimed=2, failed=2)
+    assert [row["attempts"] for row in case.backend.outbox_rows()] == [1, 1]
+    assert (await case.call(relay.run_once())).claimed == 0  # both backed off
+
+
+async def test_a_poison_message_dies_after_its_attempts_and_holds_its_stream_until_replayed(case):
+    streams = await case.write({"A": 3, "B": 2})
+    poison = {"on": True}
+
+    def fail(message: Message) -> BaseException | None:
+        poisoned = poison["on"] and message.stream == streams["A"] and message.event().total == 2
+        return ValueError(f"cannot handle {message.topic}") if poisoned else None
+
+    transport = case.transport(fail=fail)
+    relay = case.relay(transport, max_attempts=3)
+    reports = await case.drain(relay)
+    assert sum(report.failed for report in reports) == 2
+    assert sum(report.dead for report in reports) == 1
+    assert paid(transport.delivered) == {streams["A"]: [1], streams["B"]: [1, 2]}
+    attempts = [m.attempt for m in transport.published if m.stream == streams["A"]]
+    assert attempts == [1, 1, 2, 3]  # the first message, then the poison three times
+    letters = await case.call(relay.dead_letters())
+    assert [(letter.message.event().total, letter.message.attempt) for letter in letters] == [
+        (2, 3)
+    ]
+    assert letters[0].last_error == "ValueError: cannot handle buttress.contract.order-paid"
+    backlog = await case.call(relay.backlog())
+    assert (backlog.pending, backlog.dead) == (1, 1)  # the third payment, held
+
+    poison["on"] = False
+    assert await case.call(relay.replay([letters[0].message.message_id])) == 1
+    await case.drain(relay)
+    assert paid(transport.delivered)[streams["A"]] == [1, 2, 3]
+    assert await case.call(relay.dead_letters()) == []
+    assert case.backend.outbox_rows() == []
+
+
+async def test_purging_a_dead_letter_lets_its_stream_go_on(case):
+    await case.write({"A": 2})
+    relay = case.relay(case.transport(fail=lambda m: ValueError("no")), max_attempts=1)
+    await case.drain(relay)
+    [letter] = await case.call(relay.dead_letters())
+    assert await case.call(relay.purge([uuid.uuid4()])) == 0  # not a dead letter: nothing
+    transport = case.transport()
+    relay = case.relay(transport)
+    assert await case.call(relay.purge()) == 1
+    await case.drain(relay)
+    assert [m.event().total for m in transport.delivered] == [2]
+    assert letter.message.event().total == 1
+
+
+class Hooked(RecordingTransport):
+    """Runs ``before`` at each publish, then records (and fails what ``fail`` picks)."""
+
+    def __init__(self, before: Any, **options: Any) -> None:
+        super().__init__(**options)
+        self.before = before
+
+    def publish(self, messages: Any) -> Any:
+        self.before()
+        return super().publish(messages)
+
+
+class AsyncHooked(Hooked):
+    async def publish(self, messages: Any) -> Any:  # type: ignore[override]
+        await self.before()
+        return RecordingTransport.publish(self, messages)
+
+
+async def test_a_relay_whose_lease_ran_out_changes_nothing(case):
+    """A stalls past its lease; B takes the batch over; A's late marks land while B publishes."""
+    streams = await case.write({"A": 1, "B": 1})
+
+    def late(message: Message) -> BaseException | None:  # A delivers one and fails one, late
+        return ValueError("late failure") if message.stream == streams["B"] else None
+
+    if case.asynchronous:
+        taken, marked = asyncio.Event(), asyncio.Event()
+
+        async def b_publishes() -> None:
+            taken.set()
+            await marked.wait()
+
+        stalled = case.relay(AsyncHooked(taken.wait, fail=late), lease=0.2)
+        other = case.relay(second := AsyncHooked(b_publishes))
+
+        async def a_round() -> RelayReport:
+            try:
+                return await stalled.run_once()
+            finally:
+                marked.set()
+
+        running = asyncio.create_task(a_round())
+        await asyncio.sleep(0.3)  # A's lease runs out while it waits to publish
+        b_report = await asyncio.wait_for(other.run_once(), 10)
+        a_report = await running
+    else:
+        taken, marked = threading.Event(), threading.Event()
+
+        def b_publishes_sync() -> None:
+            taken.set()
+            marked.wait(10)
+
+        stalled = case.relay(Hooked(lambda: taken.wait(10), fail=late), lease=0.2)
+        other = case.relay(second := Hooked(b_publishes_sync))
+        reports: list[RelayReport] = []
+
+        def a_round_sync() -> None:
+            try:
+                reports.append(stalled.run_once())
+            finally:
+                marked.set()
+
+        running = threading.Thread(target=a_round_sync)
+        running.start()
+        time.sleep(0.3)  # noqa: ASYNC251 - the sync relay blocks, as it does in its thread
+        b_report = other.run_once()
+        running.join(10)
+        [a_report] = reports
+    assert a_report == RelayReport(claimed=2, delivered=0, failed=1, lease_lost=2)
+    assert b_report == RelayReport(claimed=2, delivered=2)
+    assert case.backend.outbox_rows() == []  # nothing brought back, nothing left behind
+    assert sorted(m.stream for m in second.delivered) == sorted(streams.values())
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def test_a_commit_wakes_a_running_relay(case):
+    transport = case.transport()
+    relay = case.relay(transport, poll_interval=160.0)  # idle, it waits 10 s, then 20 s...
+    if case.asynchronous:
+        stop = asyncio.Event()
+        running = asyncio.create_task(relay.run(stop))
+    else:
+        stop = threading.Event()
+        running = threading.Thread(target=relay.run, args=(stop,))
+        running.start()
+    try:
+        await asyncio.sleep(0.2)  # the relay found nothing and waits
+        await case.write({"A": 1})
+        for _ in range(200):  # up to 5 s
+            if transport.delivered:
+                break
+            await asyncio.sleep(0.025)
+        assert len(transport.delivered) == 1
+    finally:
+        stop.set()
+        if case.asynchronous:
+            await asyncio.wait_for(running, 5)
+        else:
+            running.join(5)
+            assert not running.is_alive()
+
+
+async def test_settings_out_of_range_are_refused(case):
+    transport = case.transport()
+    for options, words in [
+        ({"batch_size": 0}, "batch_size"),
+        ({"lease": 0}, "lease"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"poll_interval": 0}, "poll_interval"),
+    ]:
+        with pytest.raises(ConfigurationError, match=words):
+            case.relay(transport, **options)
