@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
+    import sqlalchemy as sa
     from sqlalchemy import Engine
 
     from buttress.messaging._outbox import Outbox
@@ -125,7 +126,7 @@ class Relay:
         self._rows: _AsyncSqlRows | _AsyncMemoryRows = (
             _AsyncMemoryRows(source, outbox.table.name, batch_size)
             if isinstance(source, InMemoryStore)
-            else _AsyncSqlRows(source, Statements(outbox.table, batch_size))
+            else _AsyncSqlRows(source, outbox.table, batch_size)
         )
 
     def run_once(self) -> RelayReport:
@@ -258,9 +259,9 @@ class Relay:
 class _AsyncSqlRows:
     """The relay's statements run on the application's database, each in its own transaction."""
 
-    def __init__(self, engine: Engine, statements: Statements) -> None:
+    def __init__(self, engine: Engine, table: sa.Table, batch_size: int) -> None:
         self._engine = read_committed(engine)
-        self._statements = statements
+        self._statements = Statements(table, batch_size, engine.dialect.name)
 
     def claim(self, *, now: datetime, until: datetime, token: uuid.UUID) -> list[dict[str, Any]]:
         with self._engine.begin() as connection:

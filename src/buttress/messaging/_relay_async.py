@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
+    import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import AsyncEngine  # unasync: sync: from sqlalchemy import Engine
 
     from buttress.messaging._outbox import Outbox
@@ -123,7 +124,7 @@ class AsyncRelay:
         self._rows: _AsyncSqlRows | _AsyncMemoryRows = (
             _AsyncMemoryRows(source, outbox.table.name, batch_size)
             if isinstance(source, InMemoryStore)
-            else _AsyncSqlRows(source, Statements(outbox.table, batch_size))
+            else _AsyncSqlRows(source, outbox.table, batch_size)
         )
 
     async def run_once(self) -> RelayReport:
@@ -257,9 +258,9 @@ class AsyncRelay:
 class _AsyncSqlRows:
     """The relay's statements run on the application's database, each in its own transaction."""
 
-    def __init__(self, engine: AsyncEngine, statements: Statements) -> None:
+    def __init__(self, engine: AsyncEngine, table: sa.Table, batch_size: int) -> None:
         self._engine = read_committed(engine)
-        self._statements = statements
+        self._statements = Statements(table, batch_size, engine.dialect.name)
 
     async def claim(
         self, *, now: datetime, until: datetime, token: uuid.UUID

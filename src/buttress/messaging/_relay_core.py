@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from buttress.errors import ConfigurationError
 from buttress.messaging._transport import Message
@@ -156,7 +157,7 @@ class Statements:
     one writer, so its claims simply take turns.
     """
 
-    def __init__(self, table: sa.Table, batch_size: int) -> None:
+    def __init__(self, table: sa.Table, batch_size: int, dialect: str) -> None:
         c = table.c
         earlier = table.alias("earlier")
         now = sa.bindparam("b_now", type_=c.available_at.type)
@@ -186,7 +187,12 @@ class Statements:
             )
         )  # fmt: skip
         mine = c.lease_token == sa.bindparam("b_token", type_=c.lease_token.type)
-        self.delete = sa.delete(table).where(c.id.in_(sa.bindparam("b_ids", expanding=True)), mine)
+        if dialect == "postgresql":  # one array: the same statement (prepared once) every time
+            ids = sa.bindparam("b_ids", type_=postgresql.ARRAY(c.id.type))
+            delivered = c.id == sa.any_(ids)
+        else:
+            delivered = c.id.in_(sa.bindparam("b_ids", expanding=True))
+        self.delete = sa.delete(table).where(delivered, mine)
         self.fail = (
             sa.update(table)
             .where(c.id == sa.bindparam("b_id", type_=c.id.type), mine)
@@ -231,15 +237,26 @@ def read_committed(engine: Any) -> Any:
     """``engine`` set to READ COMMITTED on PostgreSQL, where SKIP LOCKED claims need it.
 
     Under REPEATABLE READ a claim that meets a row another relay changed since
-    its snapshot fails instead of skipping it.
+    its snapshot fails instead of skipping it. An engine left at the server's
+    default (READ COMMITTED) is used as it is: setting the level again costs
+    two round trips per transaction.
+
+    Raises:
+        ConfigurationError: The database is neither PostgreSQL nor SQLite.
     """
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="READ COMMITTED")
-    if engine.dialect.name != "sqlite":
+    name = engine.dialect.name
+    if name == "sqlite":
+        return engine
+    if name != "postgresql":
         raise ConfigurationError(
-            f"the relay runs on PostgreSQL and SQLite; {engine.dialect.name} is not supported"
+            f"the relay runs on PostgreSQL and SQLite; {name} is not supported"
         )
-    return engine
+    level = engine.get_execution_options().get("isolation_level") or getattr(
+        engine.dialect, "isolation_level", None
+    )
+    if level is None or level == "READ COMMITTED":
+        return engine
+    return engine.execution_options(isolation_level="READ COMMITTED")
 
 
 # -- the in-memory twin ------------------------------------------------------------------
