@@ -17,6 +17,7 @@ from buttress.errors import (
     ConflictError,
     DeadlineExceededError,
     DecodeError,
+    DeliveryError,
     MissingDependencyError,
     NotFoundError,
     QueryError,
@@ -38,6 +39,7 @@ EXAMPLES: list[ButtressError] = [
     QueryError("Order has no field 'colour'; its fields are: id, total"),
     ConfigurationError.from_problems("invalid settings", ["A: bad", "B: worse"]),
     MissingDependencyError("redis", "redis", "RedisCache"),
+    DeliveryError("1 durable handler(s) of orders.placed failed", failures=("a failure",)),
 ]
 
 

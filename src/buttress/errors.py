@@ -15,6 +15,7 @@ Exception
     │   └── BulkheadFullError                  ... because its concurrency limit is reached
     ├── DeadlineExceededError   (TimeoutError) a call took longer than its time limit
     ├── RetryError                             retrying stopped with no exception to re-raise
+    ├── DeliveryError                          a durable handler failed on a delivered message
     ├── DecodeError             (ValueError)   stored or received data cannot be decoded
     ├── CacheKeyError           (TypeError)    an argument cannot be part of a cache key
     ├── QueryError              (ValueError)   a query names an unknown field or a bad limit
@@ -42,6 +43,7 @@ __all__ = [
     "ConflictError",
     "DeadlineExceededError",
     "DecodeError",
+    "DeliveryError",
     "MissingDependencyError",
     "NotFoundError",
     "QueryError",
@@ -268,6 +270,26 @@ class RetryError(ButtressError):
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
         self.attempts = attempts
+        super().__init__(message)
+
+
+class DeliveryError(ButtressError):
+    """A durable event handler failed on a delivered message; the message is tried again.
+
+    Raised by ``MessageBus.deliver`` after every durable handler of the event
+    ran, so a transport reports the message failed and the relay retries it
+    (handlers that succeeded run again: make them idempotent with
+    ``buttress.messaging.Inbox``).
+
+    Args:
+        message: Which handlers failed, on which event.
+        failures: Each failed handler's `HandlerFailure` (handler, event, error).
+    """
+
+    failures: tuple[Any, ...]
+
+    def __init__(self, message: str, *, failures: tuple[Any, ...] = ()) -> None:
+        self.failures = failures
         super().__init__(message)
 
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from messaging_backends import MESSAGING_METADATA, Backend, asyncio_backend, sync_backend
+from messaging_backends import (
+    MESSAGING_METADATA,
+    Backend,
+    Case,
+    asyncio_backend,
+    sync_backend,
+)
 
 from buttress.testing import contract_metadata
 from postgres_schemas import schema_holding
@@ -55,3 +61,26 @@ async def async_backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncI
 @pytest.fixture
 def make_async_uow(async_backend: Backend) -> Callable[[], Any]:
     return async_backend.uow
+
+
+POSTGRES = pytest.mark.postgres
+CASES = [
+    pytest.param(("sync", "memory"), id="sync-memory"),
+    pytest.param(("sync", "sqlite"), id="sync-sqlite"),
+    pytest.param(("sync", "postgres"), id="sync-postgres", marks=POSTGRES),
+    pytest.param(("async", "memory"), id="async-memory"),
+    pytest.param(("async", "aiosqlite"), id="async-aiosqlite"),
+    pytest.param(("async", "asyncpg"), id="async-asyncpg", marks=POSTGRES),
+    pytest.param(("async", "psycopg"), id="async-psycopg", marks=POSTGRES),
+]
+
+
+@pytest_asyncio.fixture(params=CASES)
+async def case(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Case]:
+    flavour, name = request.param
+    if flavour == "sync":
+        for backend in sync_backend(name, request, tmp_path):
+            yield Case(backend, asynchronous=False)
+    else:
+        async for backend in asyncio_backend(name, request, tmp_path):
+            yield Case(backend, asynchronous=True)

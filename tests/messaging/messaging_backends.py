@@ -7,6 +7,7 @@ another directory's ``conftest`` module may be the one ``import conftest`` finds
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from buttress.messaging import Inbox, Outbox
+from buttress.domain import F
+from buttress.messaging import AsyncRelay, Inbox, Outbox, Relay, RelayReport
 from buttress.persistence import (
     AsyncInMemoryUnitOfWork,
     AsyncSqlAlchemyUnitOfWork,
@@ -23,7 +25,12 @@ from buttress.persistence import (
     InMemoryUnitOfWork,
     SqlAlchemyUnitOfWork,
 )
-from buttress.testing import contract_metadata
+from buttress.testing import (
+    AsyncRecordingTransport,
+    ContractOrder,
+    RecordingTransport,
+    contract_metadata,
+)
 from postgres_schemas import emptied
 
 MESSAGING_METADATA = sa.MetaData()
@@ -123,3 +130,59 @@ async def asyncio_backend(
     )
     await engine.dispose()
     sync.dispose()
+
+
+@dataclasses.dataclass
+class Case:
+    """One backend, driven by the relay of its flavour."""
+
+    backend: Backend
+    asynchronous: bool
+
+    async def call(self, value: Any) -> Any:
+        return await value if inspect.isawaitable(value) else value
+
+    async def write(self, counts: dict[str, int]) -> dict[str, str]:
+        """For each order ref, ``count`` payments (totals 1, 2, ...) in one commit per order.
+
+        Returns each order's stream.
+        """
+        streams = {}
+        for ref, count in counts.items():
+            uow = self.backend.uow(outbox=True)
+            await self.call(uow.__aenter__() if self.asynchronous else uow.__enter__())
+            try:
+                orders = uow.repository(ContractOrder)
+                order = await self.call(orders.first(F("ref") == ref))
+                if order is None:
+                    order = ContractOrder(ref=ref)
+                    await self.call(orders.add(order))
+                for _ in range(count):
+                    order.total += 1
+                    order.pay()
+                await self.call(uow.commit())
+                streams[ref] = f"ContractOrder:{order.id}"
+            finally:
+                exit_ = uow.__aexit__ if self.asynchronous else uow.__exit__
+                await self.call(exit_(None, None, None))
+        return streams
+
+    def transport(self, **options: Any) -> RecordingTransport:
+        kind = AsyncRecordingTransport if self.asynchronous else RecordingTransport
+        return kind(**options)
+
+    def relay(self, transport: RecordingTransport, **options: Any) -> Any:
+        options.setdefault("retry_initial", 0.0)
+        options.setdefault("retry_jitter", 0.0)
+        kind = AsyncRelay if self.asynchronous else Relay
+        return kind(self.backend.source, OUTBOX, transport, **options)
+
+    async def drain(self, relay: Any, rounds: int = 50) -> list[RelayReport]:
+        """Run rounds until one claims nothing (at most ``rounds``)."""
+        reports = []
+        for _ in range(rounds):
+            report = await self.call(relay.run_once())
+            reports.append(report)
+            if report.claimed == 0:
+                return reports
+        raise AssertionError(f"the outbox did not drain in {rounds} rounds")

@@ -10,79 +10,17 @@ lease ran out changes nothing, and a commit wakes a running relay.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import inspect
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from messaging_backends import OUTBOX, Backend, asyncio_backend, sync_backend
 
-from buttress.domain import F
 from buttress.errors import ConfigurationError
-from buttress.messaging import AsyncRelay, Message, Relay, RelayReport
-from buttress.testing import AsyncRecordingTransport, ContractOrder, OrderPaid, RecordingTransport
-
-
-@dataclasses.dataclass
-class Case:
-    """One backend, driven by the relay of its flavour."""
-
-    backend: Backend
-    asynchronous: bool
-
-    async def call(self, value: Any) -> Any:
-        return await value if inspect.isawaitable(value) else value
-
-    async def write(self, counts: dict[str, int]) -> dict[str, str]:
-        """For each order ref, ``count`` payments (totals 1, 2, ...) in one commit per order.
-
-        Returns each order's stream.
-        """
-        streams = {}
-        for ref, count in counts.items():
-            uow = self.backend.uow(outbox=True)
-            await self.call(uow.__aenter__() if self.asynchronous else uow.__enter__())
-            try:
-                orders = uow.repository(ContractOrder)
-                order = await self.call(orders.first(F("ref") == ref))
-                if order is None:
-                    order = ContractOrder(ref=ref)
-                    await self.call(orders.add(order))
-                for _ in range(count):
-                    order.total += 1
-                    order.pay()
-                await self.call(uow.commit())
-                streams[ref] = f"ContractOrder:{order.id}"
-            finally:
-                exit_ = uow.__aexit__ if self.asynchronous else uow.__exit__
-                await self.call(exit_(None, None, None))
-        return streams
-
-    def transport(self, **options: Any) -> RecordingTransport:
-        kind = AsyncRecordingTransport if self.asynchronous else RecordingTransport
-        return kind(**options)
-
-    def relay(self, transport: RecordingTransport, **options: Any) -> Any:
-        options.setdefault("retry_initial", 0.0)
-        options.setdefault("retry_jitter", 0.0)
-        kind = AsyncRelay if self.asynchronous else Relay
-        return kind(self.backend.source, OUTBOX, transport, **options)
-
-    async def drain(self, relay: Any, rounds: int = 50) -> list[RelayReport]:
-        """Run rounds until one claims nothing (at most ``rounds``)."""
-        reports = []
-        for _ in range(rounds):
-            report = await self.call(relay.run_once())
-            reports.append(report)
-            if report.claimed == 0:
-                return reports
-        raise AssertionError(f"the outbox did not drain in {rounds} rounds")
+from buttress.messaging import Message, RelayReport
+from buttress.testing import AsyncRecordingTransport, OrderPaid, RecordingTransport
 
 
 def paid(messages: list[Message]) -> dict[str, list[int]]:
@@ -93,29 +31,6 @@ def paid(messages: list[Message]) -> dict[str, list[int]]:
         assert isinstance(event, OrderPaid)
         streams.setdefault(message.stream, []).append(event.total)
     return streams
-
-
-POSTGRES = pytest.mark.postgres
-CASES = [
-    pytest.param(("sync", "memory"), id="sync-memory"),
-    pytest.param(("sync", "sqlite"), id="sync-sqlite"),
-    pytest.param(("sync", "postgres"), id="sync-postgres", marks=POSTGRES),
-    pytest.param(("async", "memory"), id="async-memory"),
-    pytest.param(("async", "aiosqlite"), id="async-aiosqlite"),
-    pytest.param(("async", "asyncpg"), id="async-asyncpg", marks=POSTGRES),
-    pytest.param(("async", "psycopg"), id="async-psycopg", marks=POSTGRES),
-]
-
-
-@pytest_asyncio.fixture(params=CASES)
-async def case(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Case]:
-    flavour, name = request.param
-    if flavour == "sync":
-        for backend in sync_backend(name, request, tmp_path):
-            yield Case(backend, asynchronous=False)
-    else:
-        async for backend in asyncio_backend(name, request, tmp_path):
-            yield Case(backend, asynchronous=True)
 
 
 pytestmark = pytest.mark.asyncio

@@ -21,7 +21,13 @@ from buttress.messaging._bus_async import AsyncMessageBus
 from buttress.messaging._commands import Command
 from buttress.messaging._dispatch import DispatchReport, HandlerFailure
 from buttress.messaging._handlers import Handler, Handlers
-from buttress.messaging._transport import AsyncTransport, Message, Transport
+from buttress.messaging._transport import (
+    AsyncInProcessTransport,
+    AsyncTransport,
+    InProcessTransport,
+    Message,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from buttress.messaging._inbox import Inbox
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from buttress.messaging._relay_core import Backlog, DeadLetter, RelayReport
 
 __all__ = [
+    "AsyncInProcessTransport",
     "AsyncMessageBus",
     "AsyncRelay",
     "AsyncTransport",
@@ -41,6 +48,7 @@ __all__ = [
     "Handler",
     "HandlerFailure",
     "Handlers",
+    "InProcessTransport",
     "Inbox",
     "Message",
     "MessageBus",

@@ -10,6 +10,7 @@ import collections
 from typing import TYPE_CHECKING, Any, Final
 
 from buttress.domain import DomainEvent
+from buttress.errors import ConfigurationError
 from buttress.messaging._context import CAUSATION, CORRELATION
 from buttress.messaging._dispatch import (
     Core,
@@ -113,6 +114,52 @@ class AsyncMessageBus:
             raise
         if events:
             await self._publish(events, report)
+        return report
+
+    async def deliver(self, event: DomainEvent, *, correlation_id: object = None) -> DispatchReport:
+        """Run the durable handlers of an event delivered from the outbox, then what they caused.
+
+        What a transport calls for each message a relay hands it (see
+        `InProcessTransport`), or a broker's consumer for each message it
+        receives. Each durable handler runs in its own dispatch, all of them
+        even when one fails; the events their units commit go to the inline
+        handlers, as after `handle`.
+
+        Args:
+            event: The delivered event (``message.event()``).
+            correlation_id: The correlation id the message carried (its
+                ``headers["correlation_id"]``), kept for the work it causes;
+                the event's id when it carried none.
+
+        Returns:
+            The report: every event handled, every inline handler that failed.
+
+        Raises:
+            DeliveryError: A durable handler failed (chained to the first
+                error): the transport reports the message failed, and the relay
+                delivers it again later.
+            ConfigurationError: A durable handler's dependency is not provided.
+        """
+        cause = correlation_id if correlation_id is not None else event.event_id
+        token = CORRELATION.set(cause)
+        try:
+            core = self._core
+            report = DispatchReport(event)
+            failures: list[HandlerFailure] = []
+            caused: list[DomainEvent] = []
+            for handler in core.durable_handlers(type(event)):
+                try:
+                    await self._run(handler, event, caused)
+                except ConfigurationError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - every durable handler runs
+                    failures.append(HandlerFailure(handler.name, event, error))
+            if caused:
+                await self._publish(caused, report)
+        finally:
+            CORRELATION.reset(token)
+        if failures:
+            raise core.undelivered(event, failures)
         return report
 
     def check(self) -> None:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from buttress.errors import ConfigurationError
+from buttress.errors import ConfigurationError, DeliveryError
 from buttress.messaging._commands import Command
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ class Core:
 
     __slots__ = (
         "_busy",
+        "_durable",
         "_events",
         "_plans",
         "_providers",
@@ -114,6 +115,7 @@ class Core:
         self._version = -1
         self._plans: dict[int, tuple[Plan, tuple[str, ...]]] = {}
         self._events: dict[type[DomainEvent], tuple[Handler, ...]] = {}
+        self._durable: dict[type[DomainEvent], tuple[Handler, ...]] = {}
         self._providers = _providers_of(dependencies)
 
     def _fresh(self) -> None:
@@ -121,6 +123,7 @@ class Core:
         if self._version != self.handlers.version:
             self._plans.clear()
             self._events.clear()
+            self._durable.clear()
             self._version = self.handlers.version
 
     def command_handler(self, message: object) -> Handler:
@@ -136,6 +139,29 @@ class Core:
         if found is None:
             found = self._events[event_type] = self.handlers.event_handlers(event_type)
         return found
+
+    def durable_handlers(self, event_type: type[DomainEvent]) -> tuple[Handler, ...]:
+        self._fresh()
+        found = self._durable.get(event_type)
+        if found is None:
+            found = self._durable[event_type] = self.handlers.event_handlers(
+                event_type, durable=True
+            )
+        return found
+
+    def undelivered(self, event: DomainEvent, failures: list[HandlerFailure]) -> DeliveryError:
+        """The error `deliver` raises when durable handlers failed: the relay retries the event."""
+        what = "; ".join(
+            f"{failure.handler}: {type(failure.error).__qualname__}: {failure.error}"
+            for failure in failures
+        )
+        error = DeliveryError(
+            f"{len(failures)} durable handler(s) of {event.event_name} {event.event_id} "
+            f"failed ({what}); the relay delivers it again",
+            failures=tuple(failures),
+        )
+        error.__cause__ = failures[0].error
+        return error
 
     def plan(self, handler: Handler) -> Plan:
         """The ``(name, provider)`` pairs ``handler`` is called with.

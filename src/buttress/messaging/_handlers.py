@@ -32,9 +32,13 @@ class Handler:
     optional: tuple[str, ...]
     """Parameters after the message with a default: provided if a dependency has the name."""
     is_async: bool
+    durable: bool = False
+    """Whether it runs when the relay delivers the event, instead of inline at dispatch."""
 
     @classmethod
-    def of(cls, function: Callable[..., Any], message: type[Any]) -> Handler:
+    def of(
+        cls, function: Callable[..., Any], message: type[Any], *, durable: bool = False
+    ) -> Handler:
         """Read ``function``'s parameters: the message first, then dependencies by name.
 
         Raises:
@@ -79,6 +83,7 @@ class Handler:
             optional=tuple(p.name for p in rest if p.default is not inspect.Parameter.empty),
             is_async=inspect.iscoroutinefunction(function)
             or inspect.iscoroutinefunction(type(function).__call__),  # an object, async __call__
+            durable=durable,
         )
 
 
@@ -154,14 +159,23 @@ class Handlers:
 
         return register
 
-    def event(self, event_type: type[DomainEvent]) -> Callable[[H], H]:
+    def event(self, event_type: type[DomainEvent], *, durable: bool = False) -> Callable[[H], H]:
         """Register the decorated function as a handler of ``event_type`` (and its subclasses).
 
         Handlers of one event run in the order they were registered, those of
         the event's own class before those of its base classes.
 
+        An inline handler (the default) runs in the process that committed the
+        event, right after the commit, and is lost if that process dies first.
+        A durable one runs when a relay delivers the event from the outbox
+        (`MessageBus.deliver`, through `InProcessTransport` or a broker's
+        consumer): at least once, retried until it succeeds, in order per
+        aggregate. Make it idempotent with `Inbox` (``event.event_id`` is the
+        message id).
+
         Args:
             event_type: A `DomainEvent` subclass (or `DomainEvent`, for every event).
+            durable: Run it on delivery from the outbox, not inline.
 
         Returns:
             A decorator that registers its function and returns it unchanged.
@@ -177,7 +191,7 @@ class Handlers:
             )
 
         def register(function: H) -> H:
-            handler = Handler.of(function, event_type)
+            handler = Handler.of(function, event_type, durable=durable)
             registered = self._events.setdefault(event_type, [])
             if any(other.function == function for other in registered):  # bound methods
                 raise ConfigurationError(
@@ -203,13 +217,16 @@ class Handlers:
             )
         return handler
 
-    def event_handlers(self, event_type: type[DomainEvent]) -> tuple[Handler, ...]:
-        """The handlers of ``event_type``: its own, then those of its base classes."""
+    def event_handlers(
+        self, event_type: type[DomainEvent], *, durable: bool = False
+    ) -> tuple[Handler, ...]:
+        """The inline (or durable) handlers of ``event_type``: its own, then its base classes'."""
         return tuple(
             handler
             for cls in event_type.__mro__
             if _subclass(cls, DomainEvent)
             for handler in self._events.get(cls, ())
+            if handler.durable == durable
         )
 
     def all(self) -> tuple[Handler, ...]:

@@ -11,8 +11,16 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from buttress.domain import DomainEvent
+    from buttress.messaging._bus import MessageBus
+    from buttress.messaging._bus_async import AsyncMessageBus
 
-__all__ = ["AsyncTransport", "Message", "Transport"]
+__all__ = [
+    "AsyncInProcessTransport",
+    "AsyncTransport",
+    "InProcessTransport",
+    "Message",
+    "Transport",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,3 +83,69 @@ class AsyncTransport(Protocol):
     async def publish(self, messages: Sequence[Message]) -> Mapping[uuid.UUID, BaseException]:
         """See `Transport.publish`."""
         ...
+
+
+class InProcessTransport:
+    """Delivers each message to the durable handlers of a bus in this process.
+
+    The default transport: one machine, nothing to install. For each message
+    it rebuilds the event and calls `MessageBus.deliver`; a message whose
+    durable handlers failed (or whose event this process does not know) is
+    reported failed, and the relay tries it again later.
+
+    Args:
+        bus: The bus whose durable handlers receive the events.
+
+    Example:
+        ```python
+        from buttress.messaging import Handlers, InProcessTransport, MessageBus
+
+        transport = InProcessTransport(MessageBus(Handlers()))
+        assert transport.publish([]) == {}
+        ```
+    """
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+
+    def publish(self, messages: Sequence[Message]) -> Mapping[uuid.UUID, BaseException]:
+        """Deliver each message in turn; return the ones that failed."""
+        failures: dict[uuid.UUID, BaseException] = {}
+        for message in messages:
+            try:
+                self._bus.deliver(
+                    message.event(), correlation_id=message.headers.get("correlation_id")
+                )
+            except Exception as error:  # noqa: BLE001 - reported: the relay retries it
+                failures[message.message_id] = error
+        return failures
+
+
+class AsyncInProcessTransport:
+    """The asyncio flavour of `InProcessTransport`, for `AsyncRelay` and `AsyncMessageBus`.
+
+    The messages of a batch (each of another stream) are delivered one after
+    the other.
+
+    Args:
+        bus: The bus whose durable handlers receive the events.
+    """
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: AsyncMessageBus) -> None:
+        self._bus = bus
+
+    async def publish(self, messages: Sequence[Message]) -> Mapping[uuid.UUID, BaseException]:
+        """See `InProcessTransport.publish`."""
+        failures: dict[uuid.UUID, BaseException] = {}
+        for message in messages:
+            try:
+                await self._bus.deliver(
+                    message.event(), correlation_id=message.headers.get("correlation_id")
+                )
+            except Exception as error:  # noqa: BLE001 - reported: the relay retries it
+                failures[message.message_id] = error
+        return failures
