@@ -15,7 +15,14 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from service_check import POSTGRES_URL, REDIS_URL, in_ci, reachable, require_service
+from service_check import (
+    POSTGRES_URL,
+    RABBITMQ_URL,
+    REDIS_URL,
+    in_ci,
+    reachable,
+    require_service,
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +37,12 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    require_service("rabbitmq", is_reachable=reachable(RABBITMQ_URL, 5672), ci=in_ci())
+    return RABBITMQ_URL
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that uses a service fixture, so ``-m 'not postgres'`` works."""
     for item in items:
@@ -38,6 +51,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
         if "redis_url" in fixtures:
             item.add_marker(pytest.mark.redis)
+        if "rabbitmq_url" in fixtures:
+            item.add_marker(pytest.mark.rabbitmq)
 
 
 @pytest.fixture(scope="session")

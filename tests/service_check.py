@@ -12,6 +12,7 @@ POSTGRES_URL = os.environ.get(
     "BUTTRESS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("BUTTRESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("BUTTRESS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 HOW_TO_START = {
     "postgres": (
@@ -21,6 +22,10 @@ HOW_TO_START = {
     "redis": (
         'start it with `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save ""'
         " --appendonly no` or point BUTTRESS_TEST_REDIS_URL at a server"
+    ),
+    "rabbitmq": (
+        'start it with `su rabbitmq -s /bin/sh -c "rabbitmq-server -detached"` (Debian package'
+        " rabbitmq-server) or point BUTTRESS_TEST_RABBITMQ_URL at a broker"
     ),
 }
 

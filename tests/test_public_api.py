@@ -126,6 +126,8 @@ EXPORTS = {
     "buttress.messaging": [
         "AsyncInProcessTransport",
         "AsyncMessageBus",
+        "AsyncRabbitMQConsumer",
+        "AsyncRabbitMQTransport",
         "AsyncRelay",
         "AsyncTransport",
         "Backlog",
@@ -140,6 +142,8 @@ EXPORTS = {
         "Message",
         "MessageBus",
         "Outbox",
+        "RabbitMQConsumer",
+        "RabbitMQTransport",
         "Relay",
         "RelayReport",
         "Transport",

@@ -253,3 +253,52 @@ def test_a_relay_killed_between_publish_and_remove_loses_nothing_and_doubles_no_
         effects = {order.ref: order.total for order in uow.repository(ContractOrder).find()}
     assert effects == {f"Order:{n}": 3 for n in range(30)}  # each message's effect once
     assert consumer.skipped == 30  # the killed relay's batch, recognised by the inbox
+
+
+def test_relays_on_a_repeatable_read_engine_claim_without_serialization_failures(
+    postgres, request, caplog
+):
+    schema = request.getfixturevalue("messaging_schema")
+    engine = sa.create_engine(
+        request.getfixturevalue("postgres_url"),
+        connect_args={"options": f"-csearch_path={schema}"},
+        isolation_level="REPEATABLE READ",
+    )
+    try:
+        expected = fill(postgres, streams=50, per_stream=20)
+        transport = Jittery(seed=3)
+        run_relays(
+            4,
+            lambda: Relay(engine, OUTBOX, transport, batch_size=20),
+            until=lambda: len(transport.delivered) >= expected,
+        )
+    finally:
+        engine.dispose()
+    assert "SerializationFailure" not in caplog.text
+    assert all(sequence == list(range(1, 21)) for sequence in totals(transport.delivered).values())
+
+
+def test_the_claim_looks_for_earlier_rows_per_row_however_deep_a_stream_is(postgres):
+    """One stream 5 000 deep: the look for earlier rows stays a probe that stops at the first.
+
+    Flattened into an anti-join on the stream alone, it compares every pair of rows of
+    the stream: quadratic (seconds per claim at 5 000 rows).
+    """
+    fill(postgres, streams=1, per_stream=5_000)
+    assert postgres.engine is not None
+    from buttress.messaging._relay_core import Statements  # noqa: PLC0415
+
+    claim = Statements(OUTBOX.table, 100, "postgresql").claim
+    compiled = claim.compile(dialect=postgres.engine.dialect)
+    now = sa.func.now()
+    with postgres.engine.connect() as connection:
+        connection.execute(sa.text(f"ANALYZE {OUTBOX.table.name}"))
+        parameters = compiled.construct_params(
+            {"b_now": connection.scalar(sa.select(now)), "b_until": None, "b_token": None}
+        )
+        plan = "\n".join(
+            row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}", parameters)
+        )
+        connection.rollback()
+    assert "Anti Join" not in plan, plan
+    assert "NOT (SubPlan 1)" in plan, plan

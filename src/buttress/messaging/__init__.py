@@ -32,6 +32,12 @@ from buttress.messaging._transport import (
 if TYPE_CHECKING:
     from buttress.messaging._inbox import Inbox
     from buttress.messaging._outbox import Outbox
+    from buttress.messaging._rabbitmq import (
+        AsyncRabbitMQConsumer,
+        AsyncRabbitMQTransport,
+        RabbitMQConsumer,
+        RabbitMQTransport,
+    )
     from buttress.messaging._relay import Relay
     from buttress.messaging._relay_async import AsyncRelay
     from buttress.messaging._relay_core import Backlog, DeadLetter, RelayReport
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncInProcessTransport",
     "AsyncMessageBus",
+    "AsyncRabbitMQConsumer",
+    "AsyncRabbitMQTransport",
     "AsyncRelay",
     "AsyncTransport",
     "Backlog",
@@ -53,6 +61,8 @@ __all__ = [
     "Message",
     "MessageBus",
     "Outbox",
+    "RabbitMQConsumer",
+    "RabbitMQTransport",
     "Relay",
     "RelayReport",
     "Transport",
@@ -66,6 +76,10 @@ _LAZY = {
     "Backlog": "_relay_core",
     "DeadLetter": "_relay_core",
     "RelayReport": "_relay_core",
+    "AsyncRabbitMQConsumer": "_rabbitmq",
+    "AsyncRabbitMQTransport": "_rabbitmq",
+    "RabbitMQConsumer": "_rabbitmq",
+    "RabbitMQTransport": "_rabbitmq",
 }
 """Names imported on first use: the bus alone does not load SQLAlchemy."""
 

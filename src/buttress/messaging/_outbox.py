@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from buttress.domain import DomainEvent
 
 __all__ = ["Outbox"]
+
+_WAKERS = "buttress_outbox_wakers"
+logger = logging.getLogger("buttress.messaging")
 
 
 class Outbox:
@@ -59,7 +63,6 @@ class Outbox:
     __slots__ = ("_table", "_wakers")
 
     def __init__(self, metadata: sa.MetaData, *, table_name: str = "buttress_outbox") -> None:
-        self._wakers: list[Callable[[], None]] = []
         existing = metadata.tables.get(table_name)
         if existing is not None:
             if set(existing.columns.keys()) != {column.name for column in _columns()}:
@@ -68,8 +71,10 @@ class Outbox:
                     "pass another table_name="
                 )
             self._table = existing
-            return
-        self._table = sa.Table(table_name, metadata, *_columns(), *_indexes(table_name))
+        else:
+            self._table = sa.Table(table_name, metadata, *_columns(), *_indexes(table_name))
+        # kept on the table: every Outbox of it wakes the same relays
+        self._wakers: list[Callable[[], None]] = self._table.info.setdefault(_WAKERS, [])
 
     @property
     def table(self) -> sa.Table:
@@ -79,7 +84,10 @@ class Outbox:
     def written(self) -> None:
         """Wake the relays of this process waiting on this outbox (a unit just committed rows)."""
         for wake in tuple(self._wakers):
-            wake()
+            try:
+                wake()
+            except Exception:  # the commit is done: a waker cannot undo it
+                logger.exception("waking a relay after a commit failed")
 
     def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` after each commit that writes rows here; return what unsubscribes it.

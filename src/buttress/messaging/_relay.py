@@ -19,6 +19,7 @@ from buttress.messaging._relay_core import (
     RelayReport,
     Statements,
     aware,
+    check_dialect,
     check_settings,
     error_text,
     memory_backlog,
@@ -27,9 +28,10 @@ from buttress.messaging._relay_core import (
     memory_delete,
     memory_fail,
     memory_purge,
+    memory_release,
     memory_replay,
     message_of,
-    read_committed,
+    needs_read_committed,
     relay_woken,
     thread_waker,
     utcnow,
@@ -115,6 +117,9 @@ class Relay:
             lease=lease,
             max_attempts=max_attempts,
             poll_interval=poll_interval,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            retry_jitter=retry_jitter,
         )
         self._outbox = outbox
         self._transport = transport
@@ -132,17 +137,38 @@ class Relay:
     def run_once(self) -> RelayReport:
         """Claim a batch, publish it, and remove or back off each message; what was done.
 
+        A round stopped midway (cancelled, interrupted, or a database error after
+        the claim) gives back the leases it still holds, so another relay can
+        deliver those messages at once (a message published before the stop is
+        published again: delivery is at least once).
+
         Raises:
-            Exception: The database's error when a claim or a mark failed (what
-                was claimed is claimed again once its lease ends).
+            Exception: The database's error when a claim or a mark failed.
         """
         token = uuid.uuid4()
         now = utcnow()
         rows = self._rows.claim(now=now, until=now + self._lease, token=token)
         if not rows:
             return RelayReport()
-        messages = [message_of(row) for row in rows]
-        failures = self._publish(messages)
+        try:
+            return self._deliver(token, rows)
+        except BaseException:
+            self._release(token)
+            raise
+
+    def _deliver(self, token: uuid.UUID, rows: list[dict[str, Any]]) -> RelayReport:
+        failures: dict[uuid.UUID, BaseException] = {}
+        messages: list[Message] = []
+        for row in rows:
+            if row["attempts"] > self._max_attempts:  # every attempt ended the relay (a crash)
+                failures[row["message_id"]] = _Stopped(row["attempts"] - 1)
+                continue
+            try:
+                messages.append(message_of(row))
+            except Exception as error:  # noqa: BLE001 - a row that cannot be read fails alone
+                failures[row["message_id"]] = error
+        if messages:
+            failures.update(self._publish(messages))
         delivered = [row["id"] for row in rows if row["message_id"] not in failures]
         removed = self._rows.delete(token=token, ids=delivered) if delivered else 0
         marks = [
@@ -150,18 +176,28 @@ class Relay:
             for row in rows
             if row["message_id"] in failures
         ]
-        marked = self._rows.fail(token=token, marks=marks) if marks else 0
-        dead = sum(1 for mark in marks if mark["b_status"] == DEAD)
-        for message in messages:
-            if message.message_id in failures:
-                self._log_failure(message, failures[message.message_id])
+        marked = set(self._rows.fail(token=token, marks=marks)) if marks else set()
+        landed = [mark for mark in marks if mark["b_id"] in marked]
+        dead = sum(1 for mark in landed if mark["b_status"] == DEAD)
+        for row in rows:
+            failure = failures.get(row["message_id"])
+            if failure is not None:
+                self._log_failure(row, failure, lost=row["id"] not in marked)
         return RelayReport(
             claimed=len(rows),
             delivered=removed,
-            failed=len(marks) - dead,
+            failed=len(landed) - dead,
             dead=dead,
-            lease_lost=len(delivered) - removed + len(marks) - marked,
+            lease_lost=len(delivered) - removed + len(marks) - len(landed),
         )
+
+    def _release(self, token: uuid.UUID) -> None:
+        """Give back this round's leases (shielded: it runs while the round is cancelled)."""
+        try:
+            rows = self._rows
+            rows.release(token=token)
+        except Exception:  # noqa: BLE001 - the leases then run out on their own
+            _log.exception("giving back the leases of a stopped round failed")
 
     def run(
         self,
@@ -241,17 +277,21 @@ class Relay:
             "b_error": error_text(error),
         }
 
-    def _log_failure(self, message: Message, error: BaseException) -> None:
-        dead = message.attempt >= self._max_attempts
+    def _log_failure(self, row: dict[str, Any], error: BaseException, *, lost: bool) -> None:
+        dead = row["attempts"] >= self._max_attempts and not lost
         _log.log(
             logging.ERROR if dead else logging.WARNING,
             "delivering %s %s (stream %s) failed on attempt %d of %d%s: %s",
-            message.topic,
-            message.message_id,
-            message.stream,
-            message.attempt,
+            row["topic"],
+            row["message_id"],
+            row["stream"],
+            row["attempts"],
             self._max_attempts,
-            "; it is a dead letter" if dead else "",
+            "; it is a dead letter"
+            if dead
+            else "; another relay has taken it over (the lease ran out)"
+            if lost
+            else "",
             error_text(error),
         )
 
@@ -260,11 +300,26 @@ class _AsyncSqlRows:
     """The relay's statements run on the application's database, each in its own transaction."""
 
     def __init__(self, engine: Engine, table: sa.Table, batch_size: int) -> None:
-        self._engine = read_committed(engine)
+        check_dialect(engine.dialect.name)
+        self._given = engine
+        self._engine: Engine | None = None
         self._statements = Statements(table, batch_size, engine.dialect.name)
 
+    def _ready(self) -> Engine:
+        """The engine, set to READ COMMITTED if its connections are at another level."""
+        engine = self._engine
+        if engine is None:
+            given = self._given
+            with given.connect() as connection:
+                level = connection.get_isolation_level()
+            if needs_read_committed(given.dialect.name, level):
+                given = given.execution_options(isolation_level="READ COMMITTED")
+            engine = self._engine = given
+        return engine
+
     def claim(self, *, now: datetime, until: datetime, token: uuid.UUID) -> list[dict[str, Any]]:
-        with self._engine.begin() as connection:
+        engine = self._ready()
+        with engine.begin() as connection:
             result = connection.execute(
                 self._statements.claim, {"b_now": now, "b_until": until, "b_token": token}
             )
@@ -272,37 +327,50 @@ class _AsyncSqlRows:
         return sorted(rows, key=_by_id)
 
     def delete(self, *, token: uuid.UUID, ids: Sequence[int]) -> int:
-        with self._engine.begin() as connection:
+        engine = self._ready()
+        with engine.begin() as connection:
             result = connection.execute(
                 self._statements.delete, {"b_token": token, "b_ids": list(ids)}
             )
         return int(result.rowcount)
 
-    def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> int:
-        changed = 0
-        with self._engine.begin() as connection:
+    def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> list[int]:
+        engine = self._ready()
+        landed = []
+        with engine.begin() as connection:
             for mark in marks:
                 result = connection.execute(self._statements.fail, {**mark, "b_token": token})
-                changed += int(result.rowcount)
-        return changed
+                if result.rowcount:
+                    landed.append(mark["b_id"])
+        return landed
+
+    def release(self, *, token: uuid.UUID) -> int:
+        engine = self._ready()
+        with engine.begin() as connection:
+            result = connection.execute(self._statements.release, {"b_token": token})
+        return int(result.rowcount)
 
     def backlog(self) -> tuple[int, int, datetime | None]:
-        with self._engine.connect() as connection:
+        engine = self._ready()
+        with engine.connect() as connection:
             pending, dead, oldest = (connection.execute(self._statements.backlog)).one()
         return int(pending), int(dead), oldest
 
     def dead(self, limit: int) -> list[dict[str, Any]]:
-        with self._engine.connect() as connection:
+        engine = self._ready()
+        with engine.connect() as connection:
             result = connection.execute(self._statements.dead.limit(limit))
             return [dict(row) for row in result.mappings()]
 
     def replay(self, message_ids: Sequence[uuid.UUID] | None, now: datetime) -> int:
-        with self._engine.begin() as connection:
+        engine = self._ready()
+        with engine.begin() as connection:
             result = connection.execute(self._statements.replay(message_ids, now))
         return int(result.rowcount)
 
     def purge(self, message_ids: Sequence[uuid.UUID] | None) -> int:
-        with self._engine.begin() as connection:
+        engine = self._ready()
+        with engine.begin() as connection:
             result = connection.execute(self._statements.purge(message_ids))
         return int(result.rowcount)
 
@@ -324,8 +392,11 @@ class _AsyncMemoryRows:
     def delete(self, *, token: uuid.UUID, ids: Sequence[int]) -> int:
         return int(self._edit(memory_delete, token=token, ids=ids))
 
-    def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> int:
-        return int(self._edit(memory_fail, token=token, marks=marks))
+    def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> list[int]:
+        return self._edit(memory_fail, token=token, marks=marks)  # type: ignore[no-any-return]
+
+    def release(self, *, token: uuid.UUID) -> int:
+        return int(self._edit(memory_release, token=token))
 
     def backlog(self) -> tuple[int, int, datetime | None]:
         return self._edit(memory_backlog)  # type: ignore[no-any-return]
@@ -338,6 +409,16 @@ class _AsyncMemoryRows:
 
     def purge(self, message_ids: Sequence[uuid.UUID] | None) -> int:
         return int(self._edit(memory_purge, message_ids=message_ids))
+
+
+class _Stopped(Exception):  # noqa: N818 - stored as the message's last error
+    """The relay stopped (killed, cancelled) during every attempt to deliver a message."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(
+            f"the relay stopped during each of its {attempts} attempt(s) (killed or cancelled "
+            "while publishing it?)"
+        )
 
 
 def _by_id(row: dict[str, Any]) -> int:

@@ -17,6 +17,7 @@ from buttress.messaging._relay_core import (
     RelayReport,
     Statements,
     aware,
+    check_dialect,
     check_settings,
     error_text,
     loop_waker,  # unasync: sync: thread_waker,
@@ -26,9 +27,10 @@ from buttress.messaging._relay_core import (
     memory_delete,
     memory_fail,
     memory_purge,
+    memory_release,
     memory_replay,
     message_of,
-    read_committed,
+    needs_read_committed,
     relay_woken_async,
     utcnow,
 )
@@ -113,6 +115,9 @@ class AsyncRelay:
             lease=lease,
             max_attempts=max_attempts,
             poll_interval=poll_interval,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            retry_jitter=retry_jitter,
         )
         self._outbox = outbox
         self._transport = transport
@@ -130,17 +135,38 @@ class AsyncRelay:
     async def run_once(self) -> RelayReport:
         """Claim a batch, publish it, and remove or back off each message; what was done.
 
+        A round stopped midway (cancelled, interrupted, or a database error after
+        the claim) gives back the leases it still holds, so another relay can
+        deliver those messages at once (a message published before the stop is
+        published again: delivery is at least once).
+
         Raises:
-            Exception: The database's error when a claim or a mark failed (what
-                was claimed is claimed again once its lease ends).
+            Exception: The database's error when a claim or a mark failed.
         """
         token = uuid.uuid4()
         now = utcnow()
         rows = await self._rows.claim(now=now, until=now + self._lease, token=token)
         if not rows:
             return RelayReport()
-        messages = [message_of(row) for row in rows]
-        failures = await self._publish(messages)
+        try:
+            return await self._deliver(token, rows)
+        except BaseException:
+            await self._release(token)
+            raise
+
+    async def _deliver(self, token: uuid.UUID, rows: list[dict[str, Any]]) -> RelayReport:
+        failures: dict[uuid.UUID, BaseException] = {}
+        messages: list[Message] = []
+        for row in rows:
+            if row["attempts"] > self._max_attempts:  # every attempt ended the relay (a crash)
+                failures[row["message_id"]] = _Stopped(row["attempts"] - 1)
+                continue
+            try:
+                messages.append(message_of(row))
+            except Exception as error:  # noqa: BLE001 - a row that cannot be read fails alone
+                failures[row["message_id"]] = error
+        if messages:
+            failures.update(await self._publish(messages))
         delivered = [row["id"] for row in rows if row["message_id"] not in failures]
         removed = await self._rows.delete(token=token, ids=delivered) if delivered else 0
         marks = [
@@ -148,18 +174,29 @@ class AsyncRelay:
             for row in rows
             if row["message_id"] in failures
         ]
-        marked = await self._rows.fail(token=token, marks=marks) if marks else 0
-        dead = sum(1 for mark in marks if mark["b_status"] == DEAD)
-        for message in messages:
-            if message.message_id in failures:
-                self._log_failure(message, failures[message.message_id])
+        marked = set(await self._rows.fail(token=token, marks=marks)) if marks else set()
+        landed = [mark for mark in marks if mark["b_id"] in marked]
+        dead = sum(1 for mark in landed if mark["b_status"] == DEAD)
+        for row in rows:
+            failure = failures.get(row["message_id"])
+            if failure is not None:
+                self._log_failure(row, failure, lost=row["id"] not in marked)
         return RelayReport(
             claimed=len(rows),
             delivered=removed,
-            failed=len(marks) - dead,
+            failed=len(landed) - dead,
             dead=dead,
-            lease_lost=len(delivered) - removed + len(marks) - marked,
+            lease_lost=len(delivered) - removed + len(marks) - len(landed),
         )
+
+    async def _release(self, token: uuid.UUID) -> None:
+        """Give back this round's leases (shielded: it runs while the round is cancelled)."""
+        try:
+            rows = self._rows
+            releasing = rows.release(token=token)  # unasync: sync: rows.release(token=token)
+            await asyncio.shield(releasing)  # unasync: drop
+        except Exception:  # noqa: BLE001 - the leases then run out on their own
+            _log.exception("giving back the leases of a stopped round failed")
 
     async def run(
         self,
@@ -240,17 +277,21 @@ class AsyncRelay:
             "b_error": error_text(error),
         }
 
-    def _log_failure(self, message: Message, error: BaseException) -> None:
-        dead = message.attempt >= self._max_attempts
+    def _log_failure(self, row: dict[str, Any], error: BaseException, *, lost: bool) -> None:
+        dead = row["attempts"] >= self._max_attempts and not lost
         _log.log(
             logging.ERROR if dead else logging.WARNING,
             "delivering %s %s (stream %s) failed on attempt %d of %d%s: %s",
-            message.topic,
-            message.message_id,
-            message.stream,
-            message.attempt,
+            row["topic"],
+            row["message_id"],
+            row["stream"],
+            row["attempts"],
             self._max_attempts,
-            "; it is a dead letter" if dead else "",
+            "; it is a dead letter"
+            if dead
+            else "; another relay has taken it over (the lease ran out)"
+            if lost
+            else "",
             error_text(error),
         )
 
@@ -259,13 +300,28 @@ class _AsyncSqlRows:
     """The relay's statements run on the application's database, each in its own transaction."""
 
     def __init__(self, engine: AsyncEngine, table: sa.Table, batch_size: int) -> None:
-        self._engine = read_committed(engine)
+        check_dialect(engine.dialect.name)
+        self._given = engine
+        self._engine: AsyncEngine | None = None
         self._statements = Statements(table, batch_size, engine.dialect.name)
+
+    async def _ready(self) -> AsyncEngine:
+        """The engine, set to READ COMMITTED if its connections are at another level."""
+        engine = self._engine
+        if engine is None:
+            given = self._given
+            async with given.connect() as connection:
+                level = await connection.get_isolation_level()
+            if needs_read_committed(given.dialect.name, level):
+                given = given.execution_options(isolation_level="READ COMMITTED")
+            engine = self._engine = given
+        return engine
 
     async def claim(
         self, *, now: datetime, until: datetime, token: uuid.UUID
     ) -> list[dict[str, Any]]:
-        async with self._engine.begin() as connection:
+        engine = await self._ready()
+        async with engine.begin() as connection:
             result = await connection.execute(
                 self._statements.claim, {"b_now": now, "b_until": until, "b_token": token}
             )
@@ -273,37 +329,50 @@ class _AsyncSqlRows:
         return sorted(rows, key=_by_id)
 
     async def delete(self, *, token: uuid.UUID, ids: Sequence[int]) -> int:
-        async with self._engine.begin() as connection:
+        engine = await self._ready()
+        async with engine.begin() as connection:
             result = await connection.execute(
                 self._statements.delete, {"b_token": token, "b_ids": list(ids)}
             )
         return int(result.rowcount)
 
-    async def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> int:
-        changed = 0
-        async with self._engine.begin() as connection:
+    async def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> list[int]:
+        engine = await self._ready()
+        landed = []
+        async with engine.begin() as connection:
             for mark in marks:
                 result = await connection.execute(self._statements.fail, {**mark, "b_token": token})
-                changed += int(result.rowcount)
-        return changed
+                if result.rowcount:
+                    landed.append(mark["b_id"])
+        return landed
+
+    async def release(self, *, token: uuid.UUID) -> int:
+        engine = await self._ready()
+        async with engine.begin() as connection:
+            result = await connection.execute(self._statements.release, {"b_token": token})
+        return int(result.rowcount)
 
     async def backlog(self) -> tuple[int, int, datetime | None]:
-        async with self._engine.connect() as connection:
+        engine = await self._ready()
+        async with engine.connect() as connection:
             pending, dead, oldest = (await connection.execute(self._statements.backlog)).one()
         return int(pending), int(dead), oldest
 
     async def dead(self, limit: int) -> list[dict[str, Any]]:
-        async with self._engine.connect() as connection:
+        engine = await self._ready()
+        async with engine.connect() as connection:
             result = await connection.execute(self._statements.dead.limit(limit))
             return [dict(row) for row in result.mappings()]
 
     async def replay(self, message_ids: Sequence[uuid.UUID] | None, now: datetime) -> int:
-        async with self._engine.begin() as connection:
+        engine = await self._ready()
+        async with engine.begin() as connection:
             result = await connection.execute(self._statements.replay(message_ids, now))
         return int(result.rowcount)
 
     async def purge(self, message_ids: Sequence[uuid.UUID] | None) -> int:
-        async with self._engine.begin() as connection:
+        engine = await self._ready()
+        async with engine.begin() as connection:
             result = await connection.execute(self._statements.purge(message_ids))
         return int(result.rowcount)
 
@@ -327,8 +396,11 @@ class _AsyncMemoryRows:
     async def delete(self, *, token: uuid.UUID, ids: Sequence[int]) -> int:
         return int(self._edit(memory_delete, token=token, ids=ids))
 
-    async def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> int:
-        return int(self._edit(memory_fail, token=token, marks=marks))
+    async def fail(self, *, token: uuid.UUID, marks: Sequence[dict[str, Any]]) -> list[int]:
+        return self._edit(memory_fail, token=token, marks=marks)  # type: ignore[no-any-return]
+
+    async def release(self, *, token: uuid.UUID) -> int:
+        return int(self._edit(memory_release, token=token))
 
     async def backlog(self) -> tuple[int, int, datetime | None]:
         return self._edit(memory_backlog)  # type: ignore[no-any-return]
@@ -341,6 +413,16 @@ class _AsyncMemoryRows:
 
     async def purge(self, message_ids: Sequence[uuid.UUID] | None) -> int:
         return int(self._edit(memory_purge, message_ids=message_ids))
+
+
+class _Stopped(Exception):  # noqa: N818 - stored as the message's last error
+    """The relay stopped (killed, cancelled) during every attempt to deliver a message."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(
+            f"the relay stopped during each of its {attempts} attempt(s) (killed or cancelled "
+            "while publishing it?)"
+        )
 
 
 def _by_id(row: dict[str, Any]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,14 @@ def message_of(row: Row) -> Message:
 
 
 def check_settings(
-    *, batch_size: int, lease: float, max_attempts: int, poll_interval: float
+    *,
+    batch_size: int,
+    lease: float,
+    max_attempts: int,
+    poll_interval: float,
+    retry_initial: float,
+    retry_max: float,
+    retry_jitter: float,
 ) -> None:
     """Refuse settings no relay can run with.
 
@@ -138,6 +146,11 @@ def check_settings(
         raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
     if poll_interval <= 0:
         raise ConfigurationError(f"poll_interval must be positive, got {poll_interval}")
+    if min(retry_initial, retry_max, retry_jitter) < 0:
+        raise ConfigurationError(
+            "retry_initial, retry_max and retry_jitter are seconds and cannot be negative, got "
+            f"{retry_initial}, {retry_max} and {retry_jitter}"
+        )
 
 
 def error_text(error: BaseException) -> str:
@@ -167,7 +180,13 @@ class Statements:
                 c.status == PENDING,
                 c.available_at <= now,
                 sa.or_(c.leased_until.is_(None), c.leased_until <= now),
-                ~sa.exists().where(earlier.c.stream == c.stream, earlier.c.id < c.id),
+                # OFFSET 0 keeps PostgreSQL from turning this probe of the (stream, id)
+                # index into a join on the stream alone, quadratic in a stream's length
+                ~sa.exists(
+                    sa.select(1)
+                    .where(earlier.c.stream == c.stream, earlier.c.id < c.id)
+                    .offset(sa.literal_column("0"))
+                ),
             )
             .order_by(c.id)
             .limit(batch_size)
@@ -211,6 +230,7 @@ class Statements:
             sa.func.min(sa.case((pending, c.created_at))),
         )
         self.dead = sa.select(table).where(c.status == DEAD).order_by(c.id)
+        self.release = sa.update(table).where(mine).values(lease_token=None, leased_until=None)
         self.table = table
 
     def replay(self, message_ids: Sequence[uuid.UUID] | None, now: datetime) -> sa.Update:
@@ -233,30 +253,28 @@ class Statements:
         return where
 
 
-def read_committed(engine: Any) -> Any:
-    """``engine`` set to READ COMMITTED on PostgreSQL, where SKIP LOCKED claims need it.
-
-    Under REPEATABLE READ a claim that meets a row another relay changed since
-    its snapshot fails instead of skipping it. An engine left at the server's
-    default (READ COMMITTED) is used as it is: setting the level again costs
-    two round trips per transaction.
+def check_dialect(name: str) -> None:
+    """Refuse a database the relay's statements are not written for.
 
     Raises:
-        ConfigurationError: The database is neither PostgreSQL nor SQLite.
+        ConfigurationError: It is neither PostgreSQL nor SQLite.
     """
-    name = engine.dialect.name
-    if name == "sqlite":
-        return engine
-    if name != "postgresql":
+    if name not in {"postgresql", "sqlite"}:
         raise ConfigurationError(
             f"the relay runs on PostgreSQL and SQLite; {name} is not supported"
         )
-    level = engine.get_execution_options().get("isolation_level") or getattr(
-        engine.dialect, "isolation_level", None
-    )
-    if level is None or level == "READ COMMITTED":
-        return engine
-    return engine.execution_options(isolation_level="READ COMMITTED")
+
+
+def needs_read_committed(dialect: str, level: str | None) -> bool:
+    """Whether connections at ``level`` must be set to READ COMMITTED for the claim.
+
+    Under REPEATABLE READ or SERIALIZABLE (set on the engine, the server, the
+    database or the role) a claim that meets a row another relay changed since
+    its snapshot fails instead of skipping it. Left at READ COMMITTED, the
+    engine is used as it is: setting the level again costs two round trips
+    per transaction.
+    """
+    return dialect == "postgresql" and level != "READ COMMITTED"
 
 
 # -- the in-memory twin ------------------------------------------------------------------
@@ -299,10 +317,10 @@ def memory_delete(rows: list[Row], *, token: uuid.UUID, ids: Sequence[int]) -> i
     return removed
 
 
-def memory_fail(rows: list[Row], *, token: uuid.UUID, marks: Sequence[Row]) -> int:
-    """Mark the failed rows still leased with ``token``; how many."""
+def memory_fail(rows: list[Row], *, token: uuid.UUID, marks: Sequence[Row]) -> list[int]:
+    """Mark the failed rows still leased with ``token``; the ids of those marked."""
     by_id = {mark["b_id"]: mark for mark in marks}
-    changed = 0
+    changed: list[int] = []
     for row in rows:
         mark = by_id.get(row["id"])
         if mark is not None and row["lease_token"] == token:
@@ -313,8 +331,18 @@ def memory_fail(rows: list[Row], *, token: uuid.UUID, marks: Sequence[Row]) -> i
                 lease_token=None,
                 leased_until=None,
             )
-            changed += 1
+            changed.append(row["id"])
     return changed
+
+
+def memory_release(rows: list[Row], *, token: uuid.UUID) -> int:
+    """Give back the leases still held with ``token``; how many."""
+    released = 0
+    for row in rows:
+        if row["lease_token"] == token:
+            row.update(lease_token=None, leased_until=None)
+            released += 1
+    return released
 
 
 def memory_backlog(rows: list[Row]) -> tuple[int, int, datetime | None]:
@@ -360,9 +388,9 @@ def memory_purge(rows: list[Row], *, message_ids: Sequence[uuid.UUID] | None) ->
 
 def relay_woken(wake: threading.Event, stop: threading.Event, seconds: float) -> None:
     """Wait up to ``seconds`` for a commit's wake-up, returning early on ``stop``."""
-    deadline = utcnow() + timedelta(seconds=seconds)
+    deadline = time.monotonic() + seconds
     while not stop.is_set():
-        left = (deadline - utcnow()).total_seconds()
+        left = deadline - time.monotonic()
         if left <= 0 or wake.wait(min(left, 0.05)):
             break
     wake.clear()
