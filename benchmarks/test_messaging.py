@@ -30,6 +30,14 @@
   is the messages per second. Targets: ours at least 10 000 messages a second
   and at least 0.15 times the baseline's rate.
 
+- ``messaging.relay-rabbitmq``: the same outbox relayed to a real RabbitMQ (a
+  durable topic exchange bound to a quorum queue, publisher confirms), on
+  PostgreSQL. Baseline: publishing the same 2 000 messages straight to the
+  exchange with aio-pika, 100 at a time, each batch's confirms awaited together
+  (no database, no order per stream); ours: `Relay.run_once` with
+  `RabbitMQTransport` until it claims nothing. Target: ours at least 3 000
+  messages a second.
+
 Every test checks what was handled, so the smoke run (``--benchmark-disable``)
 tests the benchmark itself.
 """
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -335,3 +344,101 @@ class TestRelay:
                 delivered += report.delivered
 
         drain_timed(ours, relay_database, drain)
+
+
+# messaging.relay-rabbitmq -----------------------------------------------------------------------
+
+RABBITMQ_URL = os.environ.get("BUTTRESS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+BENCH_EXCHANGE = "bench.relay.events"
+BENCH_QUEUE = "bench.relay.queue"
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_queue() -> Iterator[None]:
+    """A durable topic exchange bound to a quorum queue, purged; both deleted after."""
+    aio_pika = pytest.importorskip("aio_pika")
+
+    async def declare() -> None:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                BENCH_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(
+                BENCH_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await queue.bind(exchange, routing_key="#")
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(BENCH_QUEUE)
+            await channel.exchange_delete(BENCH_EXCHANGE)
+
+    asyncio.run(declare())
+    yield
+    asyncio.run(delete())
+
+
+@pytest.mark.benchmark(group="messaging.relay-rabbitmq")
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+class TestRelayToRabbitMQ:
+    def test_aio_pika_publish_with_confirms(self, baseline, relay_database, rabbitmq_queue):
+        import aio_pika  # noqa: PLC0415
+
+        payloads = [(row["topic"], row["payload"].encode()) for row in relay_rows()]
+        loop = asyncio.new_event_loop()
+
+        async def connect() -> Any:
+            connection = await aio_pika.connect(RABBITMQ_URL)
+            channel = await connection.channel(publisher_confirms=True)
+            return connection, await channel.get_exchange(BENCH_EXCHANGE)
+
+        connection, exchange = loop.run_until_complete(connect())
+
+        async def publish_all() -> int:
+            for start in range(0, len(payloads), 100):
+                await asyncio.gather(
+                    *(
+                        exchange.publish(
+                            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                            routing_key=topic,
+                        )
+                        for topic, body in payloads[start : start + 100]
+                    )
+                )
+            return len(payloads)
+
+        try:
+            published = baseline.pedantic(
+                lambda: loop.run_until_complete(publish_all()), rounds=RELAY_ROUNDS, warmup_rounds=1
+            )
+        finally:
+            loop.run_until_complete(connection.close())
+            loop.close()
+        assert published == RELAY_MESSAGES
+        if baseline.stats is not None:
+            baseline.extra_info["per_second"] = round(RELAY_MESSAGES / baseline.stats.stats.mean)
+
+    def test_relay_to_rabbitmq(self, ours, relay_database, rabbitmq_queue):
+        from buttress.messaging import RabbitMQTransport  # noqa: PLC0415
+
+        transport = RabbitMQTransport(RABBITMQ_URL, exchange=BENCH_EXCHANGE)
+        relay = Relay(relay_database, OUTBOX, transport, batch_size=100)
+
+        def drain() -> int:
+            delivered = 0
+            while True:
+                report = relay.run_once()
+                if report.claimed == 0:
+                    return delivered
+                assert report.failed == 0
+                delivered += report.delivered
+
+        try:
+            drain_timed(ours, relay_database, drain)
+        finally:
+            transport.close()

@@ -49,13 +49,13 @@ async def broker(rabbitmq_url: str) -> AsyncIterator[dict[str, str]]:
     yield names
     connection = await aio_pika.connect(rabbitmq_url)
     async with connection:
-        channel = await connection.channel()
         for queue in (names["queue"], f"{names['queue']}.dead"):
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(queue)
-        channel = await connection.channel()
+            channel = await connection.channel()  # a refusal closes the channel: one each
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                await channel.queue_delete(queue, if_unused=False, if_empty=False)
         for exchange in (names["exchange"], f"{names['queue']}.dead"):
-            with contextlib.suppress(Exception):
+            channel = await connection.channel()
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                 await channel.exchange_delete(exchange)
 
 
