@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from messaging_backends import Case
 
 from buttress.errors import ConfigurationError
 from buttress.messaging import Message, RelayReport
@@ -184,7 +185,19 @@ async def test_a_relay_whose_lease_ran_out_changes_nothing(case):
             taken.set()
             await marked.wait()
 
-        stalled = case.relay(AsyncHooked(taken.wait, fail=late), lease=0.2)
+        async def published() -> None:
+            return None
+
+        # an asyncio relay gives up a publish that outlives its lease, so A stalls after
+        # publishing, before its marks (a paused process): its delete waits for B's claim
+        stalled = case.relay(AsyncHooked(published, fail=late), lease=0.2)
+        rows, delete = stalled._rows, stalled._rows.delete
+
+        async def delete_late(**arguments: Any) -> Any:
+            await taken.wait()
+            return await delete(**arguments)
+
+        rows.delete = delete_late
         other = case.relay(second := AsyncHooked(b_publishes))
 
         async def a_round() -> RelayReport:
@@ -194,7 +207,7 @@ async def test_a_relay_whose_lease_ran_out_changes_nothing(case):
                 marked.set()
 
         running = asyncio.create_task(a_round())
-        await asyncio.sleep(0.3)  # A's lease runs out while it waits to publish
+        await asyncio.sleep(0.3)  # A's lease runs out while it stalls
         b_report = await asyncio.wait_for(other.run_once(), 10)
         a_report = await running
     else:
@@ -308,3 +321,20 @@ async def test_a_message_whose_every_attempt_stopped_the_relay_is_dead(case):
     [letter] = await case.call(relay.dead_letters())
     assert "stopped during each of its 2 attempt" in letter.last_error
     assert transport.published == []  # not handed to the transport a third time
+
+
+class Hung(RecordingTransport):
+    """A broker that takes the batch and never confirms it."""
+
+    async def publish(self, messages: Any) -> Any:  # type: ignore[override]
+        await asyncio.sleep(3600)
+
+
+async def test_an_async_publish_that_outlives_the_lease_is_given_up(async_backend):
+    case = Case(async_backend, asynchronous=True)
+    await case.write({"A": 1})
+    report = await asyncio.wait_for(case.relay(Hung(), lease=0.2).run_once(), 10)
+    assert (report.claimed, report.failed) == (1, 1)
+    [row] = case.backend.outbox_rows()
+    assert row["last_error"].startswith("TimeoutError")
+    assert row["lease_token"] is None  # marked while the lease stood; free for a retry

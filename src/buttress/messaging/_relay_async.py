@@ -31,6 +31,7 @@ from buttress.messaging._relay_core import (
     memory_replay,
     message_of,
     needs_read_committed,
+    publish_bounded_async,
     relay_woken_async,
     utcnow,
 )
@@ -82,7 +83,9 @@ class AsyncRelay:
         outbox: The outbox the units of work write.
         transport: Where the messages go.
         batch_size: Most messages claimed per round (one per stream).
-        lease: Seconds a claim holds its messages: longer than a publish takes.
+        lease: Seconds a claim holds its messages: longer than a publish takes
+            (`AsyncRelay` gives up a publish that outlives it; the messages are
+            retried).
         max_attempts: Deliveries tried before a message is dead.
         retry_initial: Seconds before the first retry; each next one doubles.
         retry_max: Longest wait between two attempts, in seconds.
@@ -261,8 +264,9 @@ class AsyncRelay:
         return await self._rows.purge(message_ids)
 
     async def _publish(self, messages: list[Message]) -> Mapping[uuid.UUID, BaseException]:
+        """Publish, bounded by the lease here: past it, another relay may take the batch over."""
         try:
-            return await self._transport.publish(messages)
+            return await publish_bounded_async(self._transport.publish(messages), self._lease)
         except Exception as error:  # noqa: BLE001 - the whole batch failed: retried later
             return dict.fromkeys((message.message_id for message in messages), error)
 

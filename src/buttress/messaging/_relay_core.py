@@ -16,7 +16,7 @@ import dataclasses
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import asyncio
     import threading
     import uuid
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
     "Backlog",
@@ -47,6 +47,7 @@ __all__ = [
 PENDING = "pending"
 DEAD = "dead"
 Row = dict[str, Any]
+T = TypeVar("T")
 _ERROR_LENGTH = 2000  # characters of a failed attempt's error kept in the outbox
 
 
@@ -407,6 +408,23 @@ async def relay_woken_async(wake: asyncio.Event, stop: asyncio.Event, seconds: f
         for waiting in waits:
             waiting.cancel()
     wake.clear()
+
+
+def publish_bounded(outcome: T, lease: timedelta) -> T:
+    """A plain transport's outcome, as it is: a thread cannot be stopped from outside."""
+    del lease
+    return outcome
+
+
+async def publish_bounded_async(publishing: Awaitable[T], lease: timedelta) -> T:
+    """Await an asyncio transport's publish for at most ``lease``.
+
+    Raises:
+        TimeoutError: The publish outlived the lease (another relay may hold the batch).
+    """
+    import asyncio  # noqa: PLC0415 - only asyncio relays wait this way
+
+    return await asyncio.wait_for(publishing, lease.total_seconds())
 
 
 def thread_waker(wake: threading.Event) -> Callable[[], None]:
