@@ -72,6 +72,7 @@ EXPORTS = {
         "NoteEdited",
         "OrderPaid",
         "RecordingTransport",
+        "TransportContract",
         "UnitOfWorkContract",
         "contract_metadata",
         "fresh_breakers",

@@ -26,6 +26,7 @@ class TestInMemory(UnitOfWorkContract):
 
 from buttress.testing._contract import UnitOfWorkContract
 from buttress.testing._contract_async import AsyncUnitOfWorkContract
+from buttress.testing._contract_transport import TransportContract
 from buttress.testing._fixtures import fresh_breakers, provider_overrides
 from buttress.testing._models import (
     Allocated,
@@ -62,6 +63,7 @@ __all__ = [
     "NoteEdited",
     "OrderPaid",
     "RecordingTransport",
+    "TransportContract",
     "UnitOfWorkContract",
     "contract_metadata",
     "fresh_breakers",
