@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 from buttress.domain import F
-from buttress.messaging import AsyncRelay, Inbox, Outbox, Relay, RelayReport
+from buttress.messaging import AsyncRelay, Inbox, Message, Outbox, Relay, RelayReport
 from buttress.persistence import (
     AsyncInMemoryUnitOfWork,
     AsyncSqlAlchemyUnitOfWork,
@@ -28,6 +28,7 @@ from buttress.persistence import (
 from buttress.testing import (
     AsyncRecordingTransport,
     ContractOrder,
+    OrderPaid,
     RecordingTransport,
     contract_metadata,
 )
@@ -177,6 +178,17 @@ class Case:
         kind = AsyncRelay if self.asynchronous else Relay
         return kind(self.backend.source, OUTBOX, transport, **options)
 
+    async def refs(self, prefix: str) -> list[str]:
+        """The refs of the stored orders that start with ``prefix``, sorted."""
+        uow = self.backend.uow()
+        await self.call(uow.__aenter__() if self.asynchronous else uow.__enter__())
+        try:
+            found = await self.call(uow.repository(ContractOrder).find(F("ref").startswith(prefix)))
+            return sorted(order.ref for order in found)
+        finally:
+            exit_ = uow.__aexit__ if self.asynchronous else uow.__exit__
+            await self.call(exit_(None, None, None))
+
     async def drain(self, relay: Any, rounds: int = 50) -> list[RelayReport]:
         """Run rounds until one claims nothing (at most ``rounds``)."""
         reports = []
@@ -186,3 +198,13 @@ class Case:
             if report.claimed == 0:
                 return reports
         raise AssertionError(f"the outbox did not drain in {rounds} rounds")
+
+
+def paid(messages: list[Message]) -> dict[str, list[int]]:
+    """The totals each order's delivered payments carried, by stream, in delivery order."""
+    streams: dict[str, list[int]] = {}
+    for message in messages:
+        event = message.event()
+        assert isinstance(event, OrderPaid)
+        streams.setdefault(message.stream, []).append(event.total)
+    return streams

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from messaging_backends import INBOX, Case
 
-from buttress.domain import DomainEvent, F
+from buttress.domain import DomainEvent
 from buttress.errors import DeliveryError
 from buttress.messaging import (
     AsyncInProcessTransport,
@@ -110,15 +110,7 @@ class Shop:
             await uow.commit()
 
     async def invoices(self) -> list[str]:
-        uow = self.case.backend.uow()
-        case = self.case
-        await case.call(uow.__aenter__() if case.asynchronous else uow.__enter__())
-        try:
-            found = await case.call(uow.repository(ContractOrder).find(F("ref").startswith("inv")))
-            return sorted(order.ref for order in found)
-        finally:
-            exit_ = uow.__aexit__ if case.asynchronous else uow.__exit__
-            await case.call(exit_(None, None, None))
+        return await self.case.refs("inv")
 
 
 @pytest.mark.asyncio

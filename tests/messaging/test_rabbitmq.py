@@ -23,7 +23,6 @@ import pytest
 import pytest_asyncio
 from messaging_backends import INBOX, Case
 
-from buttress.domain import F
 from buttress.messaging import (
     AsyncMessageBus,
     AsyncRabbitMQConsumer,
@@ -100,15 +99,7 @@ class Billing:
             await self.hold()
 
     async def invoices(self) -> list[str]:
-        case = self.case
-        uow = case.backend.uow()
-        await case.call(uow.__aenter__() if case.asynchronous else uow.__enter__())
-        try:
-            found = await case.call(uow.repository(ContractOrder).find(F("ref").startswith("inv")))
-            return sorted(order.ref for order in found)
-        finally:
-            exit_ = uow.__aexit__ if case.asynchronous else uow.__exit__
-            await case.call(exit_(None, None, None))
+        return await self.case.refs("inv")
 
 
 @contextlib.asynccontextmanager

@@ -17,22 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from messaging_backends import Case
+from messaging_backends import Case, paid
 
 from buttress.errors import ConfigurationError
 from buttress.messaging import Message, RelayReport
-from buttress.testing import AsyncRecordingTransport, OrderPaid, RecordingTransport
-
-
-def paid(messages: list[Message]) -> dict[str, list[int]]:
-    """The totals each order's delivered payments carried, by stream, in delivery order."""
-    streams: dict[str, list[int]] = {}
-    for message in messages:
-        event = message.event()
-        assert isinstance(event, OrderPaid)
-        streams.setdefault(message.stream, []).append(event.total)
-    return streams
-
+from buttress.testing import AsyncRecordingTransport, RecordingTransport
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from messaging_backends import OUTBOX, Backend, sync_backend
+from messaging_backends import OUTBOX, Backend, paid, sync_backend
 from sqlalchemy.orm import sessionmaker
 
 from buttress.domain import F
@@ -42,15 +42,6 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture
 def postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     yield from sync_backend("postgres", request, tmp_path)
-
-
-def totals(messages: list[Message]) -> dict[str, list[int]]:
-    streams: dict[str, list[int]] = {}
-    for message in messages:
-        event = message.event()
-        assert isinstance(event, OrderPaid)
-        streams.setdefault(message.stream, []).append(event.total)
-    return streams
 
 
 class Jittery(RecordingTransport):
@@ -122,7 +113,7 @@ def test_four_relays_deliver_each_message_once_and_each_stream_in_order(postgres
     )
     ids = [message.message_id for message in transport.published]
     assert len(ids) == len(set(ids)) == expected  # never twice while the leases hold
-    streams = totals(transport.delivered)
+    streams = paid(transport.delivered)
     assert len(streams) == 500
     assert all(sequence == list(range(1, 21)) for sequence in streams.values())
     assert postgres.outbox_rows() == []
@@ -177,7 +168,7 @@ def test_writers_racing_relays_deliver_each_aggregate_gapless_and_in_order(postg
             relay.join(10)
     with postgres.uow() as uow:
         final = {order.id: order.total for order in uow.repository(ContractOrder).find()}
-    streams = totals(transport.delivered)
+    streams = paid(transport.delivered)
     assert sum(final.values()) == 240
     for key, total in final.items():
         assert streams.get(f"ContractOrder:{key}", []) == list(range(1, total + 1))
@@ -275,7 +266,7 @@ def test_relays_on_a_repeatable_read_engine_claim_without_serialization_failures
     finally:
         engine.dispose()
     assert "SerializationFailure" not in caplog.text
-    assert all(sequence == list(range(1, 21)) for sequence in totals(transport.delivered).values())
+    assert all(sequence == list(range(1, 21)) for sequence in paid(transport.delivered).values())
 
 
 def test_the_claim_looks_for_earlier_rows_per_row_however_deep_a_stream_is(postgres):
