@@ -323,3 +323,18 @@ async def test_consumer_settings_out_of_range_are_refused():
 
     with pytest.raises(ConfigurationError, match="prefetch"):
         RabbitMQConsumer(MessageBus(Handlers()), queue="q", prefetch=0)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see the cut test
+async def test_a_consumer_whose_connection_drops_ends_with_a_connection_error(rabbitmq_url, broker):
+    parts = urlsplit(rabbitmq_url)
+    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as proxy:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        consumer = AsyncRabbitMQConsumer(
+            AsyncMessageBus(Handlers()), queue=broker["queue"], url=url, exchange=broker["exchange"]
+        )
+        running = asyncio.create_task(consumer.run())
+        await declared(rabbitmq_url, broker["queue"])
+        proxy.drop()  # a broker restart, as the client sees it
+        with pytest.raises(ConnectionError, match="run it again"):
+            await asyncio.wait_for(running, 15)

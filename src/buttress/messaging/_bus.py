@@ -140,7 +140,8 @@ class MessageBus:
             DeliveryError: A durable handler failed (chained to the first
                 error): the transport reports the message failed, and the relay
                 delivers it again later.
-            ConfigurationError: A durable handler's dependency is not provided.
+            ConfigurationError: A durable handler's dependency is not provided
+                (raised at once: the handlers after it do not run).
         """
         cause = correlation_id if correlation_id is not None else event.event_id
         token = CORRELATION.set(cause)

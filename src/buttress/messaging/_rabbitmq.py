@@ -176,7 +176,8 @@ class AsyncRabbitMQConsumer:
     handled in the order published) and a dead-letter exchange: for each
     message it calls `AsyncMessageBus.deliver` and acknowledges once that
     returned (the handlers' units have committed). A failed message is
-    returned to the queue and delivered again; after ``delivery_limit``
+    returned to the queue and delivered again at once (prefetch 1 keeps the
+    stream's order); after ``delivery_limit`` returns
     deliveries the broker moves it to the dead-letter queue
     (``<queue>.dead``). A message that is not an event this process knows
     goes there at once. Delivery is at least once: handlers record what they
@@ -190,7 +191,8 @@ class AsyncRabbitMQConsumer:
         exchange: The topic exchange the relay publishes to.
         prefetch: Messages the broker sends ahead; above 1 a failed message
             can be handled after the next one of its stream.
-        delivery_limit: Deliveries of a failing message before it is dead.
+        delivery_limit: Returns of a failing message to the queue before it is
+            dead (it is delivered ``delivery_limit + 1`` times).
         timeout: Seconds to wait for the broker.
 
     Raises:
@@ -232,9 +234,17 @@ class AsyncRabbitMQConsumer:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set (or the task is cancelled); the queue is declared first.
 
+        A message buffered when the consumer stops (or its connection drops) is
+        returned to the queue, and RabbitMQ counts that return towards the
+        delivery limit.
+
         Raises:
+            ConnectionError: The connection or channel was lost while consuming
+                (run it again to reconnect).
+            ConfigurationError: A handler's dependency is not provided (the
+                message is not returned as failed: it is delivered again later).
             Exception: The broker's error when it cannot be reached or refuses
-                the declarations (run it again to reconnect).
+                the declarations.
         """
         stop = stop if stop is not None else asyncio.Event()
         aio_pika = self._aio_pika
@@ -253,8 +263,18 @@ class AsyncRabbitMQConsumer:
                         )
                         if receiving not in done:
                             receiving.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                                await receiving
                             break
-                        await self._handle(receiving.result())
+                        try:
+                            incoming_message = receiving.result()
+                        except StopAsyncIteration as ended:  # the channel closed under us
+                            raise ConnectionError(
+                                f"the consumer of {self._queue!r} lost its channel (the "
+                                "connection dropped, or the broker closed it); run it again "
+                                "to reconnect"
+                            ) from ended
+                        await self._handle(incoming_message)
                 finally:
                     stopping.cancel()
         finally:
@@ -304,6 +324,8 @@ class AsyncRabbitMQConsumer:
             return
         try:
             await self._call(event, incoming.correlation_id)
+        except ConfigurationError:
+            raise  # the wiring is wrong, not the message: stop (it is delivered again later)
         except Exception:  # noqa: BLE001 - returned to the queue: delivered again, then dead
             _log.exception("handling %s %s failed", event.event_name, event.event_id)
             await incoming.nack(requeue=True)
@@ -390,7 +412,8 @@ class RabbitMQConsumer(AsyncRabbitMQConsumer):
         url: The broker's AMQP URL.
         exchange: The topic exchange the relay publishes to.
         prefetch: Messages the broker sends ahead.
-        delivery_limit: Deliveries of a failing message before it is dead.
+        delivery_limit: Returns of a failing message to the queue before it is
+            dead (it is delivered ``delivery_limit + 1`` times).
         timeout: Seconds to wait for the broker.
     """
 
