@@ -37,6 +37,7 @@ async def test_it_delivers_each_stream_in_commit_order_and_removes_what_it_deliv
     streams = {stream.split(":")[0] for stream in paid(transport.delivered)}
     assert streams == {"ContractOrder"}
     assert sorted(paid(transport.delivered).values()) == [[1, 2], [1, 2, 3, 4, 5]]
+    assert sorted(len(messages) for messages in transport.by_stream().values()) == [2, 5]
     assert case.backend.outbox_rows() == []
     assert (await case.call(relay.backlog())).pending == 0
 
