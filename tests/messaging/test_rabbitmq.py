@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,6 +65,7 @@ class Billing:
     def __init__(self, case: Case, *, fail_first: int = 0, hold: Any = None) -> None:
         self.case = case
         self.calls = 0
+        self.times: list[float] = []
         self.fail_first = fail_first
         self.hold = hold  # called after the commit: a consumer stopped before its ack
         handlers = Handlers()
@@ -76,6 +78,7 @@ class Billing:
 
     def bill(self, event: OrderPaid, uow: Any) -> None:
         self.calls += 1
+        self.times.append(time.monotonic())
         if self.calls <= self.fail_first:
             raise ConnectionError("the ledger is down")
         with uow:
@@ -88,6 +91,7 @@ class Billing:
 
     async def bill_async(self, event: OrderPaid, uow: Any) -> None:
         self.calls += 1
+        self.times.append(time.monotonic())
         if self.calls <= self.fail_first:
             raise ConnectionError("the ledger is down")
         async with uow:
@@ -107,6 +111,7 @@ async def consuming(
     case: Case, billing: Billing, url: str, broker: dict[str, str], **options: Any
 ) -> AsyncIterator[Any]:
     """A consumer of ``billing``'s bus running until the block ends (a task, or a thread)."""
+    options.setdefault("retry_delay", 0.05)
     if case.asynchronous:
         consumer: Any = AsyncRabbitMQConsumer(
             billing.bus, queue=broker["queue"], url=url, exchange=broker["exchange"], **options
@@ -190,6 +195,20 @@ async def test_paid_orders_reach_a_durable_handler_through_rabbitmq_once_each(
             f"invoice-{ids[streams['B']]}-1",
         ]
     )
+
+
+async def test_a_failed_message_is_held_before_it_is_delivered_again(case, rabbitmq_url, broker):
+    billing = Billing(case, fail_first=1)
+    await case.write({"A": 1})
+    transport = transport_for(case, rabbitmq_url, broker)
+    try:
+        async with consuming(case, billing, rabbitmq_url, broker, retry_delay=0.5) as consumer:
+            await case.drain(case.relay(transport))
+            await until(lambda: consumer.handled == 1)
+    finally:
+        await close(case, transport)
+    first, second = billing.times
+    assert second - first >= 0.5  # not at once: a short outage does not use up its deliveries
 
 
 async def test_a_message_no_queue_receives_is_refused_and_kept(case, rabbitmq_url, broker):
@@ -323,6 +342,8 @@ async def test_consumer_settings_out_of_range_are_refused():
 
     with pytest.raises(ConfigurationError, match="prefetch"):
         RabbitMQConsumer(MessageBus(Handlers()), queue="q", prefetch=0)
+    with pytest.raises(ConfigurationError, match="retry_delay"):
+        RabbitMQConsumer(MessageBus(Handlers()), queue="q", retry_delay=-1)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see the cut test

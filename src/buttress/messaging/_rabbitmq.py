@@ -176,8 +176,8 @@ class AsyncRabbitMQConsumer:
     handled in the order published) and a dead-letter exchange: for each
     message it calls `AsyncMessageBus.deliver` and acknowledges once that
     returned (the handlers' units have committed). A failed message is
-    returned to the queue and delivered again at once (prefetch 1 keeps the
-    stream's order); after ``delivery_limit`` returns
+    held for ``retry_delay`` seconds, then returned to the queue and delivered
+    again (prefetch 1 keeps the stream's order); after ``delivery_limit`` returns
     deliveries the broker moves it to the dead-letter queue
     (``<queue>.dead``). A message that is not an event this process knows
     goes there at once. Delivery is at least once: handlers record what they
@@ -193,6 +193,8 @@ class AsyncRabbitMQConsumer:
             can be handled after the next one of its stream.
         delivery_limit: Returns of a failing message to the queue before it is
             dead (it is delivered ``delivery_limit + 1`` times).
+        retry_delay: Seconds a failed message is held before it is returned, so
+            a short outage does not use up its deliveries at once.
         timeout: Seconds to wait for the broker.
 
     Raises:
@@ -210,6 +212,7 @@ class AsyncRabbitMQConsumer:
         exchange: str = DEFAULT_EXCHANGE,
         prefetch: int = 1,
         delivery_limit: int = 5,
+        retry_delay: float = 1.0,
         timeout: float = 10.0,
     ) -> None:
         if prefetch < 1 or delivery_limit < 1:
@@ -217,6 +220,9 @@ class AsyncRabbitMQConsumer:
                 f"prefetch and delivery_limit must be at least 1, got {prefetch} and "
                 f"{delivery_limit}"
             )
+        if retry_delay < 0:
+            raise ConfigurationError(f"retry_delay is seconds, not negative: {retry_delay}")
+        self._retry_delay = retry_delay
         self._aio_pika = _aio_pika()
         self._deliver: Any = bus.deliver
         self._queue = queue
@@ -328,6 +334,7 @@ class AsyncRabbitMQConsumer:
             raise  # the wiring is wrong, not the message: stop (it is delivered again later)
         except Exception:  # noqa: BLE001 - returned to the queue: delivered again, then dead
             _log.exception("handling %s %s failed", event.event_name, event.event_id)
+            await asyncio.sleep(self._retry_delay)  # held (prefetch 1: its stream waits too)
             await incoming.nack(requeue=True)
             self.returned += 1
             return
@@ -414,6 +421,8 @@ class RabbitMQConsumer(AsyncRabbitMQConsumer):
         prefetch: Messages the broker sends ahead.
         delivery_limit: Returns of a failing message to the queue before it is
             dead (it is delivered ``delivery_limit + 1`` times).
+        retry_delay: Seconds a failed message is held before it is returned, so
+            a short outage does not use up its deliveries at once.
         timeout: Seconds to wait for the broker.
     """
 
@@ -427,6 +436,7 @@ class RabbitMQConsumer(AsyncRabbitMQConsumer):
         exchange: str = DEFAULT_EXCHANGE,
         prefetch: int = 1,
         delivery_limit: int = 5,
+        retry_delay: float = 1.0,
         timeout: float = 10.0,
     ) -> None:
         super().__init__(
@@ -437,6 +447,7 @@ class RabbitMQConsumer(AsyncRabbitMQConsumer):
             exchange=exchange,
             prefetch=prefetch,
             delivery_limit=delivery_limit,
+            retry_delay=retry_delay,
             timeout=timeout,
         )
 
