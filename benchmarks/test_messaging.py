@@ -289,6 +289,17 @@ def relay_rows() -> list[dict[str, Any]]:
     )
 
 
+def drain_relay(relay: Relay) -> int:
+    """Run ``relay``'s rounds until one claims nothing; how many it delivered (none failed)."""
+    delivered = 0
+    while True:
+        report = relay.run_once()
+        if report.claimed == 0:
+            return delivered
+        assert report.failed == 0
+        delivered += report.delivered
+
+
 def drain_timed(bench: Any, engine: sa.Engine, drain: Any) -> None:
     """Time ``drain()`` over a freshly filled outbox; check it took every message."""
 
@@ -335,15 +346,7 @@ class TestRelay:
     def test_relay(self, ours, relay_database):
         relay = Relay(relay_database, OUTBOX, NullTransport(), batch_size=100)
 
-        def drain() -> int:
-            delivered = 0
-            while True:
-                report = relay.run_once()
-                if report.claimed == 0:
-                    return delivered
-                delivered += report.delivered
-
-        drain_timed(ours, relay_database, drain)
+        drain_timed(ours, relay_database, lambda: drain_relay(relay))
 
 
 # messaging.relay-rabbitmq -----------------------------------------------------------------------
@@ -429,16 +432,7 @@ class TestRelayToRabbitMQ:
         transport = RabbitMQTransport(RABBITMQ_URL, exchange=BENCH_EXCHANGE)
         relay = Relay(relay_database, OUTBOX, transport, batch_size=100)
 
-        def drain() -> int:
-            delivered = 0
-            while True:
-                report = relay.run_once()
-                if report.claimed == 0:
-                    return delivered
-                assert report.failed == 0
-                delivered += report.delivered
-
         try:
-            drain_timed(ours, relay_database, drain)
+            drain_timed(ours, relay_database, lambda: drain_relay(relay))
         finally:
             transport.close()
